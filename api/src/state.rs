@@ -1,0 +1,17 @@
+//! What every handler can reach.
+
+use cronflow_jobs::{Clock, Store, domain::target::UrlPolicy};
+use std::sync::Arc;
+
+/// Shared state of the HTTP application; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// The database.
+    pub store: Store,
+    /// "Now", injectable for tests.
+    pub clock: Arc<dyn Clock>,
+    /// Which outbound URLs jobs and webhooks may target.
+    pub url_policy: UrlPolicy,
+    /// SHA-256 hex of `CRONFLOW_ADMIN_TOKEN`, if set: that token is an admin key.
+    pub admin_token_hash: Option<String>,
+}

@@ -1,0 +1,159 @@
+//! The command line: `cronflow serve | migrate | openapi | keys create`.
+
+use crate::{Application, Settings, config::ConfigError, shutdown, startup::connect_and_migrate, telemetry};
+use clap::{Parser, Subcommand, ValueEnum};
+use cronflow_jobs::{
+    Clock, SystemClock,
+    domain::{NewApiKey, Scope},
+};
+use std::{path::PathBuf, process::ExitCode};
+use tokio_util::sync::CancellationToken;
+
+/// Exit status for an unusable configuration (as for a command-line usage error).
+const EXIT_CONFIG: u8 = 2;
+
+/// CronFlow: scheduled jobs that fire on time, exactly once, and signed webhooks that
+/// tell other systems how they went.
+///
+/// With nothing configured, `cronflow serve` keeps its data in ./cronflow.db (SQLite)
+/// and listens on 127.0.0.1:8080. Settings come from a TOML file and CRONFLOW_*
+/// variables (CRONFLOW_DATABASE_URL, CRONFLOW_LISTEN, CRONFLOW_ADMIN_TOKEN, ...).
+#[derive(Debug, Parser)]
+#[command(name = "cronflow", version)]
+pub struct Cli {
+    /// TOML settings file (default: ./cronflow.toml if present; also CRONFLOW_CONFIG).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API, the dashboard and the engine (migrates the database first). On the
+    /// first start it prints a new admin API key, once.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Print the OpenAPI document (YAML) to stdout.
+    Openapi,
+    /// Manage API keys.
+    Keys {
+        /// The key operation.
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+/// API key operations.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print its token (to stdout, once; only its hash is stored).
+    Create {
+        /// What the key may do.
+        #[arg(long, value_enum)]
+        scope: ScopeArg,
+        /// A label for the key.
+        #[arg(long, default_value = "created with the CLI")]
+        name: String,
+    },
+}
+
+/// Scopes as the command line spells them.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ScopeArg {
+    /// Everything.
+    Admin,
+    /// GET everything but the audit stream.
+    Read,
+    /// Read the audit stream only.
+    Audit,
+}
+
+impl From<ScopeArg> for Scope {
+    fn from(s: ScopeArg) -> Self {
+        match s {
+            ScopeArg::Admin => Scope::Admin,
+            ScopeArg::Read => Scope::Read,
+            ScopeArg::Audit => Scope::Audit,
+        }
+    }
+}
+
+/// Parses the command line, loads settings and runs the command; `main` returns this.
+pub fn main_entry() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        print!("{}", cronflow_api::spec_yaml());
+        return ExitCode::SUCCESS;
+    }
+    let settings = match Settings::load(cli.config.as_deref(), &|k| std::env::var(k).ok()) {
+        Ok(s) => s,
+        Err(ConfigError { setting, message }) => {
+            eprintln!("cronflow: invalid setting {setting}: {message}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    telemetry::init(settings.log_format);
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cronflow: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cronflow: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => {
+            let store = connect_and_migrate(&settings.database_url).await?;
+            store.close().await;
+            eprintln!("migrations applied");
+            Ok(())
+        }
+        Command::Openapi => {
+            print!("{}", cronflow_api::spec_yaml());
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Create { scope, name },
+        } => {
+            let store = connect_and_migrate(&settings.database_url).await?;
+            let key = NewApiKey::generate(&name, scope.into(), SystemClock.now());
+            store.insert_api_key(&key).await?;
+            store.close().await;
+            eprintln!("created {} key {}; its token is shown only now:", key.key.scope.as_str(), key.key.id);
+            println!("{}", key.token);
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    let base = format!("http://{}", app.address());
+    println!("CronFlow is listening on {base}");
+    println!("  API:        {base}/v1   (docs: {base}/docs, spec: {base}/openapi.yaml)");
+    if let Some(token) = app.first_admin_token() {
+        println!();
+        println!("  First start: an admin API key was created. It is shown only now; store it:");
+        println!("  {token}");
+        println!("  Use it as: curl -H 'Authorization: Bearer {token}' {base}/v1/jobs");
+        println!();
+    }
+    let token = CancellationToken::new();
+    shutdown::cancel_on_signals(token.clone());
+    app.run_until_stopped(token).await
+}

@@ -1,0 +1,130 @@
+//! Building and running the application: connect, migrate, make sure an admin key
+//! exists, bind, serve until the shutdown token is cancelled.
+
+use crate::config::Settings;
+use anyhow::Context;
+use cronflow_api::ApiState;
+use cronflow_jobs::{
+    Clock, Store, SystemClock,
+    domain::{NewApiKey, Scope, api_key::hash_token, target::UrlPolicy},
+};
+use poem::{
+    Server,
+    listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
+};
+use std::{net::SocketAddr, sync::Arc};
+use tokio_util::sync::CancellationToken;
+
+/// A built application, bound to its port but not yet serving.
+pub struct Application {
+    acceptor: TcpAcceptor,
+    address: SocketAddr,
+    state: ApiState,
+    first_admin_token: Option<String>,
+    settings: Settings,
+}
+
+/// Connects to the database and applies every migration (CronFlow's and apalis's).
+pub async fn connect_and_migrate(database_url: &str) -> anyhow::Result<Store> {
+    let store = Store::connect(database_url)
+        .await
+        .with_context(|| format!("cannot open the database at {}", redact_url(database_url)))?;
+    store.migrate().await.context("cannot migrate the database")?;
+    Ok(store)
+}
+
+/// The URL without its password, for messages.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or_default();
+            format!("{}://{user}@{}", &url[..s], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Application {
+    /// Builds the application with the system clock.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// Builds the application with the given clock (tests inject a manual one).
+    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let store = connect_and_migrate(&settings.database_url).await?;
+        let first_admin_token = if settings.admin_token.is_none() && !store.has_api_keys().await? {
+            let key = NewApiKey::generate("initial admin key", Scope::Admin, clock.now());
+            store.insert_api_key(&key).await.context("cannot store the first admin key")?;
+            Some(key.token)
+        } else {
+            None
+        };
+        let acceptor = TcpListener::bind(settings.listen)
+            .into_acceptor()
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
+        let address = acceptor
+            .local_addr()
+            .first()
+            .and_then(|a| a.as_socket_addr().copied())
+            .context("the listener has no socket address")?;
+        let state = ApiState {
+            store,
+            clock,
+            url_policy: UrlPolicy {
+                allow_plain_http: settings.allow_private_targets,
+            },
+            admin_token_hash: settings.admin_token.as_ref().map(|t| hash_token(&t.0)),
+        };
+        Ok(Self {
+            acceptor,
+            address,
+            state,
+            first_admin_token,
+            settings,
+        })
+    }
+
+    /// The bound address (the real port when the settings asked for port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// The admin token generated because the database had no key yet; `None` on every
+    /// later start. It exists nowhere else: print it once.
+    pub fn first_admin_token(&self) -> Option<&str> {
+        self.first_admin_token.as_deref()
+    }
+
+    /// The database, for tests and commands that share the process.
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Serves until `shutdown` is cancelled, then lets in-flight requests finish (up to
+    /// the configured shutdown timeout) and closes the database.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let store = self.state.store.clone();
+        let app = cronflow_api::routes(self.state);
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, shutdown.cancelled_owned(), Some(self.settings.shutdown_timeout))
+            .await
+            .context("the HTTP server failed")?;
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_cut_from_database_urls() {
+        assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u@h:5432/db");
+        assert_eq!(redact_url("sqlite://cronflow.db"), "sqlite://cronflow.db");
+    }
+}

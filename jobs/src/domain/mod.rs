@@ -1,0 +1,18 @@
+//! Domain types: parsed once at the edge, trusted everywhere after.
+//!
+//! Each type has a private representation and a fallible `parse` (or `TryFrom`), so a
+//! value of the type is valid by construction.
+
+pub mod api_key;
+pub mod ids;
+pub mod job;
+pub mod page;
+pub mod schedule;
+pub mod target;
+
+pub use api_key::{ApiKey, NewApiKey, Scope};
+pub use ids::{ApiKeyId, JobId};
+pub use job::{CatchUpPolicy, Environment, Job, JobPatch, JobSpec, OverlapPolicy};
+pub use page::{Cursor, Page, PageRequest};
+pub use schedule::Schedule;
+pub use target::{CommandTarget, HttpMethod, HttpTarget, Target};

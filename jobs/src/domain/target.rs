@@ -1,0 +1,202 @@
+//! What a job runs: a command (argv in its own process group) or an HTTP request.
+
+use crate::ValidationError;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Most arguments a command may have; far above any real use, low enough to bound rows.
+const MAX_ARGS: usize = 1024;
+/// Largest HTTP body a job may send.
+const MAX_HTTP_BODY: usize = 256 * 1024;
+
+/// A job's target. Stored as JSON (`{"type":"command",...}`), the same shape the API uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Target {
+    /// Run a program.
+    Command(CommandTarget),
+    /// Send an HTTP request; a 2xx answer is success.
+    Http(HttpTarget),
+}
+
+/// A program to run: no shell unless the argv asks for one (`["sh","-c","..."]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandTarget {
+    command: Vec<String>,
+    env: BTreeMap<String, String>,
+    working_dir: Option<String>,
+}
+
+impl CommandTarget {
+    /// Validates argv (non-empty, no NUL bytes), environment names and the directory.
+    pub fn parse(
+        command: Vec<String>,
+        env: BTreeMap<String, String>,
+        working_dir: Option<String>,
+    ) -> Result<Self, ValidationError> {
+        match command.first() {
+            None => return Err(ValidationError::new("command", "must name a program to run")),
+            Some(p) if p.trim().is_empty() => {
+                return Err(ValidationError::new("command", "the program name is empty"));
+            }
+            _ => {}
+        }
+        if command.len() > MAX_ARGS {
+            return Err(ValidationError::new("command", format!("at most {MAX_ARGS} arguments")));
+        }
+        if command.iter().any(|a| a.contains('\0')) {
+            return Err(ValidationError::new("command", "arguments cannot contain NUL bytes"));
+        }
+        for (k, v) in &env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+                return Err(ValidationError::new(
+                    "env",
+                    format!("`{k}` is not a valid environment variable (no `=`, no NUL, not empty)"),
+                ));
+            }
+        }
+        if let Some(dir) = &working_dir {
+            if dir.is_empty() || dir.contains('\0') {
+                return Err(ValidationError::new("working_dir", "must be a non-empty path"));
+            }
+        }
+        Ok(Self { command, env, working_dir })
+    }
+
+    /// Program and arguments.
+    pub fn command(&self) -> &[String] {
+        &self.command
+    }
+    /// Extra environment variables.
+    pub fn env(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+    /// Directory to run in (the server's working directory if `None`).
+    pub fn working_dir(&self) -> Option<&str> {
+        self.working_dir.as_deref()
+    }
+}
+
+/// HTTP methods a job may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+#[allow(missing_docs)]
+pub enum HttpMethod {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Head,
+}
+
+/// An HTTP request to send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpTarget {
+    method: HttpMethod,
+    url: String,
+    headers: BTreeMap<String, String>,
+    body: Option<String>,
+}
+
+/// Whether a URL may use plain `http://` (the operator's
+/// `CRONFLOW_ALLOW_PRIVATE_TARGETS`); otherwise only `https://` is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UrlPolicy {
+    /// Accept `http://` as well as `https://`.
+    pub allow_plain_http: bool,
+}
+
+impl HttpTarget {
+    /// Validates the URL (absolute, http(s), https unless allowed), header names and
+    /// values, and the body size. Address checks (SSRF) happen when the request is made,
+    /// against the address actually connected to.
+    pub fn parse(
+        method: HttpMethod,
+        url: &str,
+        headers: BTreeMap<String, String>,
+        body: Option<String>,
+        policy: UrlPolicy,
+    ) -> Result<Self, ValidationError> {
+        let url = parse_url(url, policy).map_err(|m| ValidationError::new("url", m))?;
+        for (k, v) in &headers {
+            let name_ok = !k.is_empty()
+                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if !name_ok {
+                return Err(ValidationError::new("headers", format!("`{k}` is not a valid header name")));
+            }
+            if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                return Err(ValidationError::new("headers", format!("the value of `{k}` contains a line break")));
+            }
+        }
+        if body.as_ref().is_some_and(|b| b.len() > MAX_HTTP_BODY) {
+            return Err(ValidationError::new("body", format!("at most {MAX_HTTP_BODY} bytes")));
+        }
+        Ok(Self { method, url, headers, body })
+    }
+
+    /// The method.
+    pub fn method(&self) -> HttpMethod {
+        self.method
+    }
+    /// The absolute URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+    /// Extra request headers.
+    pub fn headers(&self) -> &BTreeMap<String, String> {
+        &self.headers
+    }
+    /// The request body, if any.
+    pub fn body(&self) -> Option<&str> {
+        self.body.as_deref()
+    }
+}
+
+/// Checks an outbound URL: absolute, with a host, `https` (or `http` when allowed), no
+/// credentials in it. Returns the normalised form.
+pub fn parse_url(raw: &str, policy: UrlPolicy) -> Result<String, String> {
+    let url = url::Url::parse(raw.trim()).map_err(|e| format!("`{raw}` is not a valid absolute URL: {e}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if policy.allow_plain_http => {}
+        "http" => {
+            return Err(
+                "plain http is refused: use https (or start CronFlow with CRONFLOW_ALLOW_PRIVATE_TARGETS=true)"
+                    .into(),
+            );
+        }
+        other => return Err(format!("scheme `{other}` is not supported: use https")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("the URL has no host".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("credentials in the URL are not allowed: send them in a header".into());
+    }
+    Ok(url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_needs_the_operators_permission() {
+        let strict = UrlPolicy::default();
+        let open = UrlPolicy { allow_plain_http: true };
+        assert!(parse_url("http://example.com/x", strict).is_err());
+        assert!(parse_url("http://example.com/x", open).is_ok());
+        assert!(parse_url("https://example.com/x", strict).is_ok());
+        assert!(parse_url("ftp://example.com/x", open).is_err());
+        assert!(parse_url("/relative", open).is_err());
+        assert!(parse_url("https://u:p@example.com/", open).is_err());
+    }
+
+    #[test]
+    fn empty_argv_and_bad_env_names_are_refused() {
+        assert_eq!(CommandTarget::parse(vec![], Default::default(), None).unwrap_err().field, "command");
+        let env = BTreeMap::from([("A=B".to_owned(), "x".to_owned())]);
+        assert_eq!(CommandTarget::parse(vec!["true".into()], env, None).unwrap_err().field, "env");
+    }
+}

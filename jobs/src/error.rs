@@ -1,0 +1,63 @@
+//! Error types of the engine: one for bad input, one for storage failures.
+
+use std::borrow::Cow;
+
+/// Input that does not make a valid domain value. `field` names the offending input in
+/// the terms the API uses (`schedule`, `target.url`, ...), so clients can point at it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    /// The input field, dotted for nested fields (`target.command`).
+    pub field: Cow<'static, str>,
+    /// What is wrong, in words a user can act on.
+    pub message: String,
+}
+
+impl ValidationError {
+    /// An error about `field`.
+    pub fn new(field: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error, reported under a parent field (`command` becomes `target.command`).
+    pub fn within(mut self, parent: &str) -> Self {
+        self.field = Cow::Owned(format!("{parent}.{}", self.field));
+        self
+    }
+}
+
+/// A failure of the database layer. The source is kept for logs; callers show users
+/// nothing of it beyond "internal error".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or a query failed.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// Migrations (CronFlow's or apalis's) could not be applied.
+    #[error("database migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value no longer parses as its domain type (a bug or a manual edit).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// The database URL is neither `sqlite://` nor `postgres://`.
+    #[error("unsupported database URL (expected sqlite://PATH or postgres://...)")]
+    UnsupportedUrl,
+    /// A database call did not answer within its deadline.
+    #[error("database call timed out")]
+    Timeout,
+}
+
+impl StoreError {
+    /// Whether the database is unreachable (as opposed to a query failing), so callers
+    /// can answer "try again later" rather than "bug".
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
+                | StoreError::Timeout
+        )
+    }
+}

@@ -1,0 +1,22 @@
+//! CronFlow's engine: everything that is not HTTP.
+//!
+//! The API crate (`cronflow-api`) parses requests into the domain types defined here and
+//! calls one function of this crate per operation; the binary (`cronflow`) wires the
+//! pieces together. Nothing in here knows about poem, HTTP status codes or the CLI.
+//!
+//! # Layout
+//! - [`domain`]: parsed, validated types (prefixed ids, cron schedules in a time zone,
+//!   job definitions and targets, API keys). Past this boundary no raw strings travel.
+//! - [`store`]: the one place that speaks SQL, over SQLite or Postgres, including the
+//!   migrations of CronFlow and of apalis.
+//! - [`clock`]: the injectable source of "now", so schedules can be tested exactly.
+//! - [`error`]: the error enums of this crate.
+
+pub mod clock;
+pub mod domain;
+pub mod error;
+pub mod store;
+
+pub use clock::{Clock, SystemClock};
+pub use error::{StoreError, ValidationError};
+pub use store::Store;

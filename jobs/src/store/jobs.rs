@@ -1,0 +1,251 @@
+//! The job catalogue: create, read, list, change, pause, resume and delete jobs.
+//!
+//! `next_fire_at` is the scheduler's source of truth: it is set here when a job is
+//! created, resumed or rescheduled, and cleared while the job is paused.
+
+use super::{Store, with_pool};
+use crate::domain::{
+    CatchUpPolicy, Cursor, Environment, Job, JobId, JobPatch, JobSpec, OverlapPolicy, Page,
+    PageRequest, Schedule, Target,
+    job::{JobName, Tags},
+};
+use crate::{StoreError, ValidationError};
+use chrono::{DateTime, Utc};
+
+/// Why a change to a job did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// No job has this id.
+    #[error("job not found")]
+    NotFound,
+    /// The change would make the job invalid.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for JobError {
+    fn from(e: sqlx::Error) -> Self {
+        JobError::Store(e.into())
+    }
+}
+
+/// The columns of `jobs`, in the order of [`JobRow`] (a macro so queries stay literals).
+macro_rules! columns {
+    () => {
+        "id, name, schedule, timezone, target, timeout_seconds, max_retries, environment, \
+         overlap_policy, catch_up, tags, paused, next_fire_at, created_at, updated_at"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: String,
+    name: String,
+    schedule: String,
+    timezone: String,
+    target: String,
+    timeout_seconds: i64,
+    max_retries: i64,
+    environment: String,
+    overlap_policy: String,
+    catch_up: String,
+    tags: String,
+    paused: bool,
+    next_fire_at: Option<i64>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(v).ok_or_else(|| StoreError::Corrupt(format!("timestamp {v}")))
+}
+
+impl TryFrom<JobRow> for Job {
+    type Error = StoreError;
+
+    fn try_from(r: JobRow) -> Result<Self, StoreError> {
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Corrupt(format!("job {}: {what}: {e}", r.id))
+        };
+        let spec = JobSpec {
+            name: JobName::parse(&r.name).map_err(|e| corrupt("name", &e))?,
+            schedule: Schedule::parse(&r.schedule, &r.timezone).map_err(|e| corrupt("schedule", &e))?,
+            target: serde_json::from_str::<Target>(&r.target).map_err(|e| corrupt("target", &e))?,
+            timeout_seconds: u32::try_from(r.timeout_seconds).map_err(|e| corrupt("timeout", &e))?,
+            max_retries: u32::try_from(r.max_retries).map_err(|e| corrupt("max_retries", &e))?,
+            environment: Environment::parse(&r.environment).ok_or_else(|| corrupt("environment", &r.environment))?,
+            overlap_policy: OverlapPolicy::parse(&r.overlap_policy)
+                .ok_or_else(|| corrupt("overlap_policy", &r.overlap_policy))?,
+            catch_up: CatchUpPolicy::parse(&r.catch_up).ok_or_else(|| corrupt("catch_up", &r.catch_up))?,
+            tags: serde_json::from_str::<Vec<String>>(&r.tags)
+                .map_err(|e| corrupt("tags", &e))
+                .and_then(|t| Tags::parse(t).map_err(|e| corrupt("tags", &e)))?,
+        };
+        Ok(Job {
+            id: JobId::parse(&r.id).ok_or_else(|| corrupt("id", &r.id))?,
+            spec,
+            paused: r.paused,
+            next_run_at: r.next_fire_at.map(from_ms).transpose()?,
+            created_at: from_ms(r.created_at)?,
+            updated_at: from_ms(r.updated_at)?,
+        })
+    }
+}
+
+fn target_json(t: &Target) -> String {
+    // Serialising plain data to a String cannot fail.
+    serde_json::to_string(t).unwrap_or_default()
+}
+
+fn tags_json(t: &Tags) -> String {
+    serde_json::to_string(t.as_slice()).unwrap_or_default()
+}
+
+impl Store {
+    /// Stores a new job; it fires first at the schedule's next time after `now`.
+    pub async fn create_job(&self, spec: JobSpec, now: DateTime<Utc>) -> Result<Job, StoreError> {
+        let job = Job {
+            id: JobId::generate(),
+            next_run_at: spec.schedule.next_after(now),
+            spec,
+            paused: false,
+            created_at: now,
+            updated_at: now,
+        };
+        let s = &job.spec;
+        let sql = concat!(
+            "INSERT INTO scheduled_jobs (", columns!(), ") ",
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        );
+        with_pool!(self, pool => sqlx::query(sql)
+            .bind(job.id.as_str())
+            .bind(s.name.as_str())
+            .bind(s.schedule.expr())
+            .bind(s.schedule.timezone())
+            .bind(target_json(&s.target))
+            .bind(i64::from(s.timeout_seconds))
+            .bind(i64::from(s.max_retries))
+            .bind(s.environment.as_str())
+            .bind(s.overlap_policy.as_str())
+            .bind(s.catch_up.as_str())
+            .bind(tags_json(&s.tags))
+            .bind(job.paused)
+            .bind(job.next_run_at.map(ms))
+            .bind(ms(job.created_at))
+            .bind(ms(job.updated_at))
+            .execute(pool)
+            .await.map(|_| ()))?;
+        Ok(job)
+    }
+
+    /// The job with this id, if any.
+    pub async fn get_job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
+        let sql = concat!("SELECT ", columns!(), " FROM scheduled_jobs WHERE id = $1");
+        let row: Option<JobRow> =
+            with_pool!(self, pool => sqlx::query_as(sql).bind(id.as_str()).fetch_optional(pool).await)?;
+        row.map(Job::try_from).transpose()
+    }
+
+    /// Jobs in creation order, one page at a time.
+    pub async fn list_jobs(&self, page: &PageRequest) -> Result<Page<Job>, StoreError> {
+        let (after_ms, after_id) = page
+            .after
+            .as_ref()
+            .map_or((i64::MIN, ""), |c| (c.created_at_ms, c.id.as_str()));
+        let sql = concat!(
+            "SELECT ", columns!(), " FROM scheduled_jobs ",
+            "WHERE created_at > $1 OR (created_at = $1 AND id > $2) ORDER BY created_at, id LIMIT $3"
+        );
+        let rows: Vec<JobRow> = with_pool!(self, pool => sqlx::query_as(sql)
+            .bind(after_ms)
+            .bind(after_id)
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(pool)
+            .await)?;
+        let mut items = rows.into_iter().map(Job::try_from).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if items.len() > page.limit as usize {
+            items.truncate(page.limit as usize);
+            items.last().map(|j| Cursor::after(j.created_at, j.id.as_str()))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Applies `patch` to a job. A changed schedule or time zone moves the next fire
+    /// time to the new schedule's first slot after `now` (unless the job is paused).
+    pub async fn update_job(&self, id: &JobId, patch: JobPatch, now: DateTime<Utc>) -> Result<Job, JobError> {
+        let reschedule = patch.changes_schedule();
+        let mut job = self.get_job(id).await?.ok_or(JobError::NotFound)?;
+        job.spec = job.spec.patched(patch)?;
+        if reschedule && !job.paused {
+            job.next_run_at = job.spec.schedule.next_after(now);
+        }
+        job.updated_at = now;
+        let s = &job.spec;
+        let sql = "UPDATE scheduled_jobs SET name = $2, schedule = $3, timezone = $4, target = $5, \
+                   timeout_seconds = $6, max_retries = $7, environment = $8, overlap_policy = $9, \
+                   catch_up = $10, tags = $11, next_fire_at = $12, updated_at = $13 WHERE id = $1";
+        let done = with_pool!(self, pool => sqlx::query(sql)
+            .bind(job.id.as_str())
+            .bind(s.name.as_str())
+            .bind(s.schedule.expr())
+            .bind(s.schedule.timezone())
+            .bind(target_json(&s.target))
+            .bind(i64::from(s.timeout_seconds))
+            .bind(i64::from(s.max_retries))
+            .bind(s.environment.as_str())
+            .bind(s.overlap_policy.as_str())
+            .bind(s.catch_up.as_str())
+            .bind(tags_json(&s.tags))
+            .bind(job.next_run_at.map(ms))
+            .bind(ms(job.updated_at))
+            .execute(pool)
+            .await.map(|r| r.rows_affected()))?;
+        if done == 0 {
+            return Err(JobError::NotFound);
+        }
+        Ok(job)
+    }
+
+    /// Pauses (`true`) or resumes (`false`) a job. Pausing clears the next fire time;
+    /// resuming sets it to the first slot after `now`, so paused slots are not caught up.
+    /// Idempotent: pausing a paused job changes nothing.
+    pub async fn set_job_paused(&self, id: &JobId, paused: bool, now: DateTime<Utc>) -> Result<Job, JobError> {
+        let mut job = self.get_job(id).await?.ok_or(JobError::NotFound)?;
+        if job.paused == paused {
+            return Ok(job);
+        }
+        job.paused = paused;
+        job.next_run_at = if paused { None } else { job.spec.schedule.next_after(now) };
+        job.updated_at = now;
+        let sql = "UPDATE scheduled_jobs SET paused = $2, next_fire_at = $3, updated_at = $4 WHERE id = $1";
+        let done = with_pool!(self, pool => sqlx::query(sql)
+            .bind(job.id.as_str())
+            .bind(paused)
+            .bind(job.next_run_at.map(ms))
+            .bind(ms(now))
+            .execute(pool)
+            .await.map(|r| r.rows_affected()))?;
+        if done == 0 {
+            return Err(JobError::NotFound);
+        }
+        Ok(job)
+    }
+
+    /// Deletes a job; `false` if there was none.
+    pub async fn delete_job(&self, id: &JobId) -> Result<bool, StoreError> {
+        let n = with_pool!(self, pool => sqlx::query("DELETE FROM scheduled_jobs WHERE id = $1")
+            .bind(id.as_str())
+            .execute(pool)
+            .await.map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+}

@@ -1,0 +1,113 @@
+//! API keys: stored hashed, looked up by the id embedded in the token.
+
+use super::{Store, with_pool};
+use crate::StoreError;
+use crate::domain::{
+    ApiKey, ApiKeyId, Cursor, NewApiKey, Page, PageRequest, Scope,
+    api_key::{key_id_of_token, token_matches},
+};
+use chrono::{DateTime, Utc};
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: String,
+    name: String,
+    scope: String,
+    token_hash: String,
+    created_at: i64,
+}
+
+impl KeyRow {
+    fn into_key(self) -> Result<ApiKey, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("api key {}: {what}", self.id));
+        Ok(ApiKey {
+            id: ApiKeyId::parse(&self.id).ok_or_else(|| corrupt("id"))?,
+            name: self.name.clone(),
+            scope: Scope::parse(&self.scope).ok_or_else(|| corrupt("scope"))?,
+            created_at: DateTime::from_timestamp_millis(self.created_at).ok_or_else(|| corrupt("created_at"))?,
+        })
+    }
+}
+
+impl Store {
+    /// Stores a new key (its hash only).
+    pub async fn insert_api_key(&self, new: &NewApiKey) -> Result<(), StoreError> {
+        let k = &new.key;
+        with_pool!(self, pool => sqlx::query(
+            "INSERT INTO api_keys (id, name, scope, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(k.id.as_str())
+            .bind(&k.name)
+            .bind(k.scope.as_str())
+            .bind(&new.token_hash)
+            .bind(k.created_at.timestamp_millis())
+            .execute(pool)
+            .await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Whether any key exists (the first start creates one if not).
+    pub async fn has_api_keys(&self) -> Result<bool, StoreError> {
+        let n: i64 = with_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
+            .fetch_one(pool)
+            .await)?;
+        Ok(n > 0)
+    }
+
+    /// The key a bearer token belongs to, if the token is genuine. The stored hash is
+    /// compared in constant time; an unknown id and a wrong secret look the same.
+    pub async fn authenticate(&self, token: &str, now: DateTime<Utc>) -> Result<Option<ApiKey>, StoreError> {
+        let Some(id) = key_id_of_token(token) else {
+            return Ok(None);
+        };
+        let row: Option<KeyRow> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT id, name, scope, token_hash, created_at FROM api_keys WHERE id = $1")
+            .bind(id.as_str())
+            .fetch_optional(pool)
+            .await)?;
+        let Some(row) = row.filter(|r| token_matches(token, &r.token_hash)) else {
+            return Ok(None);
+        };
+        // Best effort, and at most once a minute per key, to keep reads cheap.
+        let _ = with_pool!(self, pool => sqlx::query(
+            "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)")
+            .bind(id.as_str())
+            .bind(now.timestamp_millis())
+            .bind(now.timestamp_millis() - 60_000)
+            .execute(pool)
+            .await.map(|_| ()));
+        row.into_key().map(Some)
+    }
+
+    /// Keys in creation order.
+    pub async fn list_api_keys(&self, page: &PageRequest) -> Result<Page<ApiKey>, StoreError> {
+        let (after_ms, after_id) = page
+            .after
+            .as_ref()
+            .map_or((i64::MIN, ""), |c| (c.created_at_ms, c.id.as_str()));
+        let rows: Vec<KeyRow> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT id, name, scope, token_hash, created_at FROM api_keys \
+             WHERE created_at > $1 OR (created_at = $1 AND id > $2) ORDER BY created_at, id LIMIT $3")
+            .bind(after_ms)
+            .bind(after_id)
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(pool)
+            .await)?;
+        let mut items = rows.into_iter().map(KeyRow::into_key).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if items.len() > page.limit as usize {
+            items.truncate(page.limit as usize);
+            items.last().map(|k| Cursor::after(k.created_at, k.id.as_str()))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Revokes a key; `false` if there was none.
+    pub async fn delete_api_key(&self, id: &ApiKeyId) -> Result<bool, StoreError> {
+        let n = with_pool!(self, pool => sqlx::query("DELETE FROM api_keys WHERE id = $1")
+            .bind(id.as_str())
+            .execute(pool)
+            .await.map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+}
