@@ -53,7 +53,12 @@ async fn check_key(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
             key_id: "key_env".to_owned(),
             scope: Scope::Admin,
         },
-        _ => match state.store.authenticate(&bearer.token, now).await.map_err(ApiError::from)? {
+        _ => match state
+            .store
+            .authenticate(&bearer.token, now)
+            .await
+            .map_err(ApiError::from)?
+        {
             Some(ApiKey { id, scope, .. }) => Principal {
                 key_id: id.to_string(),
                 scope,

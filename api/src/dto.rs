@@ -134,7 +134,12 @@ pub(crate) struct HttpTargetDto {
 
 /// What a job runs, told apart by `type`.
 #[derive(Debug, Clone, Union)]
-#[oai(discriminator_name = "type", rename_all = "snake_case", one_of, rename = "Target")]
+#[oai(
+    discriminator_name = "type",
+    rename_all = "snake_case",
+    one_of,
+    rename = "Target"
+)]
 pub(crate) enum TargetDto {
     /// A program.
     Command(CommandTargetDto),

@@ -65,7 +65,11 @@ pub enum ApiError {
 impl ApiError {
     /// 404 for an object of `kind` (`job`, `key`, ...) with `id`.
     pub fn not_found(kind: &str, id: &str) -> Self {
-        ApiError::NotFound(ErrorBody::new("not_found", format!("no {kind} with id `{id}`"), None))
+        ApiError::NotFound(ErrorBody::new(
+            "not_found",
+            format!("no {kind} with id `{id}`"),
+            None,
+        ))
     }
 
     /// 401.
@@ -113,6 +117,11 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// 400 with a message and, when known, the field at fault.
+pub(crate) fn bad_request(message: String, field: Option<String>) -> ApiError {
+    ApiError::BadRequest(ErrorBody::new("bad_request", message, field))
+}
+
 /// Converts a job operation's failure; `id` is the job asked for.
 pub(crate) fn job_error(e: JobError, id: &str) -> ApiError {
     match e {
@@ -148,7 +157,9 @@ pub(crate) async fn json_error(err: poem::Error) -> Response {
         _ => ("error", None),
     };
     let message = match status {
-        StatusCode::UNAUTHORIZED => "missing or invalid API key: send `Authorization: Bearer <key>`".to_owned(),
+        StatusCode::UNAUTHORIZED => {
+            "missing or invalid API key: send `Authorization: Bearer <key>`".to_owned()
+        }
         StatusCode::NOT_FOUND => "no such route".to_owned(),
         _ => message,
     };
@@ -166,7 +177,9 @@ fn field_in_message(message: &str) -> Option<String> {
         while let (Some(inside), Some(_)) = (parts.next(), parts.next().or(Some(""))) {
             let looks_like_field = !inside.is_empty()
                 && inside.len() <= 64
-                && inside.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+                && inside
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
             if looks_like_field {
                 found = Some(inside.to_owned());
             }

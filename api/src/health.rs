@@ -44,7 +44,9 @@ impl HealthApi {
             Ok(()) => ReadyResponse::Ready(Json(Status { status: "ok".into() })),
             Err(e) => {
                 tracing::warn!(error = ?e, "readiness check failed");
-                ReadyResponse::NotReady(Json(Status { status: "unavailable".into() }))
+                ReadyResponse::NotReady(Json(Status {
+                    status: "unavailable".into(),
+                }))
             }
         }
     }

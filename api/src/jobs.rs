@@ -38,7 +38,12 @@ pub(crate) struct JobsApi;
 impl JobsApi {
     /// Create a job.
     #[oai(path = "/v1/jobs", method = "post", operation_id = "create_job")]
-    async fn create(&self, state: Data<&ApiState>, _auth: BearerAuth, body: Json<JobIn>) -> Result<Created, ApiError> {
+    async fn create(
+        &self,
+        state: Data<&ApiState>,
+        _auth: BearerAuth,
+        body: Json<JobIn>,
+    ) -> Result<Created, ApiError> {
         let spec = body.0.into_spec(state.url_policy)?;
         let job = state.store.create_job(spec, state.clock.now()).await?;
         Ok(Created::Job(Json(JobOut::new(&job))))
@@ -66,7 +71,12 @@ impl JobsApi {
 
     /// Get a job, with its next fire times.
     #[oai(path = "/v1/jobs/:id", method = "get", operation_id = "get_job")]
-    async fn get(&self, state: Data<&ApiState>, _auth: BearerAuth, id: Path<String>) -> Result<Json<JobOut>, ApiError> {
+    async fn get(
+        &self,
+        state: Data<&ApiState>,
+        _auth: BearerAuth,
+        id: Path<String>,
+    ) -> Result<Json<JobOut>, ApiError> {
         let job_id = parse_id(&id)?;
         match state.store.get_job(&job_id).await? {
             Some(job) => Ok(Json(JobOut::new(&job))),
@@ -96,7 +106,12 @@ impl JobsApi {
 
     /// Delete a job.
     #[oai(path = "/v1/jobs/:id", method = "delete", operation_id = "delete_job")]
-    async fn delete(&self, state: Data<&ApiState>, _auth: BearerAuth, id: Path<String>) -> Result<Deleted, ApiError> {
+    async fn delete(
+        &self,
+        state: Data<&ApiState>,
+        _auth: BearerAuth,
+        id: Path<String>,
+    ) -> Result<Deleted, ApiError> {
         let job_id = parse_id(&id)?;
         if state.store.delete_job(&job_id).await? {
             Ok(Deleted::Job)
@@ -107,14 +122,24 @@ impl JobsApi {
 
     /// Pause a job: it stops firing until resumed. Pausing a paused job is a no-op.
     #[oai(path = "/v1/jobs/:id/pause", method = "post", operation_id = "pause_job")]
-    async fn pause(&self, state: Data<&ApiState>, _auth: BearerAuth, id: Path<String>) -> Result<Json<JobOut>, ApiError> {
+    async fn pause(
+        &self,
+        state: Data<&ApiState>,
+        _auth: BearerAuth,
+        id: Path<String>,
+    ) -> Result<Json<JobOut>, ApiError> {
         self.set_paused(&state, &id, true).await
     }
 
     /// Resume a paused job: it fires next at its first slot from now (paused slots are
     /// not caught up).
     #[oai(path = "/v1/jobs/:id/resume", method = "post", operation_id = "resume_job")]
-    async fn resume(&self, state: Data<&ApiState>, _auth: BearerAuth, id: Path<String>) -> Result<Json<JobOut>, ApiError> {
+    async fn resume(
+        &self,
+        state: Data<&ApiState>,
+        _auth: BearerAuth,
+        id: Path<String>,
+    ) -> Result<Json<JobOut>, ApiError> {
         self.set_paused(&state, &id, false).await
     }
 }

@@ -39,10 +39,19 @@ pub(crate) struct KeysApi;
 impl KeysApi {
     /// Create an API key. The response holds its token; it is never shown again.
     #[oai(path = "/v1/keys", method = "post", operation_id = "create_key")]
-    async fn create(&self, state: Data<&ApiState>, _auth: BearerAuth, body: Json<KeyIn>) -> Result<Created, ApiError> {
+    async fn create(
+        &self,
+        state: Data<&ApiState>,
+        _auth: BearerAuth,
+        body: Json<KeyIn>,
+    ) -> Result<Created, ApiError> {
         let name = body.0.name.trim();
         if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
-            return Err(ValidationError::new("name", format!("1 to {MAX_NAME} characters, no control characters")).into());
+            return Err(ValidationError::new(
+                "name",
+                format!("1 to {MAX_NAME} characters, no control characters"),
+            )
+            .into());
         }
         let new = NewApiKey::generate(name, body.0.scope.into(), state.clock.now());
         state.store.insert_api_key(&new).await?;
@@ -74,7 +83,12 @@ impl KeysApi {
 
     /// Revoke an API key; requests made with it fail from now on.
     #[oai(path = "/v1/keys/:id", method = "delete", operation_id = "delete_key")]
-    async fn delete(&self, state: Data<&ApiState>, _auth: BearerAuth, id: Path<String>) -> Result<Deleted, ApiError> {
+    async fn delete(
+        &self,
+        state: Data<&ApiState>,
+        _auth: BearerAuth,
+        id: Path<String>,
+    ) -> Result<Deleted, ApiError> {
         let key_id = ApiKeyId::parse(&id).ok_or_else(|| ApiError::not_found("key", &id))?;
         if state.store.delete_api_key(&key_id).await? {
             Ok(Deleted::Key)

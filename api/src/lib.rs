@@ -11,15 +11,16 @@
 //!   framework error (bad JSON, unknown route, body too large) into the same shape.
 //! - `dto`: request and response bodies, and their conversion to and from the domain.
 //! - `jobs`, `keys`, `health`: one `#[OpenApi]` impl per tag.
-//! - `body_limit`: refuses oversized request bodies with 413.
+//! - `request_body`: refuses oversized bodies with 413, and names the field at fault
+//!   when a body does not fit its schema.
 
 mod auth;
-mod body_limit;
 mod dto;
 mod error;
 mod health;
 mod jobs;
 mod keys;
+mod request_body;
 pub mod state;
 
 pub use error::ApiError;
@@ -49,6 +50,11 @@ pub fn spec_yaml() -> String {
     openapi_service().spec_yaml()
 }
 
+/// The same document as JSON.
+pub fn spec_json() -> String {
+    openapi_service().spec()
+}
+
 fn openapi_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (health::HealthApi, jobs::JobsApi, keys::KeysApi),
@@ -70,7 +76,7 @@ pub fn routes(state: ApiState) -> impl Endpoint {
         .nest("/", api)
         .nest("/docs", docs)
         .at("/openapi.yaml", spec_yaml)
-        .around(body_limit::limit_body)
+        .around(request_body::check_body)
         .catch_all_error(error::json_error)
         .data(state)
 }

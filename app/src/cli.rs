@@ -134,7 +134,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let key = NewApiKey::generate(&name, scope.into(), SystemClock.now());
             store.insert_api_key(&key).await?;
             store.close().await;
-            eprintln!("created {} key {}; its token is shown only now:", key.key.scope.as_str(), key.key.id);
+            eprintln!(
+                "created {} key {}; its token is shown only now:",
+                key.key.scope.as_str(),
+                key.key.id
+            );
             println!("{}", key.token);
             Ok(())
         }
@@ -151,8 +155,8 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         println!("  First start: an admin API key was created. It is shown only now; store it:");
         println!("  {token}");
         println!("  Use it as: curl -H 'Authorization: Bearer {token}' {base}/v1/jobs");
-        println!();
     }
+    println!("Press ctrl-c to stop.");
     let token = CancellationToken::new();
     shutdown::cancel_on_signals(token.clone());
     app.run_until_stopped(token).await

@@ -114,7 +114,11 @@ impl Settings {
         let file = file
             .map(Path::to_path_buf)
             .or_else(|| env(CONFIG_ENV).map(Into::into))
-            .or_else(|| Path::new(DEFAULT_CONFIG_FILE).exists().then(|| DEFAULT_CONFIG_FILE.into()));
+            .or_else(|| {
+                Path::new(DEFAULT_CONFIG_FILE)
+                    .exists()
+                    .then(|| DEFAULT_CONFIG_FILE.into())
+            });
         if let Some(path) = file {
             let file_setting = || ConfigError {
                 setting: format!("--config ({})", path.display()),
@@ -142,7 +146,12 @@ impl Settings {
                     toml::Value::String(s) => s,
                     toml::Value::Boolean(b) => b.to_string(),
                     toml::Value::Integer(i) => i.to_string(),
-                    other => return Err(invalid(known, format!("`{other}` is not a string, number or boolean"))),
+                    other => {
+                        return Err(invalid(
+                            known,
+                            format!("`{other}` is not a string, number or boolean"),
+                        ));
+                    }
                 };
                 values.insert(known, text);
             }
@@ -158,16 +167,23 @@ impl Settings {
     fn from_values(v: &BTreeMap<&str, String>) -> Result<Self, ConfigError> {
         let get = |k: &str| v.get(k).map(String::as_str).unwrap_or_default();
         let database_url = get("database_url").trim().to_owned();
-        if !["sqlite:", "postgres:", "postgresql:"].iter().any(|p| database_url.starts_with(p)) {
+        if !["sqlite:", "postgres:", "postgresql:"]
+            .iter()
+            .any(|p| database_url.starts_with(p))
+        {
             return Err(invalid(
                 "database_url",
-                format!("`{database_url}` is not a database URL: use sqlite://PATH or postgres://USER@HOST/DB"),
+                format!(
+                    "`{database_url}` is not a database URL: use sqlite://PATH or postgres://USER@HOST/DB"
+                ),
             ));
         }
-        let listen = get("listen")
-            .trim()
-            .parse()
-            .map_err(|_| invalid("listen", format!("`{}` is not an address like 127.0.0.1:8080", get("listen"))))?;
+        let listen = get("listen").trim().parse().map_err(|_| {
+            invalid(
+                "listen",
+                format!("`{}` is not an address like 127.0.0.1:8080", get("listen")),
+            )
+        })?;
         let admin_token = match v.get("admin_token").map(|s| s.trim()) {
             None | Some("") => None,
             Some(t) if t.chars().count() < MIN_ADMIN_TOKEN_LEN => {
@@ -186,21 +202,28 @@ impl Settings {
         if retry_schedule.iter().any(Duration::is_zero) || retry_schedule.len() > 20 {
             return Err(invalid("retry_schedule", "1 to 20 delays, each above zero"));
         }
-        let webhook_timeout = parse_duration(get("webhook_timeout")).map_err(|e| invalid("webhook_timeout", e))?;
+        let webhook_timeout =
+            parse_duration(get("webhook_timeout")).map_err(|e| invalid("webhook_timeout", e))?;
         if webhook_timeout.is_zero() || webhook_timeout > Duration::from_secs(300) {
             return Err(invalid("webhook_timeout", "must be above zero and at most 5m"));
         }
         let allow_private_targets = match get("allow_private_targets").trim().to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" => true,
             "false" | "0" | "no" | "" => false,
-            other => return Err(invalid("allow_private_targets", format!("`{other}` is not true or false"))),
+            other => {
+                return Err(invalid(
+                    "allow_private_targets",
+                    format!("`{other}` is not true or false"),
+                ));
+            }
         };
         let log_format = match get("log_format").trim() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => return Err(invalid("log_format", format!("`{other}` is not text or json"))),
         };
-        let shutdown_timeout = parse_duration(get("shutdown_timeout")).map_err(|e| invalid("shutdown_timeout", e))?;
+        let shutdown_timeout =
+            parse_duration(get("shutdown_timeout")).map_err(|e| invalid("shutdown_timeout", e))?;
         Ok(Settings {
             database_url,
             listen,
@@ -219,7 +242,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 30s or 2m"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30s or 2m"))?;
     let ms = match unit {
         "ms" => 1,
         "s" => 1_000,
@@ -238,7 +263,8 @@ mod tests {
     use super::*;
 
     fn load(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let vars: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: BTreeMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Settings::load(None, &|k| vars.get(k).cloned())
     }
 
@@ -256,7 +282,10 @@ mod tests {
     #[test]
     fn an_invalid_variable_is_named_in_the_error() {
         let e = load(&[("CRONFLOW_LISTEN", "nowhere")]).unwrap_err();
-        assert!(e.to_string().starts_with("invalid setting CRONFLOW_LISTEN"), "{e}");
+        assert!(
+            e.to_string().starts_with("invalid setting CRONFLOW_LISTEN"),
+            "{e}"
+        );
         let e = load(&[("CRONFLOW_RETRY_SCHEDULE", "30s,soon")]).unwrap_err();
         assert!(e.to_string().contains("CRONFLOW_RETRY_SCHEDULE"), "{e}");
         let e = load(&[("CRONFLOW_ADMIN_TOKEN", "short")]).unwrap_err();

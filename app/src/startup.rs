@@ -56,7 +56,10 @@ impl Application {
         let store = connect_and_migrate(&settings.database_url).await?;
         let first_admin_token = if settings.admin_token.is_none() && !store.has_api_keys().await? {
             let key = NewApiKey::generate("initial admin key", Scope::Admin, clock.now());
-            store.insert_api_key(&key).await.context("cannot store the first admin key")?;
+            store
+                .insert_api_key(&key)
+                .await
+                .context("cannot store the first admin key")?;
             Some(key.token)
         } else {
             None
@@ -109,7 +112,11 @@ impl Application {
         let store = self.state.store.clone();
         let app = cronflow_api::routes(self.state);
         Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app, shutdown.cancelled_owned(), Some(self.settings.shutdown_timeout))
+            .run_with_graceful_shutdown(
+                app,
+                shutdown.cancelled_owned(),
+                Some(self.settings.shutdown_timeout),
+            )
             .await
             .context("the HTTP server failed")?;
         store.close().await;

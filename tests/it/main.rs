@@ -1,1 +1,14 @@
-//! it
+//! CronFlow's end-to-end tests, one binary. Each test starts the real application (or
+//! the real `cronflow` program) on a random port over a fresh SQLite file or a fresh
+//! Postgres database; `both_backends!` runs a test on each.
+//!
+//! Postgres: `CRONFLOW_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`) names a server where tests may create
+//! databases. If it cannot be reached, Postgres tests fail; they are never skipped.
+
+mod helpers;
+
+mod auth;
+mod binary;
+mod jobs;
+mod openapi;

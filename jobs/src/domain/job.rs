@@ -89,10 +89,16 @@ impl JobName {
             return Err(ValidationError::new("name", "must not be empty"));
         }
         if s.chars().count() > MAX_NAME {
-            return Err(ValidationError::new("name", format!("at most {MAX_NAME} characters")));
+            return Err(ValidationError::new(
+                "name",
+                format!("at most {MAX_NAME} characters"),
+            ));
         }
         if s.chars().any(char::is_control) {
-            return Err(ValidationError::new("name", "must not contain control characters"));
+            return Err(ValidationError::new(
+                "name",
+                "must not contain control characters",
+            ));
         }
         Ok(Self(s.to_owned()))
     }
@@ -113,7 +119,10 @@ impl Tags {
             return Err(ValidationError::new("tags", format!("at most {MAX_TAGS} tags")));
         }
         for (i, t) in tags.iter().enumerate() {
-            if t.is_empty() || t.chars().count() > MAX_TAG_LEN || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if t.is_empty()
+                || t.chars().count() > MAX_TAG_LEN
+                || t.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
                 return Err(ValidationError::new(
                     "tags",
                     format!("`{t}` is not a valid tag (1-{MAX_TAG_LEN} characters, no spaces)"),
@@ -145,7 +154,10 @@ pub fn check_timeout(seconds: u32) -> Result<u32, ValidationError> {
 /// Checks a retry count (0 to 100).
 pub fn check_max_retries(n: u32) -> Result<u32, ValidationError> {
     if n > MAX_RETRIES {
-        return Err(ValidationError::new("max_retries", format!("at most {MAX_RETRIES}")));
+        return Err(ValidationError::new(
+            "max_retries",
+            format!("at most {MAX_RETRIES}"),
+        ));
     }
     Ok(n)
 }

@@ -65,9 +65,7 @@ impl Schedule {
         let tz: Tz = timezone.parse().map_err(|_| {
             ValidationError::new(
                 "timezone",
-                format!(
-                    "unknown time zone `{timezone}`: use an IANA name such as `UTC` or `Europe/Berlin`"
-                ),
+                format!("unknown time zone `{timezone}`: use an IANA name such as `UTC` or `Europe/Berlin`"),
             )
         })?;
         let expr = expr.trim();
@@ -170,9 +168,7 @@ fn check_fields(expr: &str) -> Result<(), String> {
                 if !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()) {
                     let n: u32 = number.parse().unwrap_or(u32::MAX);
                     if n < *min || n > *max {
-                        return Err(format!(
-                            "{name} field `{value}`: {number} is outside {min}-{max}"
-                        ));
+                        return Err(format!("{name} field `{value}`: {number} is outside {min}-{max}"));
                     }
                 }
             }
@@ -192,7 +188,13 @@ mod tests {
 
     #[test]
     fn five_six_field_and_macro_forms_parse() {
-        for expr in ["*/5 * * * *", "0 */5 * * * *", "@hourly", "@midnight", "0 9-17/2 * * MON-FRI"] {
+        for expr in [
+            "*/5 * * * *",
+            "0 */5 * * * *",
+            "@hourly",
+            "@midnight",
+            "0 9-17/2 * * MON-FRI",
+        ] {
             assert!(Schedule::parse(expr, "UTC").is_ok(), "{expr}");
         }
     }

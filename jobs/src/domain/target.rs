@@ -42,10 +42,16 @@ impl CommandTarget {
             _ => {}
         }
         if command.len() > MAX_ARGS {
-            return Err(ValidationError::new("command", format!("at most {MAX_ARGS} arguments")));
+            return Err(ValidationError::new(
+                "command",
+                format!("at most {MAX_ARGS} arguments"),
+            ));
         }
         if command.iter().any(|a| a.contains('\0')) {
-            return Err(ValidationError::new("command", "arguments cannot contain NUL bytes"));
+            return Err(ValidationError::new(
+                "command",
+                "arguments cannot contain NUL bytes",
+            ));
         }
         for (k, v) in &env {
             if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
@@ -55,12 +61,17 @@ impl CommandTarget {
                 ));
             }
         }
-        if let Some(dir) = &working_dir {
-            if dir.is_empty() || dir.contains('\0') {
-                return Err(ValidationError::new("working_dir", "must be a non-empty path"));
-            }
+        if working_dir
+            .as_ref()
+            .is_some_and(|d| d.is_empty() || d.contains('\0'))
+        {
+            return Err(ValidationError::new("working_dir", "must be a non-empty path"));
         }
-        Ok(Self { command, env, working_dir })
+        Ok(Self {
+            command,
+            env,
+            working_dir,
+        })
     }
 
     /// Program and arguments.
@@ -121,18 +132,33 @@ impl HttpTarget {
         let url = parse_url(url, policy).map_err(|m| ValidationError::new("url", m))?;
         for (k, v) in &headers {
             let name_ok = !k.is_empty()
-                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
             if !name_ok {
-                return Err(ValidationError::new("headers", format!("`{k}` is not a valid header name")));
+                return Err(ValidationError::new(
+                    "headers",
+                    format!("`{k}` is not a valid header name"),
+                ));
             }
             if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err(ValidationError::new("headers", format!("the value of `{k}` contains a line break")));
+                return Err(ValidationError::new(
+                    "headers",
+                    format!("the value of `{k}` contains a line break"),
+                ));
             }
         }
         if body.as_ref().is_some_and(|b| b.len() > MAX_HTTP_BODY) {
-            return Err(ValidationError::new("body", format!("at most {MAX_HTTP_BODY} bytes")));
+            return Err(ValidationError::new(
+                "body",
+                format!("at most {MAX_HTTP_BODY} bytes"),
+            ));
         }
-        Ok(Self { method, url, headers, body })
+        Ok(Self {
+            method,
+            url,
+            headers,
+            body,
+        })
     }
 
     /// The method.
@@ -184,7 +210,9 @@ mod tests {
     #[test]
     fn plain_http_needs_the_operators_permission() {
         let strict = UrlPolicy::default();
-        let open = UrlPolicy { allow_plain_http: true };
+        let open = UrlPolicy {
+            allow_plain_http: true,
+        };
         assert!(parse_url("http://example.com/x", strict).is_err());
         assert!(parse_url("http://example.com/x", open).is_ok());
         assert!(parse_url("https://example.com/x", strict).is_ok());
@@ -195,8 +223,18 @@ mod tests {
 
     #[test]
     fn empty_argv_and_bad_env_names_are_refused() {
-        assert_eq!(CommandTarget::parse(vec![], Default::default(), None).unwrap_err().field, "command");
+        assert_eq!(
+            CommandTarget::parse(vec![], Default::default(), None)
+                .unwrap_err()
+                .field,
+            "command"
+        );
         let env = BTreeMap::from([("A=B".to_owned(), "x".to_owned())]);
-        assert_eq!(CommandTarget::parse(vec!["true".into()], env, None).unwrap_err().field, "env");
+        assert_eq!(
+            CommandTarget::parse(vec!["true".into()], env, None)
+                .unwrap_err()
+                .field,
+            "env"
+        );
     }
 }

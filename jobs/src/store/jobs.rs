@@ -5,8 +5,8 @@
 
 use super::{Store, with_pool};
 use crate::domain::{
-    CatchUpPolicy, Cursor, Environment, Job, JobId, JobPatch, JobSpec, OverlapPolicy, Page,
-    PageRequest, Schedule, Target,
+    CatchUpPolicy, Cursor, Environment, Job, JobId, JobPatch, JobSpec, OverlapPolicy, Page, PageRequest,
+    Schedule, Target,
     job::{JobName, Tags},
 };
 use crate::{StoreError, ValidationError};
@@ -71,16 +71,16 @@ impl TryFrom<JobRow> for Job {
     type Error = StoreError;
 
     fn try_from(r: JobRow) -> Result<Self, StoreError> {
-        let corrupt = |what: &str, e: &dyn std::fmt::Display| {
-            StoreError::Corrupt(format!("job {}: {what}: {e}", r.id))
-        };
+        let corrupt =
+            |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("job {}: {what}: {e}", r.id));
         let spec = JobSpec {
             name: JobName::parse(&r.name).map_err(|e| corrupt("name", &e))?,
             schedule: Schedule::parse(&r.schedule, &r.timezone).map_err(|e| corrupt("schedule", &e))?,
             target: serde_json::from_str::<Target>(&r.target).map_err(|e| corrupt("target", &e))?,
             timeout_seconds: u32::try_from(r.timeout_seconds).map_err(|e| corrupt("timeout", &e))?,
             max_retries: u32::try_from(r.max_retries).map_err(|e| corrupt("max_retries", &e))?,
-            environment: Environment::parse(&r.environment).ok_or_else(|| corrupt("environment", &r.environment))?,
+            environment: Environment::parse(&r.environment)
+                .ok_or_else(|| corrupt("environment", &r.environment))?,
             overlap_policy: OverlapPolicy::parse(&r.overlap_policy)
                 .ok_or_else(|| corrupt("overlap_policy", &r.overlap_policy))?,
             catch_up: CatchUpPolicy::parse(&r.catch_up).ok_or_else(|| corrupt("catch_up", &r.catch_up))?,
@@ -121,7 +121,9 @@ impl Store {
         };
         let s = &job.spec;
         let sql = concat!(
-            "INSERT INTO scheduled_jobs (", columns!(), ") ",
+            "INSERT INTO scheduled_jobs (",
+            columns!(),
+            ") ",
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         );
         with_pool!(self, pool => sqlx::query(sql)
@@ -160,7 +162,9 @@ impl Store {
             .as_ref()
             .map_or((i64::MIN, ""), |c| (c.created_at_ms, c.id.as_str()));
         let sql = concat!(
-            "SELECT ", columns!(), " FROM scheduled_jobs ",
+            "SELECT ",
+            columns!(),
+            " FROM scheduled_jobs ",
             "WHERE created_at > $1 OR (created_at = $1 AND id > $2) ORDER BY created_at, id LIMIT $3"
         );
         let rows: Vec<JobRow> = with_pool!(self, pool => sqlx::query_as(sql)
@@ -169,7 +173,10 @@ impl Store {
             .bind(i64::from(page.limit) + 1)
             .fetch_all(pool)
             .await)?;
-        let mut items = rows.into_iter().map(Job::try_from).collect::<Result<Vec<_>, _>>()?;
+        let mut items = rows
+            .into_iter()
+            .map(Job::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
         let next_cursor = if items.len() > page.limit as usize {
             items.truncate(page.limit as usize);
             items.last().map(|j| Cursor::after(j.created_at, j.id.as_str()))
@@ -218,13 +225,22 @@ impl Store {
     /// Pauses (`true`) or resumes (`false`) a job. Pausing clears the next fire time;
     /// resuming sets it to the first slot after `now`, so paused slots are not caught up.
     /// Idempotent: pausing a paused job changes nothing.
-    pub async fn set_job_paused(&self, id: &JobId, paused: bool, now: DateTime<Utc>) -> Result<Job, JobError> {
+    pub async fn set_job_paused(
+        &self,
+        id: &JobId,
+        paused: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Job, JobError> {
         let mut job = self.get_job(id).await?.ok_or(JobError::NotFound)?;
         if job.paused == paused {
             return Ok(job);
         }
         job.paused = paused;
-        job.next_run_at = if paused { None } else { job.spec.schedule.next_after(now) };
+        job.next_run_at = if paused {
+            None
+        } else {
+            job.spec.schedule.next_after(now)
+        };
         job.updated_at = now;
         let sql = "UPDATE scheduled_jobs SET paused = $2, next_fire_at = $3, updated_at = $4 WHERE id = $1";
         let done = with_pool!(self, pool => sqlx::query(sql)

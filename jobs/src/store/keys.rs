@@ -24,7 +24,8 @@ impl KeyRow {
             id: ApiKeyId::parse(&self.id).ok_or_else(|| corrupt("id"))?,
             name: self.name.clone(),
             scope: Scope::parse(&self.scope).ok_or_else(|| corrupt("scope"))?,
-            created_at: DateTime::from_timestamp_millis(self.created_at).ok_or_else(|| corrupt("created_at"))?,
+            created_at: DateTime::from_timestamp_millis(self.created_at)
+                .ok_or_else(|| corrupt("created_at"))?,
         })
     }
 }
@@ -92,7 +93,10 @@ impl Store {
             .bind(i64::from(page.limit) + 1)
             .fetch_all(pool)
             .await)?;
-        let mut items = rows.into_iter().map(KeyRow::into_key).collect::<Result<Vec<_>, _>>()?;
+        let mut items = rows
+            .into_iter()
+            .map(KeyRow::into_key)
+            .collect::<Result<Vec<_>, _>>()?;
         let next_cursor = if items.len() > page.limit as usize {
             items.truncate(page.limit as usize);
             items.last().map(|k| Cursor::after(k.created_at, k.id.as_str()))

@@ -115,11 +115,17 @@ impl Store {
         match self {
             Store::Sqlite(pool) => {
                 apalis_sqlite::SqliteStorage::<()>::migrations().run(pool).await?;
-                Self::own_migrator(sqlx::migrate!("../migrations/sqlite")).run(pool).await?;
+                Self::own_migrator(sqlx::migrate!("../migrations/sqlite"))
+                    .run(pool)
+                    .await?;
             }
             Store::Postgres(pool) => {
-                apalis_postgres::PostgresStorage::<()>::migrations().run(pool).await?;
-                Self::own_migrator(sqlx::migrate!("../migrations/postgres")).run(pool).await?;
+                apalis_postgres::PostgresStorage::<()>::migrations()
+                    .run(pool)
+                    .await?;
+                Self::own_migrator(sqlx::migrate!("../migrations/postgres"))
+                    .run(pool)
+                    .await?;
             }
         }
         Ok(())

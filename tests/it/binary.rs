@@ -1,0 +1,241 @@
+//! The real `cronflow` program: first start, configuration errors, key creation,
+//! graceful stop on SIGTERM.
+
+use crate::helpers::*;
+use nix::{sys::signal::Signal, unistd::Pid};
+use serde_json::Value;
+use std::{
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cronflow-under-test");
+
+fn cronflow(dir: &Path, db_url: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CRONFLOW_DATABASE_URL", db_url)
+        .env("CRONFLOW_LISTEN", "127.0.0.1:0");
+    c
+}
+
+/// A running `cronflow serve` and the lines it printed up to the end of its banner.
+struct Served {
+    child: Child,
+    base: String,
+    banner: Vec<String>,
+}
+
+fn serve(dir: &Path, db_url: &str) -> Served {
+    let mut child = cronflow(dir, db_url)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start cronflow");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The banner ends with the line telling how to stop.
+    let mut banner = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) {
+        let last = line.contains("ctrl-c to stop");
+        banner.push(line);
+        if last {
+            break;
+        }
+    }
+    let base = banner
+        .iter()
+        .find_map(|l| l.strip_prefix("CronFlow is listening on "))
+        .unwrap_or_else(|| panic!("no listening line in {banner:?}"))
+        .trim()
+        .to_owned();
+    Served { child, base, banner }
+}
+
+impl Served {
+    fn token(&self) -> Option<String> {
+        self.banner
+            .iter()
+            .map(|l| l.trim())
+            .find(|l| l.starts_with("cf_"))
+            .map(str::to_owned)
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn the_first_start_prints_an_admin_key_once_and_sigterm_stops_cleanly() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = serve(dir.path(), &db.url);
+    let token = first
+        .token()
+        .unwrap_or_else(|| panic!("a key in {:?}", first.banner));
+    let client = reqwest::Client::new();
+    let r = client
+        .get(format!("{}/v1/jobs", first.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let status = first.terminate();
+    assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+
+    let second = serve(dir.path(), &db.url);
+    assert_eq!(
+        second.token(),
+        None,
+        "no new key on a later start: {:?}",
+        second.banner
+    );
+    let r = client
+        .get(format!("{}/v1/jobs", second.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the first key still works");
+    assert!(second.terminate().success());
+}
+
+#[test]
+fn with_nothing_configured_serve_uses_cronflow_db_in_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("CRONFLOW_LISTEN", "127.0.0.1:0")
+        .arg("migrate")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    assert!(dir.path().join("cronflow.db").exists());
+}
+
+#[test]
+fn an_invalid_setting_prints_one_line_naming_it_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for (var, value) in [
+        ("CRONFLOW_LISTEN", "not-an-address"),
+        ("CRONFLOW_DATABASE_URL", "mysql://x"),
+        ("CRONFLOW_RETRY_SCHEDULE", "30s,soon"),
+        ("CRONFLOW_WEBHOOK_TIMEOUT", "10"),
+        ("CRONFLOW_ALLOW_PRIVATE_TARGETS", "perhaps"),
+    ] {
+        let out = Command::new(BIN)
+            .current_dir(dir.path())
+            .env_clear()
+            .env(var, value)
+            .arg("serve")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}={value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{var}: {stderr}");
+        assert!(stderr.contains(var), "{var}: {stderr}");
+    }
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "listen = \"127.0.0.1:0\"\nlisten_adress = \"x\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .env_clear()
+        .args(["--config", "bad.toml", "serve"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen_adress"));
+}
+
+#[tokio::test]
+async fn a_toml_file_configures_and_the_environment_overrides_it() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("cronflow.toml"),
+        "listen = \"127.0.0.1:1\"\nadmin_token = \"from-the-file-0123456789\"\n",
+    )
+    .unwrap();
+    // The environment's CRONFLOW_LISTEN (port 0) overrides the file's port 1.
+    let served = serve(dir.path(), &db.url);
+    let client = reqwest::Client::new();
+    let r = client
+        .get(format!("{}/v1/jobs", served.base))
+        .bearer_auth("from-the-file-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "CRONFLOW_ADMIN_TOKEN from the file is an admin key"
+    );
+    assert_eq!(
+        served.token(),
+        None,
+        "with an admin token configured no key is generated"
+    );
+    assert!(served.terminate().success());
+}
+
+#[tokio::test]
+async fn keys_create_prints_a_working_token_of_the_scope_asked_for() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = cronflow(dir.path(), &db.url)
+        .args(["keys", "create", "--scope", "read", "--name", "ci"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("cf_"), "stdout is just the token: {token}");
+
+    let app = TestApp::start_on(db).await;
+    let r = app
+        .client
+        .get(app.url("/v1/jobs"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = app
+        .client
+        .post(app.url("/v1/jobs"))
+        .bearer_auth(&token)
+        .json(&job_body("x"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body): (u16, Value) = status_and_json(r).await;
+    assert_eq!(status, 403, "{body}");
+    app.stop().await;
+}
+
+#[test]
+fn the_openapi_command_prints_the_committed_document() {
+    let out = Command::new(BIN).env_clear().arg("openapi").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), cronflow_api::spec_yaml());
+}

@@ -1,0 +1,288 @@
+//! Starting applications and databases for tests.
+
+#![allow(dead_code, unreachable_pub)]
+
+use cronflow::{Application, Settings};
+use cronflow_jobs::{
+    Clock, Store, SystemClock,
+    domain::{NewApiKey, Scope},
+};
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::Value;
+use std::{collections::BTreeMap, sync::Arc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// The server tests create Postgres databases on.
+pub const POSTGRES_URL_VAR: &str = "CRONFLOW_TEST_POSTGRES_URL";
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Which database a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates `mod NAME { sqlite, postgres }` tests that call `NAME(TestApp)` with an
+/// application on each backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    let app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite).await;
+                    super::$name(&app).await;
+                    app.stop().await;
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    let app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await;
+                    super::$name(&app).await;
+                    app.stop().await;
+                }
+            }
+        )+
+    };
+}
+
+/// A fresh, empty database that lives as long as the test needs it.
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    /// SQLite: the directory holding the file.
+    dir: Option<tempfile::TempDir>,
+    /// Postgres: the database's name, dropped by [`TestDb::drop_database`].
+    pg_name: Option<String>,
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let url = format!("sqlite://{}", dir.path().join("cronflow.db").display());
+                TestDb {
+                    backend,
+                    url,
+                    dir: Some(dir),
+                    pg_name: None,
+                }
+            }
+            Backend::Postgres => {
+                let admin = postgres_admin_url();
+                let name = format!("cf_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = pg_admin_connection().await;
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create the test database");
+                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+                TestDb {
+                    backend,
+                    url: format!("{base}/{name}"),
+                    dir: None,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    /// Drops a Postgres database (SQLite files go with their temp dir).
+    pub async fn drop_database(&self) {
+        if let Some(name) = &self.pg_name {
+            let mut conn = pg_admin_connection().await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}
+
+/// A connection to the server's maintenance database; panics (fails the test) if
+/// Postgres cannot be reached.
+async fn pg_admin_connection() -> sqlx::postgres::PgConnection {
+    use sqlx::Connection;
+    let url = postgres_admin_url();
+    sqlx::postgres::PgConnection::connect(&url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "Postgres is required for these tests and {url} cannot be reached ({e}). \
+             Start it or set {POSTGRES_URL_VAR}."
+            )
+        })
+}
+
+/// Settings for a test: the database given, port 0, private targets allowed.
+pub fn test_settings(db_url: &str) -> Settings {
+    let vars = BTreeMap::from([
+        ("CRONFLOW_DATABASE_URL".to_owned(), db_url.to_owned()),
+        ("CRONFLOW_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        ("CRONFLOW_ALLOW_PRIVATE_TARGETS".to_owned(), "true".to_owned()),
+        ("CRONFLOW_SHUTDOWN_TIMEOUT".to_owned(), "5s".to_owned()),
+    ]);
+    Settings::load(None, &|k| vars.get(k).cloned()).expect("test settings are valid")
+}
+
+/// A running application and what a test needs to talk to it.
+pub struct TestApp {
+    pub db: TestDb,
+    pub address: String,
+    pub store: Store,
+    pub client: reqwest::Client,
+    /// An admin key's token.
+    pub admin_token: String,
+    /// The token printed on the first start, if this start was the first.
+    pub first_admin_token: Option<String>,
+    pub clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+    /// The server task; its error, if any, as text.
+    server: JoinHandle<Result<(), String>>,
+}
+
+impl TestApp {
+    /// Starts an application on a fresh database with the system clock.
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with_clock(backend, Arc::new(SystemClock)).await
+    }
+
+    /// Starts an application on a fresh database with the given clock.
+    pub async fn spawn_with_clock(backend: Backend, clock: Arc<dyn Clock>) -> TestApp {
+        let db = TestDb::new(backend).await;
+        Self::start(db, clock).await
+    }
+
+    /// Starts an application on an existing database (system clock).
+    pub async fn start_on(db: TestDb) -> TestApp {
+        Self::start(db, Arc::new(SystemClock)).await
+    }
+
+    async fn start(db: TestDb, clock: Arc<dyn Clock>) -> TestApp {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let app = Application::build_with_clock(test_settings(&db.url), clock.clone())
+            .await
+            .expect("the application builds");
+        let address = format!("http://{}", app.address());
+        let store = app.store().clone();
+        let first_admin_token = app.first_admin_token().map(str::to_owned);
+        let key = NewApiKey::generate("test admin", Scope::Admin, clock.now());
+        store
+            .insert_api_key(&key)
+            .await
+            .expect("insert the test admin key");
+        let shutdown = CancellationToken::new();
+        let run = app.run_until_stopped(shutdown.clone());
+        let server = tokio::spawn(async move { run.await.map_err(|e| format!("{e:#}")) });
+        TestApp {
+            db,
+            address,
+            store,
+            client: reqwest::Client::builder().build().expect("http client"),
+            admin_token: key.token,
+            first_admin_token,
+            clock,
+            shutdown,
+            server,
+        }
+    }
+
+    /// Stops the application gracefully and starts a new one on the same database.
+    pub async fn restart(self) -> TestApp {
+        let clock = self.clock.clone();
+        self.shutdown.cancel();
+        self.server
+            .await
+            .expect("server task")
+            .expect("server stopped cleanly");
+        Self::start(self.db, clock).await
+    }
+
+    /// Stops the application and drops its database.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.server
+            .await
+            .expect("server task")
+            .expect("server stopped cleanly");
+        self.db.drop_database().await;
+    }
+
+    /// A key of `scope` for this application.
+    pub async fn key(&self, scope: Scope) -> String {
+        let key = NewApiKey::generate("test", scope, self.clock.now());
+        self.store.insert_api_key(&key).await.expect("insert key");
+        key.token
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// A request with the admin key.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(&self.admin_token)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path).send().await.expect("request")
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.request(Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Response {
+        self.request(Method::PATCH, path)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.request(Method::DELETE, path).send().await.expect("request")
+    }
+
+    /// Creates a job from `body` and returns it, asserting 201.
+    pub async fn create_job(&self, body: &Value) -> Value {
+        let r = self.post("/v1/jobs", body).await;
+        assert_eq!(
+            r.status(),
+            201,
+            "create job: {}",
+            r.text().await.unwrap_or_default()
+        );
+        r.json().await.expect("job json")
+    }
+}
+
+/// A minimal valid job body.
+pub fn job_body(name: &str) -> Value {
+    serde_json::json!({
+        "name": name,
+        "schedule": "*/5 * * * *",
+        "target": {"type": "command", "command": ["true"]},
+    })
+}
+
+/// Reads a response as JSON, with the status, for assertions.
+pub async fn status_and_json(r: Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
