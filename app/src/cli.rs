@@ -6,7 +6,7 @@ use cronflow_jobs::{
     Clock, SystemClock,
     domain::{NewApiKey, Scope},
 };
-use std::{path::PathBuf, process::ExitCode};
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use tokio_util::sync::CancellationToken;
 
 /// Exit status for an unusable configuration (as for a command-line usage error).
@@ -35,6 +35,9 @@ pub enum Command {
     /// Run the API, the dashboard and the engine (migrates the database first). On the
     /// first start it prints a new admin API key, once.
     Serve,
+    /// Run only the run worker (no API, no scheduler): add these processes to execute
+    /// more runs at once. Needs a Postgres database shared with a `serve` process.
+    Worker,
     /// Apply database migrations and exit.
     Migrate,
     /// Print the OpenAPI document (YAML) to stdout.
@@ -117,6 +120,16 @@ pub fn main_entry() -> ExitCode {
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(settings).await,
+        Command::Worker => {
+            let store = connect_and_migrate(&settings.database_url).await?;
+            let stop = CancellationToken::new();
+            shutdown::cancel_on_signals(stop.clone());
+            eprintln!("CronFlow worker started; ctrl-c to stop");
+            let result =
+                crate::startup::run_worker(store.clone(), Arc::new(SystemClock), &settings, stop).await;
+            store.close().await;
+            result
+        }
         Command::Migrate => {
             let store = connect_and_migrate(&settings.database_url).await?;
             store.close().await;

@@ -15,6 +15,8 @@
 //! | `CRONFLOW_ALLOW_PRIVATE_TARGETS` | `allow_private_targets` | `false` |
 //! | `CRONFLOW_LOG_FORMAT` | `log_format` | `text` (or `json`) |
 //! | `CRONFLOW_SHUTDOWN_TIMEOUT` | `shutdown_timeout` | `30s` |
+//! | `CRONFLOW_WORKER_CONCURRENCY` | `worker_concurrency` | `32` (runs at once per process) |
+//! | `CRONFLOW_JOB_RETRY_BACKOFF` | `job_retry_backoff` | `10s` (first job retry; doubles each time, at most 1h) |
 //!
 //! Durations are written `500ms`, `30s`, `2m`, `1h`, `1d`. An invalid value stops the
 //! program with one line naming the setting, and exit status 2.
@@ -27,7 +29,7 @@ pub const CONFIG_ENV: &str = "CRONFLOW_CONFIG";
 pub const DEFAULT_CONFIG_FILE: &str = "cronflow.toml";
 
 /// Every setting: (TOML key, default). The variable is `CRONFLOW_` + the key upper-cased.
-const SETTINGS: [(&str, Option<&str>); 8] = [
+const SETTINGS: [(&str, Option<&str>); 10] = [
     ("database_url", Some("sqlite://cronflow.db")),
     ("listen", Some("127.0.0.1:8080")),
     ("admin_token", None),
@@ -36,6 +38,8 @@ const SETTINGS: [(&str, Option<&str>); 8] = [
     ("allow_private_targets", Some("false")),
     ("log_format", Some("text")),
     ("shutdown_timeout", Some("30s")),
+    ("worker_concurrency", Some("32")),
+    ("job_retry_backoff", Some("10s")),
 ];
 
 /// Shortest accepted `CRONFLOW_ADMIN_TOKEN`: a guessable admin token is worse than none.
@@ -79,6 +83,10 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// How long a graceful stop waits for in-flight work before giving up.
     pub shutdown_timeout: Duration,
+    /// Runs executed at once by one process.
+    pub worker_concurrency: usize,
+    /// Delay before a failed run's first retry (doubling per retry, at most an hour).
+    pub job_retry_backoff: Duration,
 }
 
 /// A setting that cannot be used. Its `Display` is the one line the program prints.
@@ -224,7 +232,22 @@ impl Settings {
         };
         let shutdown_timeout =
             parse_duration(get("shutdown_timeout")).map_err(|e| invalid("shutdown_timeout", e))?;
+        let worker_concurrency = get("worker_concurrency")
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1024).contains(n))
+            .ok_or_else(|| {
+                invalid(
+                    "worker_concurrency",
+                    format!("`{}` is not a number from 1 to 1024", get("worker_concurrency")),
+                )
+            })?;
+        let job_retry_backoff =
+            parse_duration(get("job_retry_backoff")).map_err(|e| invalid("job_retry_backoff", e))?;
         Ok(Settings {
+            worker_concurrency,
+            job_retry_backoff,
             database_url,
             listen,
             admin_token,

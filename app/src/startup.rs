@@ -7,6 +7,7 @@ use cronflow_api::ApiState;
 use cronflow_jobs::{
     Clock, Store, SystemClock,
     domain::{NewApiKey, Scope, api_key::hash_token, target::UrlPolicy},
+    runner::{RunnerConfig, default_worker_name, run_worker_until_stopped},
 };
 use poem::{
     Server,
@@ -106,23 +107,60 @@ impl Application {
         &self.state.store
     }
 
-    /// Serves until `shutdown` is cancelled, then lets in-flight requests finish (up to
-    /// the configured shutdown timeout) and closes the database.
+    /// Serves the API and runs the scheduler and the run worker until `shutdown` is
+    /// cancelled (or one of them fails, which stops the others), then lets in-flight
+    /// requests and runs finish (up to the shutdown timeout) and closes the database.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let store = self.state.store.clone();
+        let clock = self.state.clock.clone();
+        let stop = shutdown.child_token();
+        let scheduler = tokio::spawn(cronflow_jobs::scheduler::run_scheduler_until_stopped(
+            store.clone(),
+            clock.clone(),
+            stop.clone(),
+        ));
+        let worker = {
+            let (store, settings, stop) = (store.clone(), self.settings.clone(), stop.clone());
+            tokio::spawn(async move { run_worker(store, clock, &settings, stop).await })
+        };
         let app = cronflow_api::routes(self.state);
-        Server::new_with_acceptor(self.acceptor)
+        let server = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
                 app,
-                shutdown.cancelled_owned(),
+                stop.clone().cancelled_owned(),
                 Some(self.settings.shutdown_timeout),
             )
             .await
-            .context("the HTTP server failed")?;
+            .context("the HTTP server failed");
+        stop.cancel();
+        let worker = worker.await.context("the run worker panicked")?;
+        scheduler.await.context("the scheduler panicked")?;
         store.close().await;
         tracing::info!("stopped");
-        Ok(())
+        server.and(worker)
     }
+}
+
+/// Runs this process's run worker until `stop` is cancelled; cancels `stop` itself if
+/// the worker fails, so the rest of the process stops with it.
+pub async fn run_worker(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    settings: &Settings,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut config = RunnerConfig::new(default_worker_name());
+    config.concurrency = settings.worker_concurrency;
+    config.allow_private_targets = settings.allow_private_targets;
+    config.shutdown_timeout = settings.shutdown_timeout;
+    config.retry_base =
+        chrono::Duration::from_std(settings.job_retry_backoff).unwrap_or(chrono::Duration::MAX);
+    let result = run_worker_until_stopped(store, clock, config, stop.clone()).await;
+    if !stop.is_cancelled() {
+        tracing::error!(?result, "the run worker stopped unexpectedly; shutting down");
+        stop.cancel();
+    }
+    result.context("the run worker failed")
 }
 
 #[cfg(test)]

@@ -9,12 +9,21 @@
 //!   job definitions and targets, API keys). Past this boundary no raw strings travel.
 //! - [`store`]: the one place that speaks SQL, over SQLite or Postgres, including the
 //!   migrations of CronFlow and of apalis.
+//! - [`queue`]: the apalis run queue: task payload and pushing inside transactions.
+//! - [`scheduler`]: the loop that fires due jobs exactly once per slot.
+//! - [`runner`]: the worker that executes runs (commands in process groups, HTTP
+//!   requests), with timeouts, cancel and crash recovery.
+//! - [`outbound`]: the HTTP client for targets, with its private-address guard.
 //! - [`clock`]: the injectable source of "now", so schedules can be tested exactly.
 //! - [`error`]: the error enums of this crate.
 
 pub mod clock;
 pub mod domain;
 pub mod error;
+pub mod outbound;
+pub mod queue;
+pub mod runner;
+pub mod scheduler;
 pub mod store;
 
 pub use clock::{Clock, SystemClock};

@@ -59,6 +59,14 @@ prefixed_id!(
     JobId, "wf_"
 );
 prefixed_id!(
+    /// One run (execution attempt) of a job (`run_…`).
+    RunId, "run_"
+);
+prefixed_id!(
+    /// An event (`evt_…`), such as `job.completed`.
+    EventId, "evt_"
+);
+prefixed_id!(
     /// An API key (`key_…`). The key's secret is a separate, longer token.
     ApiKeyId, "key_"
 );

@@ -18,6 +18,7 @@ const MAX_RETRIES: u32 = 100;
 /// The default timeout of a run, in seconds (the product page's 300 s).
 pub const DEFAULT_TIMEOUT_SECONDS: u32 = 300;
 
+/// Declares an enum stored and serialised as fixed lowercase text.
 macro_rules! text_enum {
     ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? } default $default:ident) => {
         $(#[$doc])*
@@ -42,6 +43,8 @@ macro_rules! text_enum {
         }
     };
 }
+
+pub(crate) use text_enum;
 
 text_enum!(
     /// Which deployment a job belongs to; copied into every event.

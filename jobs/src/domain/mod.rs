@@ -4,15 +4,19 @@
 //! value of the type is valid by construction.
 
 pub mod api_key;
+pub mod event;
 pub mod ids;
 pub mod job;
 pub mod page;
+pub mod run;
 pub mod schedule;
 pub mod target;
 
 pub use api_key::{ApiKey, NewApiKey, Scope};
-pub use ids::{ApiKeyId, JobId};
+pub use event::EventType;
+pub use ids::{ApiKeyId, EventId, JobId, RunId};
 pub use job::{CatchUpPolicy, Environment, Job, JobPatch, JobSpec, OverlapPolicy};
 pub use page::{Cursor, Page, PageRequest};
+pub use run::{Run, RunOrigin, RunState};
 pub use schedule::Schedule;
 pub use target::{CommandTarget, HttpMethod, HttpTarget, Target};

@@ -32,7 +32,8 @@ impl From<sqlx::Error> for JobError {
     }
 }
 
-/// The columns of `jobs`, in the order of [`JobRow`] (a macro so queries stay literals).
+/// The columns of `scheduled_jobs`, in the order of [`JobRow`] (a macro so queries stay
+/// literals).
 macro_rules! columns {
     () => {
         "id, name, schedule, timezone, target, timeout_seconds, max_retries, environment, \
@@ -40,8 +41,10 @@ macro_rules! columns {
     };
 }
 
+pub(super) use columns as job_columns;
+
 #[derive(sqlx::FromRow)]
-struct JobRow {
+pub(super) struct JobRow {
     id: String,
     name: String,
     schedule: String,
@@ -144,6 +147,7 @@ impl Store {
             .bind(ms(job.updated_at))
             .execute(pool)
             .await.map(|_| ()))?;
+        self.schedule_changed.notify_one();
         Ok(job)
     }
 
@@ -219,6 +223,7 @@ impl Store {
         if done == 0 {
             return Err(JobError::NotFound);
         }
+        self.schedule_changed.notify_one();
         Ok(job)
     }
 
@@ -253,6 +258,7 @@ impl Store {
         if done == 0 {
             return Err(JobError::NotFound);
         }
+        self.schedule_changed.notify_one();
         Ok(job)
     }
 

@@ -10,11 +10,15 @@
 //! - `mod.rs`: connecting, migrating, health.
 //! - `jobs.rs`: the job catalogue.
 //! - `keys.rs`: API keys.
+//! - `runs.rs`: runs, the scheduler's ledger, and the event outbox.
 
+mod dialect;
 mod jobs;
 mod keys;
+mod runs;
 
 pub use jobs::JobError;
+pub use runs::{FIRE_BATCH, FireReport, MAX_CATCH_UP_RUNS, MISFIRE_GRACE, RunError, RunResult, StartOutcome};
 
 use crate::StoreError;
 use sqlx::{
@@ -23,7 +27,8 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
+use tokio::sync::Notify;
 
 /// Name of CronFlow's migration history table. apalis records its own migrations in
 /// sqlx's default `_sqlx_migrations`; sharing that table makes each side see the other's
@@ -46,25 +51,60 @@ pub enum Backend {
     Postgres,
 }
 
-/// A connection pool to CronFlow's database.
+/// CronFlow's database: a connection pool, and the wake-up signal for this process's
+/// run worker (pushed tasks wake it at once instead of at its next poll).
 #[derive(Debug, Clone)]
-pub enum Store {
-    /// SQLite, WAL mode.
+pub struct Store {
+    db: Db,
+    wake: Arc<Notify>,
+    schedule_changed: Arc<Notify>,
+}
+
+/// The pool of whichever backend is in use.
+#[derive(Debug, Clone)]
+enum Db {
     Sqlite(SqlitePool),
-    /// Postgres.
     Postgres(PgPool),
 }
 
 /// Runs `$body` with `$pool` bound to the store's pool, whichever the backend.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
-        match $store {
-            $crate::store::Store::Sqlite($pool) => $body,
-            $crate::store::Store::Postgres($pool) => $body,
+        match &$store.db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
         }
     };
 }
 pub(crate) use with_pool;
+
+/// Runs `$body` inside a transaction `$tx`, with `$q` naming the backend's [`dialect`]
+/// module (its queue push and its own SQL), and commits if `$body` does
+/// not return early. SQLite transactions start `IMMEDIATE` (taking the write lock at
+/// once), so a read-then-write transaction cannot fail on a lock upgrade.
+macro_rules! with_tx {
+    ($store:expr, $tx:ident, $q:ident => $body:expr) => {
+        match &$store.db {
+            $crate::store::Db::Sqlite(pool) => {
+                #[allow(unused_imports)]
+                use $crate::store::dialect::sqlite as $q;
+                let mut $tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+            $crate::store::Db::Postgres(pool) => {
+                #[allow(unused_imports)]
+                use $crate::store::dialect::postgres as $q;
+                let mut $tx = pool.begin().await?;
+                let out = $body;
+                $tx.commit().await?;
+                out
+            }
+        }
+    };
+}
+pub(crate) use with_tx;
 
 impl Store {
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`). A SQLite file is created
@@ -84,7 +124,7 @@ impl Store {
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(opts)
                 .await?;
-            Ok(Store::Sqlite(pool))
+            Ok(Store::new(Db::Sqlite(pool)))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?
                 .options([("statement_timeout", PG_STATEMENT_TIMEOUT_MS)])
@@ -94,32 +134,69 @@ impl Store {
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(opts)
                 .await?;
-            Ok(Store::Postgres(pool))
+            Ok(Store::new(Db::Postgres(pool)))
         } else {
             Err(StoreError::UnsupportedUrl)
         }
     }
 
+    fn new(db: Db) -> Self {
+        Store {
+            db,
+            wake: Arc::new(Notify::new()),
+            schedule_changed: Arc::new(Notify::new()),
+        }
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> Backend {
-        match self {
-            Store::Sqlite(_) => Backend::Sqlite,
-            Store::Postgres(_) => Backend::Postgres,
+        match self.db {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
         }
+    }
+
+    /// The SQLite pool, if that is the backend (for the queue worker).
+    pub(crate) fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        match &self.db {
+            Db::Sqlite(p) => Some(p),
+            Db::Postgres(_) => None,
+        }
+    }
+
+    /// The Postgres pool, if that is the backend (for the queue worker).
+    pub(crate) fn postgres_pool(&self) -> Option<&PgPool> {
+        match &self.db {
+            Db::Postgres(p) => Some(p),
+            Db::Sqlite(_) => None,
+        }
+    }
+
+    /// Signalled when this process creates, reschedules or resumes a job, so its
+    /// scheduler recomputes how long to sleep. (Changes made by other processes are seen
+    /// within the scheduler's idle poll.)
+    pub fn schedule_changed(&self) -> Arc<Notify> {
+        self.schedule_changed.clone()
+    }
+
+    /// Signalled after a transaction that pushed run tasks commits, so this process's
+    /// worker fetches them at once (SQLite has no LISTEN/NOTIFY).
+    pub(crate) fn wake_signal(&self) -> Arc<Notify> {
+        self.wake.clone()
     }
 
     /// Applies apalis's queue migrations, then CronFlow's (idempotent; safe to run on
     /// every start and from several processes on Postgres, which serialises them with an
     /// advisory lock).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match self {
-            Store::Sqlite(pool) => {
+        match &self.db {
+            Db::Sqlite(pool) => {
                 apalis_sqlite::SqliteStorage::<()>::migrations().run(pool).await?;
                 Self::own_migrator(sqlx::migrate!("../migrations/sqlite"))
                     .run(pool)
                     .await?;
             }
-            Store::Postgres(pool) => {
+            Db::Postgres(pool) => {
                 apalis_postgres::PostgresStorage::<()>::migrations()
                     .run(pool)
                     .await?;

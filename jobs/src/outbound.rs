@@ -1,0 +1,147 @@
+//! Outbound HTTP for HTTP-target jobs (and, later, webhooks): one reqwest client that
+//! never follows redirects and, unless the operator allows private targets, refuses to
+//! connect to loopback, private, link-local, CGNAT, multicast, unspecified or metadata
+//! addresses (including IPv4-mapped, NAT64 and 6to4 forms of them).
+//!
+//! The check runs in the client's DNS resolver, so the address checked is the address
+//! connected to: a name that resolves to a public address once and a private one later
+//! (DNS rebinding) cannot slip past. URLs with a literal IP skip DNS and are checked by
+//! [`check_literal_host`] before the request is made.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+/// Whether an address is one a server-side request must not reach by default.
+pub fn is_forbidden(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_forbidden_v4(v4),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_forbidden_v4(v4);
+            }
+            let seg = v6.segments();
+            // NAT64 64:ff9b::/96 carries an IPv4 address in its last 32 bits.
+            if seg[0] == 0x64 && seg[1] == 0xff9b && seg[2..6] == [0, 0, 0, 0] {
+                return is_forbidden_v4(Ipv4Addr::from(((seg[6] as u32) << 16) | seg[7] as u32));
+            }
+            // 6to4 2002::/16 carries an IPv4 address in bits 16..48.
+            if seg[0] == 0x2002 {
+                return is_forbidden_v4(Ipv4Addr::from(((seg[1] as u32) << 16) | seg[2] as u32));
+            }
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (seg[0] & 0xffc0) == 0xfec0 // site-local (deprecated) fec0::/10
+                || v6 == Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254) // AWS metadata over IPv6
+        }
+    }
+}
+
+fn is_forbidden_v4(v4: Ipv4Addr) -> bool {
+    let o = v4.octets();
+    v4.is_loopback()
+        || v4.is_private()
+        || v4.is_link_local() // includes 169.254.169.254 (cloud metadata)
+        || v4.is_unspecified()
+        || v4.is_broadcast()
+        || v4.is_multicast()
+        || o[0] == 0 // "this network"
+        || (o[0] == 100 && (o[1] & 0xc0) == 64) // CGNAT 100.64.0.0/10
+        || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF protocol assignments
+        || (o[0] == 198 && (o[1] & 0xfe) == 18) // benchmarking 198.18.0.0/15
+        || o[0] >= 240 // reserved
+}
+
+/// Refusal of a target address.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "the target address {0} is private, loopback or otherwise internal; refused (CRONFLOW_ALLOW_PRIVATE_TARGETS allows it)"
+)]
+pub struct ForbiddenAddress(pub IpAddr);
+
+/// Checks a URL whose host is an IP literal (DNS, and so the resolver, is skipped).
+pub fn check_literal_host(url: &reqwest::Url, allow_private: bool) -> Result<(), ForbiddenAddress> {
+    let ip = match url.host() {
+        Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
+        Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
+        _ => return Ok(()),
+    };
+    if !allow_private && is_forbidden(ip) {
+        return Err(ForbiddenAddress(ip));
+    }
+    Ok(())
+}
+
+/// A resolver that drops forbidden addresses and fails if none is left.
+#[derive(Debug)]
+struct GuardedResolver;
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> = addrs.iter().copied().filter(|a| !is_forbidden(a.ip())).collect();
+            match (allowed.is_empty(), addrs.first()) {
+                (true, Some(a)) => {
+                    Err(Box::new(ForbiddenAddress(a.ip())) as Box<dyn std::error::Error + Send + Sync>)
+                }
+                _ => Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs),
+            }
+        })
+    }
+}
+
+/// The outbound client: no redirects, the given connect timeout, the address guard
+/// unless `allow_private`.
+pub fn client(allow_private: bool, connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(connect_timeout)
+        .user_agent(concat!("CronFlow/", env!("CARGO_PKG_VERSION")));
+    if !allow_private {
+        b = b.dns_resolver(Arc::new(GuardedResolver));
+    }
+    b.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_addresses_are_forbidden_in_every_spelling() {
+        for ip in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "::ffff:127.0.0.1",
+            "fd00::1",
+            "fe80::1",
+            "2002:7f00:1::",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(is_forbidden(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700:4700::1111",
+            "::ffff:1.1.1.1",
+        ] {
+            assert!(!is_forbidden(ip.parse().unwrap()), "{ip}");
+        }
+    }
+}

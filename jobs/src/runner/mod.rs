@@ -1,0 +1,396 @@
+//! The run worker: takes run tasks off the apalis queue and executes them.
+//!
+//! For each task: move the run to `running` (a run already `running` means its previous
+//! worker died: recover it), execute the target under its timeout while watching for a
+//! cancel request, then store the final state, its event, any retry and the release of a
+//! queued run in one transaction (`Store::finish_run`).
+//!
+//! # Crash recovery
+//! A worker killed mid-run stops heartbeating; after `heartbeat × missed_heartbeats`
+//! (by default 2 s × 3, so within about 8 s) another worker (or this one, restarted)
+//! gets the task back from apalis, finds the run `running`, kills what is left of its
+//! process group (when the recorded boot id shows it is on this host and boot) and
+//! records it `failed` with its event, retrying it if the job allows.
+//!
+//! # Layout
+//! - `command`: running a command in its own process group, with timeout and output capture.
+//! - `output`: the bounded head-and-tail output buffer.
+//! - this file: the apalis worker and target execution.
+
+pub mod command;
+pub mod output;
+
+use crate::{
+    Clock, Store, StoreError,
+    domain::{HttpMethod, Job, Run, RunId, RunState, Target},
+    outbound,
+    queue::{RUN_QUEUE, RunTask},
+    store::{RunResult, StartOutcome},
+};
+use apalis::prelude::*;
+use command::{CommandSpec, OutcomeKind, RunLimits};
+use output::BoundedOutput;
+use std::{sync::Arc, time::Duration};
+use tokio_util::sync::CancellationToken;
+
+/// How often a running run checks whether a user asked to cancel it.
+const CANCEL_POLL: Duration = Duration::from_millis(250);
+
+/// How the worker behaves.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Unique per process (apalis refuses a name that is still heartbeating).
+    pub worker_name: String,
+    /// Runs executed at once by this process.
+    pub concurrency: usize,
+    /// First job-retry delay; each further retry doubles it (at most an hour).
+    pub retry_base: chrono::Duration,
+    /// Allow HTTP targets on loopback and private addresses.
+    pub allow_private_targets: bool,
+    /// How often the worker heartbeats and polls for delayed tasks (retries).
+    pub heartbeat: Duration,
+    /// Heartbeats a dead worker may miss before its runs are recovered.
+    pub missed_heartbeats: usize,
+    /// How long a graceful stop waits for running runs.
+    pub shutdown_timeout: Duration,
+}
+
+impl RunnerConfig {
+    /// Defaults for a worker called `worker_name`.
+    pub fn new(worker_name: String) -> Self {
+        RunnerConfig {
+            worker_name,
+            concurrency: 32,
+            retry_base: chrono::Duration::seconds(10),
+            allow_private_targets: false,
+            heartbeat: Duration::from_secs(2),
+            missed_heartbeats: 3,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The worker failed to start or stopped on an error.
+#[derive(Debug, thiserror::Error)]
+#[error("run worker: {0}")]
+pub struct WorkerError(String);
+
+/// What every task handler can reach.
+#[derive(Clone)]
+struct RunnerContext {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    config: Arc<RunnerConfig>,
+    http: reqwest::Client,
+    boot_id: Arc<str>,
+}
+
+/// This host's boot id: a process group id means something only within one boot.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// A name unique to this process: host, pid and a random part.
+pub fn default_worker_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    let id = crate::domain::RunId::generate();
+    format!("cronflow-{host}-{}-{}", std::process::id(), &id.as_str()[4..10])
+}
+
+/// Runs the worker until `shutdown` is cancelled; then waits up to the shutdown
+/// timeout for running runs (a run still going then is recovered by the next worker).
+pub async fn run_worker_until_stopped(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    config: RunnerConfig,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let http = outbound::client(config.allow_private_targets, Duration::from_secs(10))
+        .map_err(|e| WorkerError(format!("cannot build the HTTP client: {e}")))?;
+    let ctx = RunnerContext {
+        store: store.clone(),
+        clock,
+        config: Arc::new(config.clone()),
+        http,
+        boot_id: boot_id().into(),
+    };
+    let signal = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            Ok(())
+        }
+    };
+    let name = config.worker_name.clone();
+    tracing::info!(worker = %name, concurrency = config.concurrency, "run worker starting");
+    if let Some(pool) = store.sqlite_pool() {
+        let cfg = apalis_sqlite::Config::default()
+            .queue(RUN_QUEUE)
+            .heartbeat_interval(config.heartbeat)
+            .missed_heartbeats(config.missed_heartbeats)
+            .batch_size(32);
+        let storage = apalis_sqlite::SqliteStorage::<RunTask>::new(pool).with_config(cfg);
+        let wake = store.wake_signal();
+        let concurrency = config.concurrency;
+        Monitor::new()
+            .register(move |_| {
+                // Tasks pushed by this process wake the worker at once (SQLite has no
+                // LISTEN/NOTIFY); the heartbeat still polls for delayed ones.
+                let wakeups = Box::pin(futures::stream::unfold(wake.clone(), |w| async move {
+                    w.notified().await;
+                    Some(((), w))
+                }));
+                WorkerBuilder::new(name.as_str())
+                    .backend(storage.clone().poll_with_stream(wakeups))
+                    .data(ctx.clone())
+                    .concurrency(concurrency)
+                    .build(handle_task)
+            })
+            .shutdown_timeout(config.shutdown_timeout)
+            .run_with_signal(signal)
+            .await
+            .map_err(|e| WorkerError(e.to_string()))
+    } else if let Some(pool) = store.postgres_pool() {
+        let cfg = apalis_postgres::Config::default()
+            .queue(RUN_QUEUE)
+            .heartbeat_interval(config.heartbeat)
+            .missed_heartbeats(config.missed_heartbeats)
+            .batch_size(32);
+        let storage = apalis_postgres::PostgresStorage::<RunTask>::new(pool).with_config(cfg);
+        let concurrency = config.concurrency;
+        Monitor::new()
+            .register(move |_| {
+                WorkerBuilder::new(name.as_str())
+                    .backend(storage.clone().with_pubsub())
+                    .data(ctx.clone())
+                    .concurrency(concurrency)
+                    .build(handle_task)
+            })
+            .shutdown_timeout(config.shutdown_timeout)
+            .run_with_signal(signal)
+            .await
+            .map_err(|e| WorkerError(e.to_string()))
+    } else {
+        Err(WorkerError("unknown backend".into()))
+    }
+}
+
+async fn handle_task(task: RunTask, ctx: Data<RunnerContext>) -> Result<(), BoxDynError> {
+    let Some(run_id) = RunId::parse(&task.run_id) else {
+        tracing::error!(run_id = %task.run_id, "a run task names no valid run; dropped");
+        return Ok(());
+    };
+    ctx.execute(&run_id).await.map_err(|e| {
+        tracing::error!(run_id = %run_id, error = ?e, "run task failed; apalis will redeliver it");
+        Box::new(e) as BoxDynError
+    })
+}
+
+impl RunnerContext {
+    async fn execute(&self, run_id: &RunId) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        match self
+            .store
+            .start_run(run_id, &self.config.worker_name, now)
+            .await?
+        {
+            StartOutcome::Nothing => Ok(()),
+            StartOutcome::Orphaned(run) => self.recover(&run).await,
+            StartOutcome::Start(started) => {
+                let (run, job) = *started;
+                tracing::debug!(run_id = %run.id, job_id = %job.id, "run started");
+                let result = self.run_target(&run, &job).await;
+                self.store
+                    .finish_run(&run.id, &result, self.clock.now(), self.config.retry_base)
+                    .await
+            }
+        }
+    }
+
+    /// The run was `running` when its task came back: its worker died. Kill what is left
+    /// of its process group (only on the same host boot: elsewhere the number means
+    /// nothing) and fail it.
+    async fn recover(&self, run: &Run) -> Result<(), StoreError> {
+        if let Some((pgid, boot)) = self.store.process_group_of(&run.id).await? {
+            if boot == *self.boot_id {
+                let _ = command::kill_process_group(pgid);
+            }
+        }
+        tracing::warn!(run_id = %run.id, "recovering a run whose worker stopped");
+        let result = RunResult {
+            state: RunState::Failed,
+            exit_code: None,
+            output: None,
+            error: Some("the worker running this run stopped unexpectedly (killed or crashed)".into()),
+            stack_trace: None,
+            duration_ms: run
+                .started_at
+                .map_or(0, |s| (self.clock.now() - s).num_milliseconds().max(0)),
+        };
+        self.store
+            .finish_run(&run.id, &result, self.clock.now(), self.config.retry_base)
+            .await
+    }
+
+    /// Executes the job's target, stopping it if a cancel is requested.
+    async fn run_target(&self, run: &Run, job: &Job) -> RunResult {
+        let cancel = CancellationToken::new();
+        let timeout = Duration::from_secs(u64::from(job.spec.timeout_seconds));
+        let watch_cancel = async {
+            loop {
+                tokio::time::sleep(CANCEL_POLL).await;
+                if self.store.cancel_requested(&run.id).await.unwrap_or(false) {
+                    cancel.cancel();
+                    return;
+                }
+            }
+        };
+        let exec = async {
+            match &job.spec.target {
+                Target::Command(c) => self.run_command(run, c, timeout, &cancel).await,
+                Target::Http(h) => self.run_http(h, timeout, &cancel).await,
+            }
+        };
+        tokio::pin!(exec);
+        tokio::select! {
+            result = &mut exec => result,
+            () = watch_cancel => exec.await,
+        }
+    }
+
+    async fn run_command(
+        &self,
+        run: &Run,
+        c: &crate::domain::CommandTarget,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> RunResult {
+        let spec = CommandSpec {
+            argv: c.command().to_vec(),
+            env: c.env().clone(),
+            working_dir: c.working_dir().map(str::to_owned),
+        };
+        let limits = RunLimits::new(timeout);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let exec = command::run_command(&spec, &limits, cancel, move |pgid| {
+            let _ = tx.send(pgid);
+        });
+        let record = async {
+            if let Ok(pgid) = rx.await {
+                if let Err(e) = self
+                    .store
+                    .record_process_group(&run.id, pgid, &self.boot_id)
+                    .await
+                {
+                    tracing::warn!(run_id = %run.id, error = ?e, "cannot record the process group");
+                }
+            }
+            std::future::pending::<()>().await;
+        };
+        let outcome = tokio::select! {
+            o = exec => o,
+            () = record => unreachable!("pending never completes"),
+        };
+        RunResult {
+            state: match outcome.kind {
+                OutcomeKind::Completed => RunState::Completed,
+                OutcomeKind::Failed => RunState::Failed,
+                OutcomeKind::TimedOut => RunState::TimedOut,
+                OutcomeKind::Cancelled => RunState::Cancelled,
+            },
+            exit_code: outcome.exit_code,
+            output: Some(outcome.output),
+            error: outcome.message,
+            stack_trace: outcome.stack_trace,
+            duration_ms: i64::try_from(outcome.duration.as_millis()).unwrap_or(i64::MAX),
+        }
+    }
+
+    async fn run_http(
+        &self,
+        h: &crate::domain::HttpTarget,
+        timeout: Duration,
+        cancel: &CancellationToken,
+    ) -> RunResult {
+        let started = std::time::Instant::now();
+        let elapsed = || i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        let failed = |error: String, state: RunState| RunResult {
+            state,
+            exit_code: None,
+            output: None,
+            error: Some(error),
+            stack_trace: None,
+            duration_ms: elapsed(),
+        };
+        let url = match reqwest::Url::parse(h.url()) {
+            Ok(u) => u,
+            Err(e) => return failed(format!("invalid URL: {e}"), RunState::Failed),
+        };
+        if let Err(e) = outbound::check_literal_host(&url, self.config.allow_private_targets) {
+            return failed(e.to_string(), RunState::Failed);
+        }
+        let method = match h.method() {
+            HttpMethod::Get => reqwest::Method::GET,
+            HttpMethod::Post => reqwest::Method::POST,
+            HttpMethod::Put => reqwest::Method::PUT,
+            HttpMethod::Patch => reqwest::Method::PATCH,
+            HttpMethod::Delete => reqwest::Method::DELETE,
+            HttpMethod::Head => reqwest::Method::HEAD,
+        };
+        let mut req = self.http.request(method, url).timeout(timeout);
+        for (k, v) in h.headers() {
+            req = req.header(k, v);
+        }
+        if let Some(body) = h.body() {
+            req = req.body(body.to_owned());
+        }
+        let exchange = async {
+            let mut resp = req.send().await?;
+            let status = resp.status();
+            let mut body = BoundedOutput::new(output::DEFAULT_OUTPUT_LIMIT);
+            while let Some(chunk) = resp.chunk().await? {
+                body.push(&chunk);
+            }
+            Ok::<_, reqwest::Error>((status, body.render()))
+        };
+        let outcome = tokio::select! {
+            r = exchange => r,
+            () = cancel.cancelled() => return failed("cancelled by a user".into(), RunState::Cancelled),
+        };
+        match outcome {
+            Ok((status, body)) => RunResult {
+                state: if status.is_success() {
+                    RunState::Completed
+                } else {
+                    RunState::Failed
+                },
+                exit_code: Some(i32::from(status.as_u16())),
+                output: Some(body),
+                error: (!status.is_success()).then(|| format!("HTTP {status}")),
+                stack_trace: None,
+                duration_ms: elapsed(),
+            },
+            Err(e) if e.is_timeout() => failed(
+                format!("no complete answer within {} s", timeout.as_secs()),
+                RunState::TimedOut,
+            ),
+            Err(e) => failed(describe_http_error(&e), RunState::Failed),
+        }
+    }
+}
+
+/// The error and its causes in one line (reqwest's own text omits the cause).
+fn describe_http_error(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,30 @@
+//! What differs between the backends inside a transaction: pushing queue tasks, and the
+//! few statements whose SQL is not the same on both. [`super::with_tx`] binds one of these
+//! modules for its body.
+
+/// SQLite: one process, so no row locking is needed (the transaction is `IMMEDIATE`).
+pub(crate) mod sqlite {
+    pub(crate) use crate::queue::sqlite::push;
+
+    /// Jobs due at `$1`, at most `$2`.
+    pub(crate) const DUE_JOBS_SQL: &str = concat!(
+        "SELECT ",
+        super::super::jobs::job_columns!(),
+        " FROM scheduled_jobs WHERE next_fire_at IS NOT NULL AND next_fire_at <= $1 AND NOT paused ",
+        "ORDER BY next_fire_at LIMIT $2"
+    );
+}
+
+/// Postgres: schedulers in several processes each lock the due jobs they take and skip
+/// those another holds.
+pub(crate) mod postgres {
+    pub(crate) use crate::queue::postgres::push;
+
+    /// Jobs due at `$1`, at most `$2`, locked for this transaction.
+    pub(crate) const DUE_JOBS_SQL: &str = concat!(
+        "SELECT ",
+        super::super::jobs::job_columns!(),
+        " FROM scheduled_jobs WHERE next_fire_at IS NOT NULL AND next_fire_at <= $1 AND NOT paused ",
+        "ORDER BY next_fire_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+    );
+}
