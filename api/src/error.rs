@@ -4,7 +4,10 @@
 //! wrong types, unknown fields) are 400; internal failures are a bare 500 whose cause
 //! is logged, never shown.
 
-use cronflow_jobs::{StoreError, ValidationError, store::JobError};
+use cronflow_jobs::{
+    StoreError, ValidationError,
+    store::{JobError, RunError},
+};
 use poem::{IntoResponse, Response, http::StatusCode};
 use poem_openapi::{ApiResponse, Object, payload::Json};
 
@@ -45,6 +48,9 @@ pub enum ApiError {
     /// No such object.
     #[oai(status = 404)]
     NotFound(Json<ErrorBody>),
+    /// The object is in a state that does not allow this (e.g. cancelling a finished run).
+    #[oai(status = 409)]
+    Conflict(Json<ErrorBody>),
     /// The request body is larger than the server accepts.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorBody>),
@@ -122,6 +128,20 @@ pub(crate) fn bad_request(message: String, field: Option<String>) -> ApiError {
     ApiError::BadRequest(ErrorBody::new("bad_request", message, field))
 }
 
+/// Converts a run operation's failure; `kind` and `id` name what was asked for.
+pub(crate) fn run_error(e: RunError, kind: &str, id: &str) -> ApiError {
+    match e {
+        RunError::NotFound => ApiError::not_found(kind, id),
+        RunError::AlreadyFinal(state) => ApiError::Conflict(ErrorBody::new(
+            "conflict",
+            format!("the run is already {state}"),
+            None,
+        )),
+        RunError::Invalid(v) => v.into(),
+        RunError::Store(s) => s.into(),
+    }
+}
+
 /// Converts a job operation's failure; `id` is the job asked for.
 pub(crate) fn job_error(e: JobError, id: &str) -> ApiError {
     match e {
@@ -145,6 +165,7 @@ pub(crate) async fn json_error(err: poem::Error) -> Response {
         StatusCode::UNAUTHORIZED => ("unauthorized", None),
         StatusCode::FORBIDDEN => ("forbidden", None),
         StatusCode::NOT_FOUND => ("not_found", None),
+        StatusCode::CONFLICT => ("conflict", None),
         StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", None),
         StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", None),
         StatusCode::LENGTH_REQUIRED => ("length_required", None),

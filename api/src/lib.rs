@@ -10,7 +10,7 @@
 //! - `error`: [`ApiError`], the JSON error body and the catch-all that turns every
 //!   framework error (bad JSON, unknown route, body too large) into the same shape.
 //! - `dto`: request and response bodies, and their conversion to and from the domain.
-//! - `jobs`, `keys`, `health`: one `#[OpenApi]` impl per tag.
+//! - `jobs`, `runs`, `keys`, `health`: one `#[OpenApi]` impl per tag.
 //! - `request_body`: refuses oversized bodies with 413, and names the field at fault
 //!   when a body does not fit its schema.
 
@@ -21,6 +21,7 @@ mod health;
 mod jobs;
 mod keys;
 mod request_body;
+mod runs;
 pub mod state;
 
 pub use error::ApiError;
@@ -34,6 +35,8 @@ use poem_openapi::{OpenApiService, Tags};
 enum ApiTags {
     /// Scheduled jobs: define, pause, resume.
     Jobs,
+    /// Runs: run now, history (with skipped and missed slots), output, cancel.
+    Runs,
     /// API keys (admin only).
     Keys,
 }
@@ -42,7 +45,7 @@ enum ApiTags {
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Every OpenAPI operation of CronFlow, in the order they appear in the document.
-type Apis = (health::HealthApi, jobs::JobsApi, keys::KeysApi);
+type Apis = (health::HealthApi, jobs::JobsApi, runs::RunsApi, keys::KeysApi);
 
 /// The OpenAPI document as YAML: what `cronflow openapi` prints and `/openapi.yaml`
 /// serves, and what the committed `openapi.yaml` must equal.
@@ -57,7 +60,7 @@ pub fn spec_json() -> String {
 
 fn openapi_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (health::HealthApi, jobs::JobsApi, keys::KeysApi),
+        (health::HealthApi, jobs::JobsApi, runs::RunsApi, keys::KeysApi),
         "CronFlow",
         env!("CARGO_PKG_VERSION"),
     )

@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub use crate::receiver::TestReceiver;
 use cronflow::{Application, Settings};
 use cronflow_jobs::{
     Clock, Store, SystemClock,
@@ -129,6 +130,7 @@ pub fn test_settings(db_url: &str) -> Settings {
         ("CRONFLOW_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
         ("CRONFLOW_ALLOW_PRIVATE_TARGETS".to_owned(), "true".to_owned()),
         ("CRONFLOW_SHUTDOWN_TIMEOUT".to_owned(), "5s".to_owned()),
+        ("CRONFLOW_JOB_RETRY_BACKOFF".to_owned(), "1s".to_owned()),
     ]);
     Settings::load(None, &|k| vars.get(k).cloned()).expect("test settings are valid")
 }
@@ -285,4 +287,82 @@ pub async fn status_and_json(r: Response) -> (u16, Value) {
     let status = r.status().as_u16();
     let text = r.text().await.expect("body");
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `secs` seconds
+/// with `what` (a deadline, not a sleep standing in for synchronisation).
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+impl TestApp {
+    /// A run as the API shows it.
+    pub async fn run(&self, id: &str) -> Value {
+        let r = self.get(&format!("/v1/runs/{id}")).await;
+        assert_eq!(r.status(), 200, "GET run {id}");
+        r.json().await.expect("run json")
+    }
+
+    /// Waits until the run reaches a final state and returns it.
+    pub async fn finished_run(&self, id: &str, secs: u64) -> Value {
+        eventually(secs, &format!("run {id} to finish"), || async {
+            let run = self.run(id).await;
+            let state = run["state"].as_str().unwrap_or_default().to_owned();
+            (!["scheduled", "queued", "running"].contains(&state.as_str())).then_some(run)
+        })
+        .await
+    }
+
+    /// Triggers a job and returns the run.
+    pub async fn trigger(&self, job_id: &str) -> Value {
+        let r = self.post(&format!("/v1/jobs/{job_id}/trigger"), &serde_json::json!({})).await;
+        assert_eq!(r.status(), 202, "trigger {job_id}");
+        r.json().await.expect("run json")
+    }
+
+    /// Every stored event payload, oldest first.
+    pub async fn events(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut page = cronflow_jobs::domain::PageRequest::parse(Some(500), None).unwrap();
+        loop {
+            let p = self.store.list_events(&page).await.expect("events");
+            out.extend(p.items.iter().map(|(_, payload)| serde_json::from_str::<Value>(payload).unwrap()));
+            match p.next_cursor {
+                Some(c) => page.after = Some(c),
+                None => return out,
+            }
+        }
+    }
+}
+
+/// A job body running `sh -c script`.
+pub fn shell_job(name: &str, script: &str) -> Value {
+    serde_json::json!({
+        "name": name,
+        "schedule": "0 0 1 1 *",
+        "target": {"type": "command", "command": ["sh", "-c", script]},
+    })
+}
+
+/// Whether any process that is not a zombie still belongs to process group `pgid`.
+pub fn group_has_live_members(pgid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return false };
+    dir.filter_map(Result::ok).any(|e| {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { return false };
+        // pid (comm) state ppid pgrp ...: comm may hold spaces, so split after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return false };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+    })
 }

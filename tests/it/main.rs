@@ -7,8 +7,11 @@
 //! databases. If it cannot be reached, Postgres tests fail; they are never skipped.
 
 mod helpers;
+mod receiver;
 
 mod auth;
 mod binary;
 mod jobs;
 mod openapi;
+mod runs;
+mod scheduling;

@@ -1,0 +1,103 @@
+//! `TestReceiver`: a real HTTP server on 127.0.0.1 that records every request (raw body
+//! and headers) and answers with a programmed sequence of statuses.
+
+#![allow(dead_code, unreachable_pub)]
+
+use poem::{
+    Endpoint, Request, Response, Server,
+    http::StatusCode,
+    listener::{Acceptor, Listener, TcpListener},
+};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
+
+/// One request as it arrived.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    /// Lower-case header names.
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Clone)]
+struct State {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    statuses: Arc<Vec<u16>>,
+}
+
+struct Handler(State);
+
+impl Endpoint for Handler {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let body = req.take_body().into_vec().await.unwrap_or_default();
+        let headers = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let n = {
+            let mut seen = self.0.seen.lock().unwrap();
+            seen.push(Seen {
+                method: req.method().to_string(),
+                path: req.uri().path().to_owned(),
+                headers,
+                body,
+            });
+            seen.len()
+        };
+        // The n-th request gets the n-th status; the last one repeats.
+        let status = self.0.statuses.get(n - 1).or(self.0.statuses.last()).copied().unwrap_or(200);
+        Ok(Response::builder()
+            .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
+            .body(format!("status {status}")))
+    }
+}
+
+/// A receiver; stops when dropped.
+pub struct TestReceiver {
+    pub address: String,
+    state: State,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestReceiver {
+    /// Starts a receiver answering `statuses` in turn (the last repeats).
+    pub async fn start(statuses: &[u16]) -> TestReceiver {
+        let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.expect("bind receiver");
+        let addr = acceptor.local_addr()[0].as_socket_addr().copied().expect("socket address");
+        let state = State {
+            seen: Arc::default(),
+            statuses: Arc::new(statuses.to_vec()),
+        };
+        let handler = Handler(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = Server::new_with_acceptor(acceptor).run(handler).await;
+        });
+        TestReceiver {
+            address: format!("http://{addr}"),
+            state,
+            task,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// The requests received so far.
+    pub fn requests(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TestReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
