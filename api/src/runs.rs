@@ -29,7 +29,12 @@ impl RunsApi {
     /// Run a job now, outside its schedule. The overlap policy applies: with `skip` and
     /// a run in progress the new run is recorded as `skipped`; with `queue` it waits.
     #[oai(path = "/v1/jobs/:id/trigger", method = "post", operation_id = "trigger_job")]
-    async fn trigger(&self, state: Data<&ApiState>, _auth: BearerAuth, id: Path<String>) -> Result<Accepted, ApiError> {
+    async fn trigger(
+        &self,
+        state: Data<&ApiState>,
+        _auth: BearerAuth,
+        id: Path<String>,
+    ) -> Result<Accepted, ApiError> {
         let job_id = JobId::parse(&id).ok_or_else(|| ApiError::not_found("job", &id))?;
         let run = state
             .store
@@ -67,7 +72,12 @@ impl RunsApi {
 
     /// One run, with its captured output.
     #[oai(path = "/v1/runs/:id", method = "get", operation_id = "get_run")]
-    async fn get(&self, state: Data<&ApiState>, _auth: BearerAuth, id: Path<String>) -> Result<Json<RunOut>, ApiError> {
+    async fn get(
+        &self,
+        state: Data<&ApiState>,
+        _auth: BearerAuth,
+        id: Path<String>,
+    ) -> Result<Json<RunOut>, ApiError> {
         let run_id = RunId::parse(&id).ok_or_else(|| ApiError::not_found("run", &id))?;
         match state.store.get_run(&run_id).await? {
             Some(run) => Ok(Json(RunOut::new(run, true))),
@@ -79,7 +89,12 @@ impl RunsApi {
     /// whole process group stopped (or its request aborted) within a second and ends
     /// `cancelled`. A finished run answers 409.
     #[oai(path = "/v1/runs/:id/cancel", method = "post", operation_id = "cancel_run")]
-    async fn cancel(&self, state: Data<&ApiState>, _auth: BearerAuth, id: Path<String>) -> Result<Accepted, ApiError> {
+    async fn cancel(
+        &self,
+        state: Data<&ApiState>,
+        _auth: BearerAuth,
+        id: Path<String>,
+    ) -> Result<Accepted, ApiError> {
         let run_id = RunId::parse(&id).ok_or_else(|| ApiError::not_found("run", &id))?;
         let run = state
             .store

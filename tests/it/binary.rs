@@ -32,7 +32,11 @@ struct Served {
 }
 
 fn serve(dir: &Path, db_url: &str) -> Served {
-    let mut child = cronflow(dir, db_url)
+    serve_with(cronflow(dir, db_url))
+}
+
+fn serve_with(mut command: Command) -> Served {
+    let mut child = command
         .arg("serve")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -88,7 +92,7 @@ async fn the_first_start_prints_an_admin_key_once_and_sigterm_stops_cleanly() {
     let token = first
         .token()
         .unwrap_or_else(|| panic!("a key in {:?}", first.banner));
-    let client = reqwest::Client::new();
+    let client = http_client();
     let r = client
         .get(format!("{}/v1/jobs", first.base))
         .bearer_auth(&token)
@@ -179,7 +183,7 @@ async fn a_toml_file_configures_and_the_environment_overrides_it() {
     .unwrap();
     // The environment's CRONFLOW_LISTEN (port 0) overrides the file's port 1.
     let served = serve(dir.path(), &db.url);
-    let client = reqwest::Client::new();
+    let client = http_client();
     let r = client
         .get(format!("{}/v1/jobs", served.base))
         .bearer_auth("from-the-file-0123456789")
@@ -238,4 +242,120 @@ fn the_openapi_command_prints_the_committed_document() {
     let out = Command::new(BIN).env_clear().arg("openapi").output().unwrap();
     assert!(out.status.success());
     assert_eq!(String::from_utf8(out.stdout).unwrap(), cronflow_api::spec_yaml());
+}
+
+const ADMIN: &str = "test-admin-token-0123456789";
+
+async fn a_worker_killed_mid_run_is_recovered_and_its_processes_stopped(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let start = |dir: &Path| {
+        let mut c = cronflow(dir, &db.url);
+        c.env("CRONFLOW_ADMIN_TOKEN", ADMIN);
+        c
+    };
+    let first = serve_with(start(dir.path()));
+    let client = http_client();
+    let pidfile = dir.path().join("pgid");
+    let job: Value = client
+        .post(format!("{}/v1/jobs", first.base))
+        .bearer_auth(ADMIN)
+        .json(&shell_job(
+            "victim",
+            &format!("echo $$ > {}; sleep 1000 & sleep 1000", pidfile.display()),
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run: Value = client
+        .post(format!(
+            "{}/v1/jobs/{}/trigger",
+            first.base,
+            job["id"].as_str().unwrap()
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let run_id = run["id"].as_str().unwrap().to_owned();
+    let get_run = |base: String| {
+        let client = client.clone();
+        let run_id = run_id.clone();
+        async move {
+            let r = client
+                .get(format!("{base}/v1/runs/{run_id}"))
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .ok()?;
+            r.json::<Value>().await.ok()
+        }
+    };
+    eventually(30, "the run to be running", || async {
+        let run = get_run(first.base.clone()).await?;
+        (run["state"] == "running" && pidfile.exists()).then_some(())
+    })
+    .await;
+    let pgid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    let mut first = first;
+    first.child.kill().unwrap(); // SIGKILL: no chance to clean up
+    first.child.wait().unwrap();
+    assert!(
+        group_has_live_members(pgid),
+        "the job outlives its killed worker until recovery"
+    );
+
+    let second = serve_with(start(dir.path()));
+    let recovered = eventually(60, "the orphaned run to be recovered", || async {
+        let run = get_run(second.base.clone()).await?;
+        (run["state"] != "running").then_some(run)
+    })
+    .await;
+    assert_eq!(recovered["state"], "failed", "{recovered}");
+    assert!(
+        recovered["error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped unexpectedly"),
+        "{recovered}"
+    );
+    assert!(
+        !group_has_live_members(pgid),
+        "recovery kills the orphaned process group"
+    );
+    let store = cronflow_jobs::Store::connect(&db.url).await.unwrap();
+    let events = store
+        .list_events(&cronflow_jobs::domain::PageRequest::parse(Some(50), None).unwrap())
+        .await
+        .unwrap();
+    let events: Vec<Value> = events
+        .items
+        .iter()
+        .map(|(_, p)| serde_json::from_str(p).unwrap())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "job.failed" && e["data"]["run_id"] == run_id.as_str()),
+        "the recovered run has its event: {events:?}"
+    );
+    store.close().await;
+    assert!(second.terminate().success());
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_run_is_recovered_on_sqlite() {
+    a_worker_killed_mid_run_is_recovered_and_its_processes_stopped(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_run_is_recovered_on_postgres() {
+    a_worker_killed_mid_run_is_recovered_and_its_processes_stopped(Backend::Postgres).await;
 }

@@ -301,7 +301,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(std::time::Instant::now() < deadline, "timed out after {secs} s waiting for {what}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
@@ -326,7 +329,9 @@ impl TestApp {
 
     /// Triggers a job and returns the run.
     pub async fn trigger(&self, job_id: &str) -> Value {
-        let r = self.post(&format!("/v1/jobs/{job_id}/trigger"), &serde_json::json!({})).await;
+        let r = self
+            .post(&format!("/v1/jobs/{job_id}/trigger"), &serde_json::json!({}))
+            .await;
         assert_eq!(r.status(), 202, "trigger {job_id}");
         r.json().await.expect("run json")
     }
@@ -337,7 +342,11 @@ impl TestApp {
         let mut page = cronflow_jobs::domain::PageRequest::parse(Some(500), None).unwrap();
         loop {
             let p = self.store.list_events(&page).await.expect("events");
-            out.extend(p.items.iter().map(|(_, payload)| serde_json::from_str::<Value>(payload).unwrap()));
+            out.extend(
+                p.items
+                    .iter()
+                    .map(|(_, payload)| serde_json::from_str::<Value>(payload).unwrap()),
+            );
             match p.next_cursor {
                 Some(c) => page.after = Some(c),
                 None => return out,
@@ -357,12 +366,24 @@ pub fn shell_job(name: &str, script: &str) -> Value {
 
 /// Whether any process that is not a zombie still belongs to process group `pgid`.
 pub fn group_has_live_members(pgid: i32) -> bool {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return false };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
     dir.filter_map(Result::ok).any(|e| {
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else { return false };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            return false;
+        };
         // pid (comm) state ppid pgrp ...: comm may hold spaces, so split after the last ')'.
-        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return false };
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            return false;
+        };
         let fields: Vec<&str> = rest.split_whitespace().collect();
         fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
     })
+}
+
+/// An HTTP client for tests (installs the TLS crypto provider reqwest needs first).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
 }

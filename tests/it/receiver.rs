@@ -52,7 +52,13 @@ impl Endpoint for Handler {
             seen.len()
         };
         // The n-th request gets the n-th status; the last one repeats.
-        let status = self.0.statuses.get(n - 1).or(self.0.statuses.last()).copied().unwrap_or(200);
+        let status = self
+            .0
+            .statuses
+            .get(n - 1)
+            .or(self.0.statuses.last())
+            .copied()
+            .unwrap_or(200);
         Ok(Response::builder()
             .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
             .body(format!("status {status}")))
@@ -69,8 +75,14 @@ pub struct TestReceiver {
 impl TestReceiver {
     /// Starts a receiver answering `statuses` in turn (the last repeats).
     pub async fn start(statuses: &[u16]) -> TestReceiver {
-        let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await.expect("bind receiver");
-        let addr = acceptor.local_addr()[0].as_socket_addr().copied().expect("socket address");
+        let acceptor = TcpListener::bind("127.0.0.1:0")
+            .into_acceptor()
+            .await
+            .expect("bind receiver");
+        let addr = acceptor.local_addr()[0]
+            .as_socket_addr()
+            .copied()
+            .expect("socket address");
         let state = State {
             seen: Arc::default(),
             statuses: Arc::new(statuses.to_vec()),

@@ -6,11 +6,18 @@ use serde_json::{Value, json};
 
 async fn exit_codes_and_signals_map_to_states_with_their_events(app: &TestApp) {
     let ok = app.create_job(&shell_job("ok", "echo hello")).await;
-    let fail = app.create_job(&shell_job("fail", "echo fine; echo boom >&2; exit 7")).await;
+    let fail = app
+        .create_job(&shell_job("fail", "echo fine; echo boom >&2; exit 7"))
+        .await;
     let signal = app.create_job(&shell_job("signal", "kill -9 $$")).await;
-    let missing = app.create_job(&json!({"name": "missing", "schedule": "0 0 1 1 *",
-        "target": {"type": "command", "command": ["/no/such/program"]}})).await;
-    let ids: Vec<String> = [&ok, &fail, &signal, &missing].iter().map(|j| j["id"].as_str().unwrap().to_owned()).collect();
+    let missing = app
+        .create_job(&json!({"name": "missing", "schedule": "0 0 1 1 *",
+        "target": {"type": "command", "command": ["/no/such/program"]}}))
+        .await;
+    let ids: Vec<String> = [&ok, &fail, &signal, &missing]
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect();
     let mut runs = Vec::new();
     for id in &ids {
         let run = app.trigger(id).await;
@@ -27,7 +34,10 @@ async fn exit_codes_and_signals_map_to_states_with_their_events(app: &TestApp) {
     let failed = app.finished_run(&runs[1], 30).await;
     assert_eq!(failed["state"], "failed", "{failed}");
     assert_eq!(failed["exit_code"], 7);
-    assert_eq!(failed["stack_trace"], "boom\n", "the stack trace is the stderr tail");
+    assert_eq!(
+        failed["stack_trace"], "boom\n",
+        "the stack trace is the stderr tail"
+    );
     assert!(failed["output"].as_str().unwrap().contains("fine"));
 
     let killed = app.finished_run(&runs[2], 30).await;
@@ -41,17 +51,30 @@ async fn exit_codes_and_signals_map_to_states_with_their_events(app: &TestApp) {
     assert!(not_found["error"].is_string());
 
     let events = app.events().await;
-    let by_run = |id: &str| events.iter().find(|e| e["data"]["run_id"] == id).cloned().unwrap_or_else(|| panic!("event for {id}"));
+    let by_run = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["data"]["run_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("event for {id}"))
+    };
     let e = by_run(&runs[0]);
     assert_eq!(e["event"], "job.completed");
-    assert_eq!(e.as_object().unwrap().len(), 5, "exactly five top-level fields: {e}");
+    assert_eq!(
+        e.as_object().unwrap().len(),
+        5,
+        "exactly five top-level fields: {e}"
+    );
     for k in ["event", "timestamp", "job_id", "environment", "data"] {
         assert!(e.get(k).is_some(), "{k} in {e}");
     }
     assert_eq!(e["job_id"], ids[0].as_str());
     assert_eq!(e["environment"], "production");
     assert_eq!(e["data"]["output"], "hello\n");
-    assert!(e["data"]["scheduled_for"].is_null() && e["data"]["lateness_ms"].is_null(), "manual: {e}");
+    assert!(
+        e["data"]["scheduled_for"].is_null() && e["data"]["lateness_ms"].is_null(),
+        "manual: {e}"
+    );
     assert!(e["data"]["next_run_at"].is_string());
     let e = by_run(&runs[1]);
     assert_eq!(e["event"], "job.failed");
@@ -65,22 +88,36 @@ async fn exit_codes_and_signals_map_to_states_with_their_events(app: &TestApp) {
 async fn a_timeout_kills_the_whole_process_group(app: &TestApp) {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pgid");
-    let mut body = shell_job("slow", &format!("echo $$ > {}; sleep 1000 & sleep 1000", pidfile.display()));
+    let mut body = shell_job(
+        "slow",
+        &format!("echo $$ > {}; sleep 1000 & sleep 1000", pidfile.display()),
+    );
     body["timeout_seconds"] = json!(1);
     let job = app.create_job(&body).await;
     let run = app.trigger(job["id"].as_str().unwrap()).await;
     let done = app.finished_run(run["id"].as_str().unwrap(), 30).await;
     assert_eq!(done["state"], "timed_out", "{done}");
     let pgid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
-    assert!(!group_has_live_members(pgid), "no process of group {pgid} survives the timeout");
+    assert!(
+        !group_has_live_members(pgid),
+        "no process of group {pgid} survives the timeout"
+    );
     let events = app.events().await;
-    let e = events.iter().find(|e| e["data"]["run_id"] == done["id"]).expect("timed_out event");
+    let e = events
+        .iter()
+        .find(|e| e["data"]["run_id"] == done["id"])
+        .expect("timed_out event");
     assert_eq!(e["event"], "job.timed_out");
     assert_eq!(e["data"]["timeout_seconds"], 1);
 }
 
 async fn output_over_the_limit_keeps_head_and_tail(app: &TestApp) {
-    let job = app.create_job(&shell_job("chatty", "echo START; head -c 300000 /dev/zero | tr '\\0' x; echo; echo END")).await;
+    let job = app
+        .create_job(&shell_job(
+            "chatty",
+            "echo START; head -c 300000 /dev/zero | tr '\\0' x; echo; echo END",
+        ))
+        .await;
     let run = app.trigger(job["id"].as_str().unwrap()).await;
     let done = app.finished_run(run["id"].as_str().unwrap(), 30).await;
     assert_eq!(done["state"], "completed");
@@ -98,7 +135,12 @@ async fn a_failing_job_is_retried_with_each_attempt_recorded(app: &TestApp) {
     let job_id = job["id"].as_str().unwrap();
     app.trigger(job_id).await;
     let runs = eventually(60, "three failed attempts", || async {
-        let list: Value = app.get(&format!("/v1/jobs/{job_id}/runs")).await.json().await.unwrap();
+        let list: Value = app
+            .get(&format!("/v1/jobs/{job_id}/runs"))
+            .await
+            .json()
+            .await
+            .unwrap();
         let items = list["items"].as_array().unwrap().clone();
         (items.len() == 3 && items.iter().all(|r| r["state"] == "failed")).then_some(items)
     })
@@ -106,10 +148,20 @@ async fn a_failing_job_is_retried_with_each_attempt_recorded(app: &TestApp) {
     let attempts: Vec<i64> = runs.iter().map(|r| r["attempt"].as_i64().unwrap()).collect();
     assert_eq!(attempts, [3, 2, 1], "newest first");
     assert_eq!(runs[0]["origin"], "retry");
-    let events: Vec<Value> = app.events().await.into_iter().filter(|e| e["job_id"] == job_id).collect();
+    let events: Vec<Value> = app
+        .events()
+        .await
+        .into_iter()
+        .filter(|e| e["job_id"] == job_id)
+        .collect();
     let retries: Vec<(i64, bool)> = events
         .iter()
-        .map(|e| (e["data"]["retries"].as_i64().unwrap(), e["data"]["will_retry"].as_bool().unwrap()))
+        .map(|e| {
+            (
+                e["data"]["retries"].as_i64().unwrap(),
+                e["data"]["will_retry"].as_bool().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(retries, [(0, true), (1, true), (2, false)]);
     assert_outbox_is_consistent(app).await;
@@ -118,7 +170,12 @@ async fn a_failing_job_is_retried_with_each_attempt_recorded(app: &TestApp) {
 async fn overlap_skip_records_a_skipped_run_and_cancel_stops_the_running_one(app: &TestApp) {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pgid");
-    let job = app.create_job(&shell_job("long", &format!("echo $$ > {}; sleep 1000 & sleep 1000", pidfile.display()))).await;
+    let job = app
+        .create_job(&shell_job(
+            "long",
+            &format!("echo $$ > {}; sleep 1000 & sleep 1000", pidfile.display()),
+        ))
+        .await;
     let job_id = job["id"].as_str().unwrap();
     let first = app.trigger(job_id).await;
     let second = app.trigger(job_id).await;
@@ -137,7 +194,10 @@ async fn overlap_skip_records_a_skipped_run_and_cancel_stops_the_running_one(app
     let r = app.post(&format!("/v1/runs/{first_id}/cancel"), &json!({})).await;
     let (status, body) = status_and_json(r).await;
     assert_eq!((status, body["code"].as_str()), (409, Some("conflict")), "{body}");
-    assert!(app.events().await.iter().all(|e| e["data"]["run_id"] != first_id), "no event for a cancel");
+    assert!(
+        app.events().await.iter().all(|e| e["data"]["run_id"] != first_id),
+        "no event for a cancel"
+    );
 }
 
 async fn an_http_target_completes_on_2xx_and_fails_with_the_status_otherwise(app: &TestApp) {
@@ -186,7 +246,10 @@ pub(crate) async fn assert_outbox_is_consistent(app: &TestApp) {
         }
     }
     for (run_id, kind) in &final_runs {
-        let matching: Vec<_> = events.iter().filter(|e| e["data"]["run_id"] == run_id.as_str()).collect();
+        let matching: Vec<_> = events
+            .iter()
+            .filter(|e| e["data"]["run_id"] == run_id.as_str())
+            .collect();
         assert_eq!(matching.len(), 1, "one event for run {run_id}");
         assert_eq!(matching[0]["event"], *kind);
     }

@@ -14,7 +14,10 @@ fn utc(s: &str) -> DateTime<Utc> {
 
 async fn spawn_at(backend: Backend, at: &str) -> (TestApp, ManualClock) {
     let clock = ManualClock::new(utc(at));
-    (TestApp::spawn_with_clock(backend, Arc::new(clock.clone())).await, clock)
+    (
+        TestApp::spawn_with_clock(backend, Arc::new(clock.clone())).await,
+        clock,
+    )
 }
 
 /// All runs of a job, in slot order (runs written in one pass share a creation time).
@@ -38,13 +41,19 @@ async fn runs_of(app: &TestApp, job_id: &str) -> Vec<Value> {
 }
 
 fn slots(runs: &[Value]) -> Vec<DateTime<Utc>> {
-    runs.iter().filter_map(|r| r["scheduled_for"].as_str()).map(utc).collect()
+    runs.iter()
+        .filter_map(|r| r["scheduled_for"].as_str())
+        .map(utc)
+        .collect()
 }
 
 #[tokio::test]
 async fn three_schedulers_on_one_postgres_fire_every_slot_exactly_once() {
     let (app, clock) = spawn_at(Backend::Postgres, "2026-06-01T12:00:00Z").await;
-    let others = [Store::connect(&app.db.url).await.unwrap(), Store::connect(&app.db.url).await.unwrap()];
+    let others = [
+        Store::connect(&app.db.url).await.unwrap(),
+        Store::connect(&app.db.url).await.unwrap(),
+    ];
     let mut job_ids = Vec::new();
     for i in 0..4 {
         let mut body = job_body(&format!("every-second-{i}"));
@@ -58,7 +67,11 @@ async fn three_schedulers_on_one_postgres_fire_every_slot_exactly_once() {
     for t in 1..=ticks {
         let now = start + Duration::seconds(t);
         clock.set(now);
-        let (a, b, c) = tokio::join!(app.store.fire_due(now), others[0].fire_due(now), others[1].fire_due(now));
+        let (a, b, c) = tokio::join!(
+            app.store.fire_due(now),
+            others[0].fire_due(now),
+            others[1].fire_due(now)
+        );
         for r in [a, b, c] {
             r.expect("a scheduler pass succeeds while others run");
         }
@@ -67,7 +80,10 @@ async fn three_schedulers_on_one_postgres_fire_every_slot_exactly_once() {
         let runs = runs_of(&app, job_id).await;
         let got = slots(&runs);
         let want: Vec<_> = (1..=ticks).map(|t| start + Duration::seconds(t)).collect();
-        assert_eq!(got, want, "job {job_id}: one run per slot, none missing, none twice");
+        assert_eq!(
+            got, want,
+            "job {job_id}: one run per slot, none missing, none twice"
+        );
         assert!(runs.iter().all(|r| r["origin"] == "schedule"));
     }
     let tasks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM apalis.jobs")
@@ -94,7 +110,11 @@ async fn catch_up(backend: Backend, policy: &str) -> Vec<Value> {
     app.store.fire_due(now).await.unwrap();
     let runs = runs_of(&app, job_id).await;
     let after: Value = app.get(&format!("/v1/jobs/{job_id}")).await.json().await.unwrap();
-    assert_eq!(after["next_run_at"], json!("2026-06-01T12:11:00+00:00"), "next slot after the outage");
+    assert_eq!(
+        after["next_run_at"],
+        json!("2026-06-01T12:11:00+00:00"),
+        "next slot after the outage"
+    );
     app.stop().await;
     runs
 }
@@ -118,7 +138,10 @@ async fn catch_up_latest_runs_once_for_the_outage_and_records_the_rest_as_missed
 async fn catch_up_all_runs_every_missed_slot_and_none_runs_none() {
     let all = catch_up(Backend::Sqlite, "all").await;
     assert_eq!(all.len(), 10, "{all:?}");
-    assert!(all.iter().all(|r| r["origin"] == "catch_up" && r["state"] != "missed"));
+    assert!(
+        all.iter()
+            .all(|r| r["origin"] == "catch_up" && r["state"] != "missed")
+    );
     let none = catch_up(Backend::Postgres, "none").await;
     assert_eq!(none.len(), 1, "{none:?}");
     assert_eq!(none[0]["state"], "missed");
@@ -138,8 +161,17 @@ async fn a_long_outage_is_one_missed_row_not_a_cliff() {
     let runs = runs_of(&app, job["id"].as_str().unwrap()).await;
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["state"], "missed");
-    assert!(runs[0]["missed_count"].as_i64().unwrap() >= 100_000, "{}", runs[0]);
-    let after: Value = app.get(&format!("/v1/jobs/{}", job["id"].as_str().unwrap())).await.json().await.unwrap();
+    assert!(
+        runs[0]["missed_count"].as_i64().unwrap() >= 100_000,
+        "{}",
+        runs[0]
+    );
+    let after: Value = app
+        .get(&format!("/v1/jobs/{}", job["id"].as_str().unwrap()))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(after["next_run_at"], json!("2026-06-03T00:00:01+00:00"));
     app.stop().await;
 }
@@ -161,11 +193,16 @@ async fn slots_follow_the_zone_through_both_dst_changes() {
         app.store.fire_due(now).await.unwrap();
     }
     let got = slots(&runs_of(&app, job["id"].as_str().unwrap()).await);
-    let want: Vec<_> = ["04:00", "04:30", "05:00", "05:30", "06:00", "06:30", "07:00", "07:30", "08:00"]
-        .iter()
-        .map(|t| utc(&format!("2026-11-01T{t}:00Z")))
-        .collect();
-    assert_eq!(got, want, "00:00, 00:30, 01:00 EDT, 01:30 EDT, 01:00 EST, 01:30 EST, 02:00, 02:30, 03:00 EST");
+    let want: Vec<_> = [
+        "04:00", "04:30", "05:00", "05:30", "06:00", "06:30", "07:00", "07:30", "08:00",
+    ]
+    .iter()
+    .map(|t| utc(&format!("2026-11-01T{t}:00Z")))
+    .collect();
+    assert_eq!(
+        got, want,
+        "00:00, 00:30, 01:00 EDT, 01:30 EDT, 01:00 EST, 01:30 EST, 02:00, 02:30, 03:00 EST"
+    );
 
     // A daily 02:30 job on the spring-forward day (2026-03-08) fires at 03:00 EDT.
     clock.set(utc("2026-03-07T12:00:00Z"));
@@ -173,7 +210,11 @@ async fn slots_follow_the_zone_through_both_dst_changes() {
     body["schedule"] = json!("30 2 * * *");
     body["timezone"] = json!("America/New_York");
     let job = app.create_job(&body).await;
-    for t in ["2026-03-08T06:59:00Z", "2026-03-08T07:00:00Z", "2026-03-08T08:00:00Z"] {
+    for t in [
+        "2026-03-08T06:59:00Z",
+        "2026-03-08T07:00:00Z",
+        "2026-03-08T08:00:00Z",
+    ] {
         clock.set(utc(t));
         app.store.fire_due(utc(t)).await.unwrap();
     }
@@ -200,11 +241,23 @@ async fn scheduled_runs_record_their_slot_and_lateness() {
             assert_eq!(r["origin"], "schedule");
             let slot = utc(r["scheduled_for"].as_str().unwrap());
             let started = utc(r["started_at"].as_str().unwrap());
-            assert_eq!(r["lateness_ms"].as_i64().unwrap(), (started - slot).num_milliseconds());
+            assert_eq!(
+                r["lateness_ms"].as_i64().unwrap(),
+                (started - slot).num_milliseconds()
+            );
             assert!(r["lateness_ms"].as_i64().unwrap() >= 0, "never early: {r}");
         }
-        let events: Vec<Value> = app.events().await.into_iter().filter(|e| e["job_id"] == job_id.as_str()).collect();
-        assert!(events.iter().all(|e| e["data"]["scheduled_for"].is_string() && e["data"]["lateness_ms"].is_i64()));
+        let events: Vec<Value> = app
+            .events()
+            .await
+            .into_iter()
+            .filter(|e| e["job_id"] == job_id.as_str())
+            .collect();
+        assert!(
+            events
+                .iter()
+                .all(|e| e["data"]["scheduled_for"].is_string() && e["data"]["lateness_ms"].is_i64())
+        );
         app.stop().await;
     }
 }
@@ -215,7 +268,12 @@ async fn a_job_edited_to_a_new_schedule_fires_on_the_new_one() {
     let job = app.create_job(&job_body("edit")).await;
     let id = job["id"].as_str().unwrap();
     assert_eq!(job["next_run_at"], json!("2026-06-01T12:05:00+00:00"));
-    let patched: Value = app.patch(&format!("/v1/jobs/{id}"), &json!({"schedule": "0 13 * * *"})).await.json().await.unwrap();
+    let patched: Value = app
+        .patch(&format!("/v1/jobs/{id}"), &json!({"schedule": "0 13 * * *"}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(patched["next_run_at"], json!("2026-06-01T13:00:00+00:00"));
     for t in ["2026-06-01T12:05:00Z", "2026-06-01T13:00:00Z"] {
         clock.set(utc(t));

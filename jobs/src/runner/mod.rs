@@ -215,10 +215,10 @@ impl RunnerContext {
     /// of its process group (only on the same host boot: elsewhere the number means
     /// nothing) and fail it.
     async fn recover(&self, run: &Run) -> Result<(), StoreError> {
-        if let Some((pgid, boot)) = self.store.process_group_of(&run.id).await? {
-            if boot == *self.boot_id {
-                let _ = command::kill_process_group(pgid);
-            }
+        if let Some((pgid, boot)) = self.store.process_group_of(&run.id).await?
+            && boot == *self.boot_id
+        {
+            let _ = command::kill_process_group(pgid);
         }
         tracing::warn!(run_id = %run.id, "recovering a run whose worker stopped");
         let result = RunResult {
@@ -280,14 +280,13 @@ impl RunnerContext {
             let _ = tx.send(pgid);
         });
         let record = async {
-            if let Ok(pgid) = rx.await {
-                if let Err(e) = self
+            if let Ok(pgid) = rx.await
+                && let Err(e) = self
                     .store
                     .record_process_group(&run.id, pgid, &self.boot_id)
                     .await
-                {
-                    tracing::warn!(run_id = %run.id, error = ?e, "cannot record the process group");
-                }
+            {
+                tracing::warn!(run_id = %run.id, error = ?e, "cannot record the process group");
             }
             std::future::pending::<()>().await;
         };
