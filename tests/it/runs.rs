@@ -221,7 +221,45 @@ async fn an_http_target_completes_on_2xx_and_fails_with_the_status_otherwise(app
     assert_eq!(seen[0].headers.get("x-test").map(String::as_str), Some("yes"));
 }
 
+async fn overlap_queue_starts_the_next_run_when_the_previous_ends(app: &TestApp) {
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let mut body = shell_job(
+        "serial",
+        &format!("while [ ! -f {} ]; do sleep 0.05; done", go.display()),
+    );
+    body["overlap_policy"] = json!("queue");
+    let job = app.create_job(&body).await;
+    let job_id = job["id"].as_str().unwrap();
+    let first = app.trigger(job_id).await;
+    let second = app.trigger(job_id).await;
+    assert_eq!(second["state"], "queued", "{second}");
+    let first_id = first["id"].as_str().unwrap();
+    eventually(30, "the first run to be running", || async {
+        (app.run(first_id).await["state"] == "running").then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.run(second["id"].as_str().unwrap()).await["state"],
+        "queued",
+        "it waits while the first runs"
+    );
+    std::fs::write(&go, b"").unwrap();
+    let first = app.finished_run(first_id, 30).await;
+    let second = app.finished_run(second["id"].as_str().unwrap(), 30).await;
+    assert_eq!(
+        (first["state"].as_str(), second["state"].as_str()),
+        (Some("completed"), Some("completed"))
+    );
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    assert!(
+        time(&second["started_at"]) >= time(&first["finished_at"]),
+        "one after the other"
+    );
+}
+
 both_backends!(
+    overlap_queue_starts_the_next_run_when_the_previous_ends,
     exit_codes_and_signals_map_to_states_with_their_events,
     a_timeout_kills_the_whole_process_group,
     output_over_the_limit_keeps_head_and_tail,
