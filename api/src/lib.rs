@@ -10,11 +10,12 @@
 //! - `error`: [`ApiError`], the JSON error body and the catch-all that turns every
 //!   framework error (bad JSON, unknown route, body too large) into the same shape.
 //! - `dto`: request and response bodies, and their conversion to and from the domain.
-//! - `jobs`, `runs`, `keys`, `health`: one `#[OpenApi]` impl per tag.
+//! - `jobs`, `runs`, `webhooks`, `dlq`, `keys`, `health`: one `#[OpenApi]` impl per tag.
 //! - `request_body`: refuses oversized bodies with 413, and names the field at fault
 //!   when a body does not fit its schema.
 
 mod auth;
+mod dlq;
 mod dto;
 mod error;
 mod health;
@@ -23,6 +24,7 @@ mod keys;
 mod request_body;
 mod runs;
 pub mod state;
+mod webhooks;
 
 pub use error::ApiError;
 pub use state::ApiState;
@@ -37,6 +39,10 @@ enum ApiTags {
     Jobs,
     /// Runs: run now, history (with skipped and missed slots), output, cancel.
     Runs,
+    /// Webhook subscriptions: create, rotate the secret, send a test event.
+    Webhooks,
+    /// Deliveries and the dead letter queue.
+    Deliveries,
     /// API keys (admin only).
     Keys,
 }
@@ -45,7 +51,14 @@ enum ApiTags {
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// Every OpenAPI operation of CronFlow, in the order they appear in the document.
-type Apis = (health::HealthApi, jobs::JobsApi, runs::RunsApi, keys::KeysApi);
+type Apis = (
+    health::HealthApi,
+    jobs::JobsApi,
+    runs::RunsApi,
+    webhooks::WebhooksApi,
+    dlq::DlqApi,
+    keys::KeysApi,
+);
 
 /// The OpenAPI document as YAML: what `cronflow openapi` prints and `/openapi.yaml`
 /// serves, and what the committed `openapi.yaml` must equal.
@@ -60,7 +73,14 @@ pub fn spec_json() -> String {
 
 fn openapi_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (health::HealthApi, jobs::JobsApi, runs::RunsApi, keys::KeysApi),
+        (
+            health::HealthApi,
+            jobs::JobsApi,
+            runs::RunsApi,
+            webhooks::WebhooksApi,
+            dlq::DlqApi,
+            keys::KeysApi,
+        ),
         "CronFlow",
         env!("CARGO_PKG_VERSION"),
     )

@@ -6,8 +6,10 @@ use anyhow::Context;
 use cronflow_api::ApiState;
 use cronflow_jobs::{
     Clock, Store, SystemClock,
+    delivery::DeliveryConfig,
     domain::{NewApiKey, Scope, api_key::hash_token, target::UrlPolicy},
-    runner::{RunnerConfig, default_worker_name, run_worker_until_stopped},
+    runner::{RunnerConfig, default_worker_name},
+    workers::run_workers_until_stopped,
 };
 use poem::{
     Server,
@@ -141,8 +143,8 @@ impl Application {
     }
 }
 
-/// Runs this process's run worker until `stop` is cancelled; cancels `stop` itself if
-/// the worker fails, so the rest of the process stops with it.
+/// Runs this process's run and delivery workers until `stop` is cancelled; cancels
+/// `stop` itself if they fail, so the rest of the process stops with them.
 pub async fn run_worker(
     store: Store,
     clock: Arc<dyn Clock>,
@@ -155,7 +157,13 @@ pub async fn run_worker(
     config.shutdown_timeout = settings.shutdown_timeout;
     config.retry_base =
         chrono::Duration::from_std(settings.job_retry_backoff).unwrap_or(chrono::Duration::MAX);
-    let result = run_worker_until_stopped(store, clock, config, stop.clone()).await;
+    let deliveries = DeliveryConfig {
+        retry_schedule: settings.retry_schedule.clone(),
+        timeout: settings.webhook_timeout,
+        allow_private_targets: settings.allow_private_targets,
+        ..DeliveryConfig::default()
+    };
+    let result = run_workers_until_stopped(store, clock, config, deliveries, stop.clone()).await;
     if !stop.is_cancelled() {
         tracing::error!(?result, "the run worker stopped unexpectedly; shutting down");
         stop.cancel();

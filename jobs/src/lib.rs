@@ -13,11 +13,14 @@
 //! - [`scheduler`]: the loop that fires due jobs exactly once per slot.
 //! - [`runner`]: the worker that executes runs (commands in process groups, HTTP
 //!   requests), with timeouts, cancel and crash recovery.
+//! - [`delivery`]: webhook delivery attempts and their signatures.
+//! - [`workers`]: the apalis wiring of the run and delivery workers.
 //! - [`outbound`]: the HTTP client for targets, with its private-address guard.
 //! - [`clock`]: the injectable source of "now", so schedules can be tested exactly.
 //! - [`error`]: the error enums of this crate.
 
 pub mod clock;
+pub mod delivery;
 pub mod domain;
 pub mod error;
 pub mod outbound;
@@ -25,6 +28,7 @@ pub mod queue;
 pub mod runner;
 pub mod scheduler;
 pub mod store;
+pub mod workers;
 
 pub use clock::{Clock, SystemClock};
 pub use error::{StoreError, ValidationError};

@@ -11,10 +11,16 @@ use apalis::prelude::TaskBuilder;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// The apalis queue name (never the Rust type name, which would change on a rename).
+/// The apalis queue of runs (never the Rust type name, which would change on a rename).
 pub const RUN_QUEUE: &str = "cronflow-runs";
-/// How many times a task may be delivered before apalis gives up on it.
+/// The apalis queue of webhook delivery attempts.
+pub const DELIVERY_QUEUE: &str = "cronflow-deliveries";
+/// How many times a run task may be delivered before apalis gives up on it.
 const MAX_DELIVERIES: usize = 10;
+/// A delivery task is one attempt: CronFlow schedules each retry as a new delayed task,
+/// so apalis never retries one itself. The task of the attempt that exhausts the retry
+/// schedule fails, and stays in apalis's `Failed` state: the dead letter queue.
+const DELIVERY_TASK_ATTEMPTS: usize = 1;
 
 /// The payload of a run task.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -23,16 +29,53 @@ pub struct RunTask {
     pub run_id: String,
 }
 
-fn task_bytes(run_id: &str, run_at: Option<DateTime<Utc>>) -> apalis::prelude::Task<Vec<u8>> {
-    let body = serde_json::to_vec(&RunTask {
-        run_id: run_id.to_owned(),
-    })
-    .unwrap_or_default();
-    let mut b = TaskBuilder::new(body).max_attempts(MAX_DELIVERIES);
+/// The payload of a delivery task: one attempt of one delivery.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeliveryTask {
+    /// The delivery to attempt.
+    pub delivery_id: String,
+}
+
+/// Which queue, and the task for one id.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    /// A run task.
+    Run,
+    /// A delivery attempt task.
+    Delivery,
+}
+
+fn task_bytes(kind: Kind, id: &str, run_at: Option<DateTime<Utc>>) -> apalis::prelude::Task<Vec<u8>> {
+    let (body, attempts) = match kind {
+        Kind::Run => (
+            serde_json::to_vec(&RunTask {
+                run_id: id.to_owned(),
+            }),
+            MAX_DELIVERIES,
+        ),
+        Kind::Delivery => (
+            serde_json::to_vec(&DeliveryTask {
+                delivery_id: id.to_owned(),
+            }),
+            DELIVERY_TASK_ATTEMPTS,
+        ),
+    };
+    let mut b = TaskBuilder::new(body.unwrap_or_default()).max_attempts(attempts);
     if let Some(at) = run_at {
-        b = b.run_at_timestamp(u64::try_from(at.timestamp()).unwrap_or_default());
+        // apalis keeps whole seconds: round up, so a task never runs early.
+        let secs = at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0);
+        b = b.run_at_timestamp(u64::try_from(secs).unwrap_or_default());
     }
     b.build()
+}
+
+impl Kind {
+    fn queue(self) -> &'static str {
+        match self {
+            Kind::Run => RUN_QUEUE,
+            Kind::Delivery => DELIVERY_QUEUE,
+        }
+    }
 }
 
 fn queue_error(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
@@ -43,16 +86,17 @@ fn queue_error(e: impl std::error::Error + Send + Sync + 'static) -> StoreError 
 pub(crate) mod sqlite {
     use super::*;
 
-    /// Pushes the tasks for `runs` (id, not-before time) inside `tx`.
-    pub(crate) async fn push(
+    /// Pushes the tasks for `ids` (id, not-before time) inside `tx`.
+    pub(crate) async fn push_kind(
         tx: &mut sqlx::SqliteConnection,
-        runs: &[(String, Option<DateTime<Utc>>)],
+        kind: Kind,
+        ids: &[(String, Option<DateTime<Utc>>)],
     ) -> Result<(), StoreError> {
-        if runs.is_empty() {
+        if ids.is_empty() {
             return Ok(());
         }
-        let tasks: Vec<_> = runs.iter().map(|(id, at)| task_bytes(id, *at)).collect();
-        apalis_sqlite::queries::push_tasks(tx, RUN_QUEUE, &tasks)
+        let tasks: Vec<_> = ids.iter().map(|(id, at)| task_bytes(kind, id, *at)).collect();
+        apalis_sqlite::queries::push_tasks(tx, kind.queue(), &tasks)
             .await
             .map_err(queue_error)
     }
@@ -62,16 +106,17 @@ pub(crate) mod sqlite {
 pub(crate) mod postgres {
     use super::*;
 
-    /// Pushes the tasks for `runs` (id, not-before time) inside `tx`, in one statement.
-    pub(crate) async fn push(
+    /// Pushes the tasks for `ids` (id, not-before time) inside `tx`, in one statement.
+    pub(crate) async fn push_kind(
         tx: &mut sqlx::PgConnection,
-        runs: &[(String, Option<DateTime<Utc>>)],
+        kind: Kind,
+        ids: &[(String, Option<DateTime<Utc>>)],
     ) -> Result<(), StoreError> {
-        if runs.is_empty() {
+        if ids.is_empty() {
             return Ok(());
         }
-        let tasks: Vec<_> = runs.iter().map(|(id, at)| task_bytes(id, *at)).collect();
-        apalis_postgres::queries::push_tasks(tx, RUN_QUEUE, tasks)
+        let tasks: Vec<_> = ids.iter().map(|(id, at)| task_bytes(kind, id, *at)).collect();
+        apalis_postgres::queries::push_tasks(tx, kind.queue(), tasks)
             .await
             .map_err(queue_error)
     }

@@ -35,7 +35,7 @@ CREATE INDEX runs_active ON runs (job_id, state) WHERE state IN ('scheduled', 'q
 -- crash can never lose one. One event per finished run.
 CREATE TABLE events (
     id          TEXT PRIMARY KEY,
-    job_id      TEXT NOT NULL,
+    job_id      TEXT,                       -- NULL for webhook.test
     run_id      TEXT,
     event_type  TEXT NOT NULL CHECK (event_type IN ('job.completed', 'job.failed', 'job.timed_out', 'webhook.test')),
     payload     TEXT NOT NULL,              -- the exact JSON body webhooks will carry

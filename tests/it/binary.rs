@@ -359,3 +359,80 @@ async fn a_worker_killed_mid_run_is_recovered_on_sqlite() {
 async fn a_worker_killed_mid_run_is_recovered_on_postgres() {
     a_worker_killed_mid_run_is_recovered_and_its_processes_stopped(Backend::Postgres).await;
 }
+
+async fn a_worker_killed_mid_delivery_delivers_after_restart(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let start = |dir: &Path| {
+        let mut c = cronflow(dir, &db.url);
+        c.env("CRONFLOW_ADMIN_TOKEN", ADMIN)
+            .env("CRONFLOW_ALLOW_PRIVATE_TARGETS", "true");
+        c
+    };
+    let receiver = TestReceiver::start(&[0, 200]).await;
+    let mut first = serve_with(start(dir.path()));
+    let client = http_client();
+    let hook: Value = client
+        .post(format!("{}/v1/webhooks", first.base))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"url": receiver.url("/slow"), "events": ["job.failed"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sent: Value = client
+        .post(format!(
+            "{}/v1/webhooks/{}/test",
+            first.base,
+            hook["id"].as_str().unwrap()
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = sent["delivery_id"].as_str().unwrap().to_owned();
+    eventually(30, "the first attempt to be in flight", || async {
+        (!receiver.requests().is_empty()).then_some(())
+    })
+    .await;
+    first.child.kill().unwrap(); // SIGKILL while the request is in flight
+    first.child.wait().unwrap();
+
+    let second = serve_with(start(dir.path()));
+    let d = eventually(60, "the delivery after the restart", || async {
+        let r = client
+            .get(format!("{}/v1/deliveries/{id}", second.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .ok()?;
+        let d: Value = r.json().await.ok()?;
+        (d["status"] == "delivered").then_some(d)
+    })
+    .await;
+    let seen = receiver.requests();
+    assert!(seen.len() >= 2, "attempted again: {}", seen.len());
+    assert!(
+        seen.iter().all(|s| s.headers["x-cronflow-idempotency-key"] == id),
+        "the same idempotency key"
+    );
+    assert_eq!(d["status"], "delivered");
+    assert!(second.terminate().success());
+    receiver.release();
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_delivery_delivers_after_restart_on_sqlite() {
+    a_worker_killed_mid_delivery_delivers_after_restart(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_delivery_delivers_after_restart_on_postgres() {
+    a_worker_killed_mid_delivery_delivers_after_restart(Backend::Postgres).await;
+}

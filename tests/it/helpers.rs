@@ -2,7 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
-pub use crate::receiver::TestReceiver;
+pub use crate::receiver::{Seen, TestReceiver};
 use cronflow::{Application, Settings};
 use cronflow_jobs::{
     Clock, Store, SystemClock,
@@ -123,15 +123,20 @@ async fn pg_admin_connection() -> sqlx::postgres::PgConnection {
         })
 }
 
-/// Settings for a test: the database given, port 0, private targets allowed.
-pub fn test_settings(db_url: &str) -> Settings {
-    let vars = BTreeMap::from([
+/// Settings for a test: the database given, port 0, private targets allowed, short
+/// retry delays; `overrides` replace any of them.
+pub fn test_settings(db_url: &str, overrides: &[(&str, &str)]) -> Settings {
+    let mut vars = BTreeMap::from([
         ("CRONFLOW_DATABASE_URL".to_owned(), db_url.to_owned()),
         ("CRONFLOW_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
         ("CRONFLOW_ALLOW_PRIVATE_TARGETS".to_owned(), "true".to_owned()),
         ("CRONFLOW_SHUTDOWN_TIMEOUT".to_owned(), "5s".to_owned()),
         ("CRONFLOW_JOB_RETRY_BACKOFF".to_owned(), "1s".to_owned()),
+        ("CRONFLOW_RETRY_SCHEDULE".to_owned(), "1s,1s,1s,1s,1s".to_owned()),
     ]);
+    for (k, v) in overrides {
+        vars.insert((*k).to_owned(), (*v).to_owned());
+    }
     Settings::load(None, &|k| vars.get(k).cloned()).expect("test settings are valid")
 }
 
@@ -146,6 +151,8 @@ pub struct TestApp {
     /// The token printed on the first start, if this start was the first.
     pub first_admin_token: Option<String>,
     pub clock: Arc<dyn Clock>,
+    /// Setting overrides this app was started with (kept across restarts).
+    overrides: Vec<(String, String)>,
     shutdown: CancellationToken,
     /// The server task; its error, if any, as text.
     server: JoinHandle<Result<(), String>>,
@@ -160,17 +167,28 @@ impl TestApp {
     /// Starts an application on a fresh database with the given clock.
     pub async fn spawn_with_clock(backend: Backend, clock: Arc<dyn Clock>) -> TestApp {
         let db = TestDb::new(backend).await;
-        Self::start(db, clock).await
+        Self::start(db, clock, Vec::new()).await
+    }
+
+    /// Starts an application on a fresh database with setting overrides.
+    pub async fn spawn_with(backend: Backend, overrides: &[(&str, &str)]) -> TestApp {
+        let db = TestDb::new(backend).await;
+        let overrides = overrides
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Self::start(db, Arc::new(SystemClock), overrides).await
     }
 
     /// Starts an application on an existing database (system clock).
     pub async fn start_on(db: TestDb) -> TestApp {
-        Self::start(db, Arc::new(SystemClock)).await
+        Self::start(db, Arc::new(SystemClock), Vec::new()).await
     }
 
-    async fn start(db: TestDb, clock: Arc<dyn Clock>) -> TestApp {
+    async fn start(db: TestDb, clock: Arc<dyn Clock>, overrides: Vec<(String, String)>) -> TestApp {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let app = Application::build_with_clock(test_settings(&db.url), clock.clone())
+        let pairs: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let app = Application::build_with_clock(test_settings(&db.url, &pairs), clock.clone())
             .await
             .expect("the application builds");
         let address = format!("http://{}", app.address());
@@ -192,6 +210,7 @@ impl TestApp {
             admin_token: key.token,
             first_admin_token,
             clock,
+            overrides,
             shutdown,
             server,
         }
@@ -205,7 +224,7 @@ impl TestApp {
             .await
             .expect("server task")
             .expect("server stopped cleanly");
-        Self::start(self.db, clock).await
+        Self::start(self.db, clock, self.overrides).await
     }
 
     /// Stops the application and drops its database.

@@ -15,3 +15,4 @@ mod jobs;
 mod openapi;
 mod runs;
 mod scheduling;
+mod webhooks;

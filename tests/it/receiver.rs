@@ -27,6 +27,7 @@ pub struct Seen {
 struct State {
     seen: Arc<Mutex<Vec<Seen>>>,
     statuses: Arc<Vec<u16>>,
+    release: Arc<tokio::sync::Notify>,
 }
 
 struct Handler(State);
@@ -51,7 +52,8 @@ impl Endpoint for Handler {
             });
             seen.len()
         };
-        // The n-th request gets the n-th status; the last one repeats.
+        // The n-th request gets the n-th status; the last one repeats. 0 means: never
+        // answer (a hung endpoint) until `release` is called, then answer 200.
         let status = self
             .0
             .statuses
@@ -59,9 +61,15 @@ impl Endpoint for Handler {
             .or(self.0.statuses.last())
             .copied()
             .unwrap_or(200);
-        Ok(Response::builder()
-            .status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK))
-            .body(format!("status {status}")))
+        if status == 0 {
+            self.0.release.notified().await;
+            return Ok(Response::builder().status(StatusCode::OK).body("released"));
+        }
+        let mut resp = Response::builder().status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK));
+        if (300..400).contains(&status) {
+            resp = resp.header("Location", "http://127.0.0.1:9/elsewhere");
+        }
+        Ok(resp.body(format!("status {status}")))
     }
 }
 
@@ -86,6 +94,7 @@ impl TestReceiver {
         let state = State {
             seen: Arc::default(),
             statuses: Arc::new(statuses.to_vec()),
+            release: Arc::default(),
         };
         let handler = Handler(state.clone());
         let task = tokio::spawn(async move {
@@ -100,6 +109,11 @@ impl TestReceiver {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// Lets the requests hung right now (status 0) answer 200.
+    pub fn release(&self) {
+        self.state.release.notify_waiters();
     }
 
     /// The requests received so far.

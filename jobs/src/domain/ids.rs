@@ -67,6 +67,14 @@ prefixed_id!(
     EventId, "evt_"
 );
 prefixed_id!(
+    /// A webhook subscription (`wh_…`).
+    WebhookId, "wh_"
+);
+prefixed_id!(
+    /// One event's delivery to one subscription (`dlv_…`); also its idempotency key.
+    DeliveryId, "dlv_"
+);
+prefixed_id!(
     /// An API key (`key_…`). The key's secret is a separate, longer token.
     ApiKeyId, "key_"
 );

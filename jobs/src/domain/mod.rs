@@ -11,12 +11,14 @@ pub mod page;
 pub mod run;
 pub mod schedule;
 pub mod target;
+pub mod webhook;
 
 pub use api_key::{ApiKey, NewApiKey, Scope};
 pub use event::EventType;
-pub use ids::{ApiKeyId, EventId, JobId, RunId};
+pub use ids::{ApiKeyId, DeliveryId, EventId, JobId, RunId, WebhookId};
 pub use job::{CatchUpPolicy, Environment, Job, JobPatch, JobSpec, OverlapPolicy};
 pub use page::{Cursor, Page, PageRequest};
 pub use run::{Run, RunOrigin, RunState};
 pub use schedule::Schedule;
 pub use target::{CommandTarget, HttpMethod, HttpTarget, Target};
+pub use webhook::{EventFilter, Webhook, WebhookSecret, WebhookSpec};

@@ -15,7 +15,8 @@
 //! # Layout
 //! - `command`: running a command in its own process group, with timeout and output capture.
 //! - `output`: the bounded head-and-tail output buffer.
-//! - this file: the apalis worker and target execution.
+//! - this file: the task handler and target execution (the apalis wiring is in
+//!   `crate::workers`).
 
 pub mod command;
 pub mod output;
@@ -24,10 +25,10 @@ use crate::{
     Clock, Store, StoreError,
     domain::{HttpMethod, Job, Run, RunId, RunState, Target},
     outbound,
-    queue::{RUN_QUEUE, RunTask},
+    queue::RunTask,
     store::{RunResult, StartOutcome},
 };
-use apalis::prelude::*;
+use apalis::prelude::{BoxDynError, Data};
 use command::{CommandSpec, OutcomeKind, RunLimits};
 use output::BoundedOutput;
 use std::{sync::Arc, time::Duration};
@@ -70,19 +71,27 @@ impl RunnerConfig {
     }
 }
 
-/// The worker failed to start or stopped on an error.
-#[derive(Debug, thiserror::Error)]
-#[error("run worker: {0}")]
-pub struct WorkerError(String);
-
-/// What every task handler can reach.
+/// What every run task handler can reach.
 #[derive(Clone)]
-struct RunnerContext {
+pub(crate) struct RunnerContext {
     store: Store,
     clock: Arc<dyn Clock>,
     config: Arc<RunnerConfig>,
     http: reqwest::Client,
     boot_id: Arc<str>,
+}
+
+impl RunnerContext {
+    pub(crate) fn new(store: Store, clock: Arc<dyn Clock>, config: RunnerConfig) -> reqwest::Result<Self> {
+        let http = outbound::client(config.allow_private_targets, Duration::from_secs(10))?;
+        Ok(RunnerContext {
+            store,
+            clock,
+            config: Arc::new(config),
+            http,
+            boot_id: boot_id().into(),
+        })
+    }
 }
 
 /// This host's boot id: a process group id means something only within one boot.
@@ -101,85 +110,8 @@ pub fn default_worker_name() -> String {
     format!("cronflow-{host}-{}-{}", std::process::id(), &id.as_str()[4..10])
 }
 
-/// Runs the worker until `shutdown` is cancelled; then waits up to the shutdown
-/// timeout for running runs (a run still going then is recovered by the next worker).
-pub async fn run_worker_until_stopped(
-    store: Store,
-    clock: Arc<dyn Clock>,
-    config: RunnerConfig,
-    shutdown: CancellationToken,
-) -> Result<(), WorkerError> {
-    let http = outbound::client(config.allow_private_targets, Duration::from_secs(10))
-        .map_err(|e| WorkerError(format!("cannot build the HTTP client: {e}")))?;
-    let ctx = RunnerContext {
-        store: store.clone(),
-        clock,
-        config: Arc::new(config.clone()),
-        http,
-        boot_id: boot_id().into(),
-    };
-    let signal = {
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown.cancelled().await;
-            Ok(())
-        }
-    };
-    let name = config.worker_name.clone();
-    tracing::info!(worker = %name, concurrency = config.concurrency, "run worker starting");
-    if let Some(pool) = store.sqlite_pool() {
-        let cfg = apalis_sqlite::Config::default()
-            .queue(RUN_QUEUE)
-            .heartbeat_interval(config.heartbeat)
-            .missed_heartbeats(config.missed_heartbeats)
-            .batch_size(32);
-        let storage = apalis_sqlite::SqliteStorage::<RunTask>::new(pool).with_config(cfg);
-        let wake = store.wake_signal();
-        let concurrency = config.concurrency;
-        Monitor::new()
-            .register(move |_| {
-                // Tasks pushed by this process wake the worker at once (SQLite has no
-                // LISTEN/NOTIFY); the heartbeat still polls for delayed ones.
-                let wakeups = Box::pin(futures::stream::unfold(wake.clone(), |w| async move {
-                    w.notified().await;
-                    Some(((), w))
-                }));
-                WorkerBuilder::new(name.as_str())
-                    .backend(storage.clone().poll_with_stream(wakeups))
-                    .data(ctx.clone())
-                    .concurrency(concurrency)
-                    .build(handle_task)
-            })
-            .shutdown_timeout(config.shutdown_timeout)
-            .run_with_signal(signal)
-            .await
-            .map_err(|e| WorkerError(e.to_string()))
-    } else if let Some(pool) = store.postgres_pool() {
-        let cfg = apalis_postgres::Config::default()
-            .queue(RUN_QUEUE)
-            .heartbeat_interval(config.heartbeat)
-            .missed_heartbeats(config.missed_heartbeats)
-            .batch_size(32);
-        let storage = apalis_postgres::PostgresStorage::<RunTask>::new(pool).with_config(cfg);
-        let concurrency = config.concurrency;
-        Monitor::new()
-            .register(move |_| {
-                WorkerBuilder::new(name.as_str())
-                    .backend(storage.clone().with_pubsub())
-                    .data(ctx.clone())
-                    .concurrency(concurrency)
-                    .build(handle_task)
-            })
-            .shutdown_timeout(config.shutdown_timeout)
-            .run_with_signal(signal)
-            .await
-            .map_err(|e| WorkerError(e.to_string()))
-    } else {
-        Err(WorkerError("unknown backend".into()))
-    }
-}
-
-async fn handle_task(task: RunTask, ctx: Data<RunnerContext>) -> Result<(), BoxDynError> {
+/// Handles one run task.
+pub(crate) async fn handle_task(task: RunTask, ctx: Data<RunnerContext>) -> Result<(), BoxDynError> {
     let Some(run_id) = RunId::parse(&task.run_id) else {
         tracing::error!(run_id = %task.run_id, "a run task names no valid run; dropped");
         return Ok(());

@@ -4,7 +4,24 @@
 
 /// SQLite: one process, so no row locking is needed (the transaction is `IMMEDIATE`).
 pub(crate) mod sqlite {
-    pub(crate) use crate::queue::sqlite::push;
+    use crate::{StoreError, queue::Kind};
+    use chrono::{DateTime, Utc};
+
+    /// Pushes run tasks.
+    pub(crate) async fn push(
+        tx: &mut sqlx::SqliteConnection,
+        ids: &[(String, Option<DateTime<Utc>>)],
+    ) -> Result<(), StoreError> {
+        crate::queue::sqlite::push_kind(tx, Kind::Run, ids).await
+    }
+
+    /// Pushes delivery attempt tasks.
+    pub(crate) async fn push_deliveries(
+        tx: &mut sqlx::SqliteConnection,
+        ids: &[(String, Option<DateTime<Utc>>)],
+    ) -> Result<(), StoreError> {
+        crate::queue::sqlite::push_kind(tx, Kind::Delivery, ids).await
+    }
 
     /// Jobs due at `$1`, at most `$2`.
     pub(crate) const DUE_JOBS_SQL: &str = concat!(
@@ -18,7 +35,24 @@ pub(crate) mod sqlite {
 /// Postgres: schedulers in several processes each lock the due jobs they take and skip
 /// those another holds.
 pub(crate) mod postgres {
-    pub(crate) use crate::queue::postgres::push;
+    use crate::{StoreError, queue::Kind};
+    use chrono::{DateTime, Utc};
+
+    /// Pushes run tasks.
+    pub(crate) async fn push(
+        tx: &mut sqlx::PgConnection,
+        ids: &[(String, Option<DateTime<Utc>>)],
+    ) -> Result<(), StoreError> {
+        crate::queue::postgres::push_kind(tx, Kind::Run, ids).await
+    }
+
+    /// Pushes delivery attempt tasks.
+    pub(crate) async fn push_deliveries(
+        tx: &mut sqlx::PgConnection,
+        ids: &[(String, Option<DateTime<Utc>>)],
+    ) -> Result<(), StoreError> {
+        crate::queue::postgres::push_kind(tx, Kind::Delivery, ids).await
+    }
 
     /// Jobs due at `$1`, at most `$2`, locked for this transaction.
     pub(crate) const DUE_JOBS_SQL: &str = concat!(

@@ -11,12 +11,17 @@
 //! - `jobs.rs`: the job catalogue.
 //! - `keys.rs`: API keys.
 //! - `runs.rs`: runs, the scheduler's ledger, and the event outbox.
+//! - `webhooks.rs`: subscriptions and the fan-out of events to them.
+//! - `deliveries.rs`: deliveries, attempts, retries and the dead letter queue.
 
+mod deliveries;
 mod dialect;
 mod jobs;
 mod keys;
 mod runs;
+pub(crate) mod webhooks;
 
+pub use deliveries::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, DeliveryWork, ReplayFilter};
 pub use jobs::JobError;
 pub use runs::{FIRE_BATCH, FireReport, MAX_CATCH_UP_RUNS, MISFIRE_GRACE, RunError, RunResult, StartOutcome};
 
@@ -57,6 +62,7 @@ pub enum Backend {
 pub struct Store {
     db: Db,
     wake: Arc<Notify>,
+    wake_deliveries: Arc<Notify>,
     schedule_changed: Arc<Notify>,
 }
 
@@ -144,6 +150,7 @@ impl Store {
         Store {
             db,
             wake: Arc::new(Notify::new()),
+            wake_deliveries: Arc::new(Notify::new()),
             schedule_changed: Arc::new(Notify::new()),
         }
     }
@@ -183,6 +190,11 @@ impl Store {
     /// worker fetches them at once (SQLite has no LISTEN/NOTIFY).
     pub(crate) fn wake_signal(&self) -> Arc<Notify> {
         self.wake.clone()
+    }
+
+    /// Like [`Store::wake_signal`], for delivery tasks.
+    pub(crate) fn wake_deliveries_signal(&self) -> Arc<Notify> {
+        self.wake_deliveries.clone()
     }
 
     /// Applies apalis's queue migrations, then CronFlow's (idempotent; safe to run on

@@ -8,6 +8,7 @@
 use super::{
     Store,
     jobs::{JobRow, job_columns},
+    webhooks::fan_out,
     with_pool, with_tx,
 };
 use crate::domain::{
@@ -598,6 +599,7 @@ impl Store {
                 .await?
                 .rows_affected();
             let mut pushed = Vec::new();
+            let mut deliveries = Vec::new();
             if n == 1 {
                 let run: RunRow = sqlx::query_as(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"))
                     .bind(run_id.as_str())
@@ -614,17 +616,20 @@ impl Store {
                     let will_retry = failed && run.attempt <= job.spec.max_retries;
                     if let Some(kind) = EventType::for_state(result.state) {
                         let payload = job_event_payload(kind, &job, &run, will_retry, job.next_run_at, now);
+                        let event_id = EventId::generate();
                         sqlx::query(
                             "INSERT INTO events (id, job_id, run_id, event_type, payload, created_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6)")
-                            .bind(EventId::generate().as_str())
-                            .bind(job.id.as_str())
-                            .bind(run.id.as_str())
-                            .bind(kind.as_str())
-                            .bind(payload.to_string())
-                            .bind(ms(now))
-                            .execute(&mut *tx)
-                            .await?;
+                             VALUES ($1, $2, $3, $4, $5, $6)",
+                        )
+                        .bind(event_id.as_str())
+                        .bind(job.id.as_str())
+                        .bind(run.id.as_str())
+                        .bind(kind.as_str())
+                        .bind(payload.to_string())
+                        .bind(ms(now))
+                        .execute(&mut *tx)
+                        .await?;
+                        fan_out!(tx, event_id.as_str(), kind, job.id.as_str(), job.spec.environment.as_str(), now, deliveries);
                     }
                     if will_retry {
                         let exp = 2_i32.saturating_pow(run.attempt.saturating_sub(1).min(20));
@@ -639,10 +644,14 @@ impl Store {
                 }
             }
             q::push(&mut tx, &pushed).await?;
-            !pushed.is_empty()
+            q::push_deliveries(&mut tx, &deliveries).await?;
+            (!pushed.is_empty(), !deliveries.is_empty())
         });
-        if pushed {
+        if pushed.0 {
             self.wake.notify_one();
+        }
+        if pushed.1 {
+            self.wake_deliveries.notify_one();
         }
         Ok(())
     }

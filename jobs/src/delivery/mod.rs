@@ -1,0 +1,241 @@
+//! Webhook delivery: signing, sending one attempt, and classifying its outcome.
+//!
+//! One queue task is one attempt ([`attempt_delivery`]). Its outcome and consequence
+//! (delivered, retry scheduled, or dead) are stored in one transaction by
+//! `Store::record_attempt`. A slow or dead endpoint cannot hold more than
+//! [`DeliveryConfig::per_endpoint`] worker slots: further attempts for it are put back on
+//! the queue a moment later instead of waiting in a slot, so other endpoints' deliveries
+//! keep flowing.
+//!
+//! # Layout
+//! - `signer`: `X-CronFlow-Signature` and Standard Webhooks signatures, and verifiers.
+//! - this file: the attempt.
+
+pub mod signer;
+
+use crate::{
+    Clock, Store, StoreError,
+    domain::DeliveryId,
+    outbound::{self, ForbiddenAddress},
+    store::{AttemptOutcome, DeliveryStatus},
+};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+use tokio::sync::Semaphore;
+
+/// Longest response excerpt kept per attempt.
+pub const RESPONSE_EXCERPT_BYTES: usize = 4 * 1024;
+/// How long an attempt waits before trying again when its endpoint is saturated.
+const SATURATED_RETRY: Duration = Duration::from_secs(1);
+
+/// How deliveries behave.
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Delays before each retry (default 30s, 2m, 10m, 1h, 6h).
+    pub retry_schedule: Vec<Duration>,
+    /// Per-attempt timeout (default 10 s).
+    pub timeout: Duration,
+    /// Allow loopback/private targets (and plain http).
+    pub allow_private_targets: bool,
+    /// Attempts in flight at once in this process.
+    pub concurrency: usize,
+    /// Attempts in flight at once to one subscription, in this process.
+    pub per_endpoint: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig {
+            retry_schedule: [30, 120, 600, 3600, 21600].map(Duration::from_secs).to_vec(),
+            timeout: Duration::from_secs(10),
+            allow_private_targets: false,
+            concurrency: 64,
+            per_endpoint: 4,
+        }
+    }
+}
+
+/// What delivery attempts share.
+#[derive(Clone)]
+pub(crate) struct DeliveryContext {
+    pub(crate) store: Store,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: Arc<DeliveryConfig>,
+    pub(crate) http: reqwest::Client,
+    slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+}
+
+impl DeliveryContext {
+    pub(crate) fn new(store: Store, clock: Arc<dyn Clock>, config: DeliveryConfig) -> reqwest::Result<Self> {
+        let http = outbound::client(config.allow_private_targets, config.timeout)?;
+        Ok(DeliveryContext {
+            store,
+            clock,
+            config: Arc::new(config),
+            http,
+            slots: Arc::default(),
+        })
+    }
+
+    fn slots_for(&self, webhook_id: &str) -> Arc<Semaphore> {
+        let mut map = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(webhook_id.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.config.per_endpoint)))
+            .clone()
+    }
+}
+
+/// Why an attempt ended the delivery in the dead letter queue; returned as the task's
+/// error so apalis keeps the task in its `Failed` state.
+#[derive(Debug, thiserror::Error)]
+#[error("delivery {0} exhausted its retries and is dead")]
+pub struct DeadDelivery(pub String);
+
+/// Errors of one attempt task.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AttemptError {
+    #[error(transparent)]
+    Dead(#[from] DeadDelivery),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Makes one attempt of delivery `id`, records it, and schedules what follows.
+pub(crate) async fn attempt_delivery(ctx: &DeliveryContext, id: &DeliveryId) -> Result<(), AttemptError> {
+    let Some(work) = ctx.store.begin_delivery(id, ctx.clock.now()).await? else {
+        return Ok(());
+    };
+    let slots = ctx.slots_for(work.webhook.id.as_str());
+    let Ok(_permit) = slots.try_acquire() else {
+        let later = ctx.clock.now() + chrono::Duration::from_std(SATURATED_RETRY).unwrap_or_default();
+        ctx.store.defer_delivery(id, later).await?;
+        return Ok(());
+    };
+    let outcome = send(ctx, &work).await;
+    let status = ctx
+        .store
+        .record_attempt(&work, &outcome, &ctx.config.retry_schedule, ctx.clock.now())
+        .await?;
+    if status == DeliveryStatus::Dead {
+        tracing::warn!(delivery_id = %id, webhook_id = %work.webhook.id, "delivery is dead after its last retry");
+        return Err(DeadDelivery(id.to_string()).into());
+    }
+    Ok(())
+}
+
+async fn send(ctx: &DeliveryContext, work: &crate::store::DeliveryWork) -> AttemptOutcome {
+    let now = ctx.clock.now();
+    let started = Instant::now();
+    let elapsed = || i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+    let fail =
+        |kind: &'static str, error: String, status: Option<i32>, excerpt: Option<String>| AttemptOutcome {
+            started_at: now,
+            duration_ms: elapsed(),
+            status_code: status,
+            error_kind: Some(kind),
+            error: Some(error),
+            response_excerpt: excerpt,
+        };
+    let url = match reqwest::Url::parse(&work.webhook.url) {
+        Ok(u) => u,
+        Err(e) => return fail("connect", format!("invalid URL: {e}"), None, None),
+    };
+    if let Err(e) = outbound::check_literal_host(&url, ctx.config.allow_private_targets) {
+        return fail("ssrf_blocked", e.to_string(), None, None);
+    }
+    let body = work.payload.as_bytes();
+    let id = work.delivery.id.as_str();
+    let secrets = work.webhook.signing_secrets(now);
+    let timestamp = now.timestamp();
+    let mut req = ctx
+        .http
+        .post(url)
+        .timeout(ctx.config.timeout)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header(
+            reqwest::header::USER_AGENT,
+            concat!("CronFlow-Webhooks/", env!("CARGO_PKG_VERSION")),
+        )
+        .header("X-CronFlow-Event", &work.delivery.event_type)
+        .header("X-CronFlow-Signature", signer::cronflow_signature(&secrets, body))
+        .header("X-CronFlow-Idempotency-Key", id)
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header(
+            "webhook-signature",
+            signer::standard_signature(&secrets, id, timestamp, body),
+        );
+    for (k, v) in &work.webhook.headers {
+        req = req.header(k, v);
+    }
+    let exchange = async {
+        let mut resp = req.body(work.payload.clone()).send().await?;
+        let status = resp.status();
+        let mut excerpt = Vec::new();
+        while excerpt.len() < RESPONSE_EXCERPT_BYTES {
+            match resp.chunk().await? {
+                Some(c) => {
+                    excerpt.extend_from_slice(&c[..c.len().min(RESPONSE_EXCERPT_BYTES - excerpt.len())])
+                }
+                None => break,
+            }
+        }
+        Ok::<_, reqwest::Error>((status, String::from_utf8_lossy(&excerpt).into_owned()))
+    };
+    match exchange.await {
+        Ok((status, excerpt)) if status.is_success() => AttemptOutcome {
+            started_at: now,
+            duration_ms: elapsed(),
+            status_code: Some(i32::from(status.as_u16())),
+            error_kind: None,
+            error: None,
+            response_excerpt: Some(excerpt),
+        },
+        Ok((status, excerpt)) => {
+            let kind = if status.is_redirection() {
+                "redirect"
+            } else {
+                "http"
+            };
+            let msg = if status.is_redirection() {
+                format!("HTTP {status}: redirects are not followed")
+            } else {
+                format!("HTTP {status}")
+            };
+            fail(kind, msg, Some(i32::from(status.as_u16())), Some(excerpt))
+        }
+        Err(e) => {
+            let (kind, text) = classify(&e);
+            fail(kind, text, None, None)
+        }
+    }
+}
+
+/// The error kind of a failed request, and its full text (reqwest's own omits causes).
+fn classify(e: &reqwest::Error) -> (&'static str, String) {
+    let mut text = e.to_string();
+    let mut forbidden = false;
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        forbidden |= s.downcast_ref::<ForbiddenAddress>().is_some();
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    let lower = text.to_ascii_lowercase();
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if forbidden || lower.contains("is private, loopback") {
+        "ssrf_blocked"
+    } else if lower.contains("dns error") || lower.contains("failed to lookup") {
+        "dns"
+    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+        "tls"
+    } else {
+        "connect"
+    };
+    (kind, text)
+}

@@ -1,0 +1,438 @@
+//! Deliveries and their attempts: the state of every event's way to every subscriber,
+//! the retry schedule, and the dead letter queue.
+//!
+//! Each attempt is one queue task. A failed attempt records itself and, in the same
+//! transaction, either schedules the next attempt as a delayed task (`retrying`: it lives
+//! in the database and holds no worker) or, when the schedule is exhausted, marks the
+//! delivery `dead`, which puts it in the DLQ until it is replayed or acknowledged.
+
+use super::{Store, with_pool, with_tx};
+use crate::StoreError;
+use crate::domain::{Cursor, DeliveryId, Page, PageRequest, Webhook, WebhookId};
+use chrono::{DateTime, Duration, Utc};
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    /// Waiting for its first attempt.
+    Pending,
+    /// An attempt failed; the next one is scheduled (`next_attempt_at`).
+    Retrying,
+    /// A 2xx answer was received.
+    Delivered,
+    /// Every retry failed: in the dead letter queue.
+    Dead,
+}
+
+impl DeliveryStatus {
+    /// Stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Retrying => "retrying",
+            Self::Delivered => "delivered",
+            Self::Dead => "dead",
+        }
+    }
+    /// Parses the stored form.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Retrying, Self::Delivered, Self::Dead]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+/// A delivery as stored.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// `dlv_…`; also the idempotency key and `webhook-id`.
+    pub id: DeliveryId,
+    /// The event delivered.
+    pub event_id: String,
+    /// The subscription it goes to.
+    pub webhook_id: String,
+    /// `job.failed`, ...
+    pub event_type: String,
+    /// The job the event is about (none for `webhook.test`).
+    pub job_id: Option<String>,
+    /// Where it stands.
+    pub status: DeliveryStatus,
+    /// Attempts made, all rounds.
+    pub attempts: u32,
+    /// When the next attempt is due, while `retrying`.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Status code of the last attempt, if an answer came.
+    pub last_status_code: Option<i32>,
+    /// Error of the last attempt.
+    pub last_error: Option<String>,
+    /// A dead delivery someone acknowledged (it leaves the DLQ list).
+    pub acknowledged: bool,
+    /// When the event fanned out to this subscription.
+    pub created_at: DateTime<Utc>,
+    /// When it was delivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// One attempt as recorded.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// 1, 2, ... across all rounds.
+    pub attempt: u32,
+    /// When the request started.
+    pub started_at: DateTime<Utc>,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// The answer's status, if one came.
+    pub status_code: Option<i32>,
+    /// `timeout`, `connect`, `dns`, `tls`, `ssrf_blocked`, `redirect`, `http` (non-2xx).
+    pub error_kind: Option<String>,
+    /// Human-readable error.
+    pub error: Option<String>,
+    /// The first 4 KiB of the answer's body.
+    pub response_excerpt: Option<String>,
+}
+
+/// What a worker needs to make an attempt.
+#[derive(Debug, Clone)]
+pub struct DeliveryWork {
+    /// The delivery.
+    pub delivery: Delivery,
+    /// Its subscription.
+    pub webhook: Webhook,
+    /// The exact body to send (stored once when the event was written).
+    pub payload: String,
+    /// Attempts made since creation or the last replay.
+    pub round_attempts: u32,
+}
+
+/// Filter of a bulk replay.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    /// Only deliveries to this subscription.
+    pub webhook_id: Option<WebhookId>,
+    /// Only this event type.
+    pub event_type: Option<String>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+macro_rules! delivery_columns {
+    () => {
+        "id, event_id, webhook_id, event_type, job_id, status, attempts, next_attempt_at, last_status_code, \
+         last_error, acknowledged, created_at, delivered_at"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    id: String,
+    event_id: String,
+    webhook_id: String,
+    event_type: String,
+    job_id: Option<String>,
+    status: String,
+    attempts: i64,
+    next_attempt_at: Option<i64>,
+    last_status_code: Option<i64>,
+    last_error: Option<String>,
+    acknowledged: bool,
+    created_at: i64,
+    delivered_at: Option<i64>,
+}
+
+fn time(v: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(v).ok_or_else(|| StoreError::Corrupt(format!("timestamp {v}")))
+}
+
+impl TryFrom<DeliveryRow> for Delivery {
+    type Error = StoreError;
+
+    fn try_from(r: DeliveryRow) -> Result<Self, StoreError> {
+        let corrupt = |w: &str| StoreError::Corrupt(format!("delivery {}: {w}", r.id));
+        Ok(Delivery {
+            id: DeliveryId::parse(&r.id).ok_or_else(|| corrupt("id"))?,
+            event_id: r.event_id,
+            webhook_id: r.webhook_id,
+            event_type: r.event_type,
+            job_id: r.job_id,
+            status: DeliveryStatus::parse(&r.status).ok_or_else(|| corrupt("status"))?,
+            attempts: u32::try_from(r.attempts).unwrap_or(u32::MAX),
+            next_attempt_at: r.next_attempt_at.map(time).transpose()?,
+            last_status_code: r.last_status_code.and_then(|c| i32::try_from(c).ok()),
+            last_error: r.last_error,
+            acknowledged: r.acknowledged,
+            created_at: time(r.created_at)?,
+            delivered_at: r.delivered_at.map(time).transpose()?,
+        })
+    }
+}
+
+/// The result of one attempt, as the worker saw it.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    /// When the request started.
+    pub started_at: DateTime<Utc>,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// The answer's status, if one came.
+    pub status_code: Option<i32>,
+    /// Why it failed (`None` for a 2xx).
+    pub error_kind: Option<&'static str>,
+    /// Human-readable error.
+    pub error: Option<String>,
+    /// The first 4 KiB of the answer.
+    pub response_excerpt: Option<String>,
+}
+
+impl Store {
+    /// The delivery and what an attempt needs, if it still needs one (`pending` or
+    /// `retrying`). A delivery whose subscription was deleted is marked `dead`.
+    pub async fn begin_delivery(
+        &self,
+        id: &DeliveryId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DeliveryWork>, StoreError> {
+        let row: Option<(DeliveryRow, i64, Option<String>)> = with_pool!(self, pool => {
+            let d: Option<DeliveryRow> = sqlx::query_as(concat!("SELECT ", delivery_columns!(), " FROM deliveries WHERE id = $1"))
+                .bind(id.as_str())
+                .fetch_optional(pool)
+                .await?;
+            match d {
+                None => Ok::<_, sqlx::Error>(None),
+                Some(d) => {
+                    let (round, payload): (i64, Option<String>) = sqlx::query_as(
+                        "SELECT d.round_attempts, e.payload FROM deliveries d LEFT JOIN events e ON e.id = d.event_id WHERE d.id = $1")
+                        .bind(id.as_str())
+                        .fetch_one(pool)
+                        .await?;
+                    Ok(Some((d, round, payload)))
+                }
+            }
+        })?;
+        let Some((row, round, payload)) = row else {
+            return Ok(None);
+        };
+        let delivery = Delivery::try_from(row)?;
+        if !matches!(
+            delivery.status,
+            DeliveryStatus::Pending | DeliveryStatus::Retrying
+        ) {
+            return Ok(None);
+        }
+        let hook_id = WebhookId::parse(&delivery.webhook_id);
+        let webhook = match hook_id {
+            Some(h) => self.get_webhook(&h).await?,
+            None => None,
+        };
+        let (Some(webhook), Some(payload)) = (webhook, payload) else {
+            with_pool!(self, pool => sqlx::query(
+                "UPDATE deliveries SET status = 'dead', last_error = 'the subscription or event no longer exists', \
+                 updated_at = $2 WHERE id = $1")
+                .bind(id.as_str())
+                .bind(now.timestamp_millis())
+                .execute(pool)
+                .await.map(|_| ()))?;
+            return Ok(None);
+        };
+        Ok(Some(DeliveryWork {
+            delivery,
+            webhook,
+            payload,
+            round_attempts: u32::try_from(round).unwrap_or(u32::MAX),
+        }))
+    }
+
+    /// Records an attempt and its consequence in one transaction: `delivered` on a 2xx;
+    /// otherwise `retrying` with the next attempt queued after `schedule[round_attempts]`,
+    /// or `dead` when the schedule is exhausted. Returns the new status.
+    pub async fn record_attempt(
+        &self,
+        work: &DeliveryWork,
+        outcome: &AttemptOutcome,
+        schedule: &[std::time::Duration],
+        now: DateTime<Utc>,
+    ) -> Result<DeliveryStatus, StoreError> {
+        let delivered = outcome.error_kind.is_none();
+        let round = work.round_attempts as usize;
+        let (status, next) = if delivered {
+            (DeliveryStatus::Delivered, None)
+        } else if let Some(delay) = schedule.get(round) {
+            let delay = Duration::from_std(*delay).unwrap_or(Duration::hours(24));
+            (DeliveryStatus::Retrying, Some(now + delay))
+        } else {
+            (DeliveryStatus::Dead, None)
+        };
+        let id = work.delivery.id.as_str();
+        let attempt = i64::from(work.delivery.attempts) + 1;
+        with_tx!(self, tx, q => {
+            sqlx::query(
+                "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_kind, \
+                 error, response_excerpt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (delivery_id, attempt) DO NOTHING")
+                .bind(id)
+                .bind(attempt)
+                .bind(outcome.started_at.timestamp_millis())
+                .bind(outcome.duration_ms)
+                .bind(outcome.status_code.map(i64::from))
+                .bind(outcome.error_kind)
+                .bind(&outcome.error)
+                .bind(&outcome.response_excerpt)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "UPDATE deliveries SET status = $2, attempts = $3, round_attempts = round_attempts + 1, \
+                 next_attempt_at = $4, last_status_code = $5, last_error = $6, \
+                 delivered_at = CASE WHEN $2 = 'delivered' THEN $7 ELSE delivered_at END, updated_at = $7 \
+                 WHERE id = $1")
+                .bind(id)
+                .bind(status.as_str())
+                .bind(attempt)
+                .bind(next.map(|t| t.timestamp_millis()))
+                .bind(outcome.status_code.map(i64::from))
+                .bind(&outcome.error)
+                .bind(now.timestamp_millis())
+                .execute(&mut *tx)
+                .await?;
+            if let Some(at) = next {
+                q::push_deliveries(&mut tx, &[(id.to_owned(), Some(at))]).await?;
+            }
+        });
+        Ok(status)
+    }
+
+    /// Queues another try of the same attempt at `at` without recording anything (used
+    /// when the subscription already has its maximum of attempts in flight).
+    pub async fn defer_delivery(&self, id: &DeliveryId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        with_tx!(self, tx, q => {
+            q::push_deliveries(&mut tx, &[(id.to_string(), Some(at))]).await?;
+        });
+        Ok(())
+    }
+
+    /// A delivery and its attempts, oldest first.
+    pub async fn get_delivery(
+        &self,
+        id: &DeliveryId,
+    ) -> Result<Option<(Delivery, Vec<Attempt>)>, StoreError> {
+        let row: Option<DeliveryRow> = with_pool!(self, pool => sqlx::query_as(
+            concat!("SELECT ", delivery_columns!(), " FROM deliveries WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(pool)
+            .await)?;
+        let Some(row) = row else { return Ok(None) };
+        type AttemptRow = (
+            i64,
+            i64,
+            i64,
+            Option<i64>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let attempts: Vec<AttemptRow> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT attempt, started_at, duration_ms, status_code, error_kind, error, response_excerpt \
+             FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt")
+            .bind(id.as_str())
+            .fetch_all(pool)
+            .await)?;
+        let attempts = attempts
+            .into_iter()
+            .map(|(attempt, started, duration_ms, code, kind, error, excerpt)| {
+                Ok(Attempt {
+                    attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                    started_at: time(started)?,
+                    duration_ms,
+                    status_code: code.and_then(|c| i32::try_from(c).ok()),
+                    error_kind: kind,
+                    error,
+                    response_excerpt: excerpt,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Some((Delivery::try_from(row)?, attempts)))
+    }
+
+    /// The dead letter queue: dead, unacknowledged deliveries, oldest first.
+    pub async fn list_dlq(&self, page: &PageRequest) -> Result<Page<Delivery>, StoreError> {
+        let (after_ms, after_id) = page
+            .after
+            .as_ref()
+            .map_or((i64::MIN, ""), |c| (c.created_at_ms, c.id.as_str()));
+        let rows: Vec<DeliveryRow> = with_pool!(self, pool => sqlx::query_as(concat!(
+            "SELECT ", delivery_columns!(), " FROM deliveries WHERE status = 'dead' AND NOT acknowledged ",
+            "AND (created_at > $1 OR (created_at = $1 AND id > $2)) ORDER BY created_at, id LIMIT $3"))
+            .bind(after_ms)
+            .bind(after_id)
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(pool)
+            .await)?;
+        let mut items = rows
+            .into_iter()
+            .map(Delivery::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if items.len() > page.limit as usize {
+            items.truncate(page.limit as usize);
+            items.last().map(|d| Cursor::after(d.created_at, d.id.as_str()))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Replays dead deliveries matching `filter` (or the one `only`): each goes back to
+    /// `pending` with a fresh retry schedule and is queued again, keeping its id, so
+    /// receivers see the same idempotency key. Returns how many were replayed.
+    pub async fn replay_dead(
+        &self,
+        only: Option<&DeliveryId>,
+        filter: &ReplayFilter,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let ids: Vec<String> = with_pool!(self, pool => sqlx::query_scalar(
+            "SELECT id FROM deliveries WHERE status = 'dead' \
+             AND ($1 = '' OR id = $1) AND ($2 = '' OR webhook_id = $2) AND ($3 = '' OR event_type = $3) \
+             AND created_at >= $4 AND created_at < $5 ORDER BY created_at, id LIMIT 10000")
+            .bind(only.map_or("", |d| d.as_str()))
+            .bind(filter.webhook_id.as_ref().map_or("", |w| w.as_str()))
+            .bind(filter.event_type.as_deref().unwrap_or(""))
+            .bind(filter.since.map_or(i64::MIN, |t| t.timestamp_millis()))
+            .bind(filter.until.map_or(i64::MAX, |t| t.timestamp_millis()))
+            .fetch_all(pool)
+            .await)?;
+        let mut replayed = Vec::new();
+        with_tx!(self, tx, q => {
+            for id in &ids {
+                let n = sqlx::query(
+                    "UPDATE deliveries SET status = 'pending', round_attempts = 0, acknowledged = FALSE, \
+                     next_attempt_at = NULL, updated_at = $2 WHERE id = $1 AND status = 'dead'")
+                    .bind(id)
+                    .bind(now.timestamp_millis())
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n == 1 {
+                    replayed.push((id.clone(), None));
+                }
+            }
+            q::push_deliveries(&mut tx, &replayed).await?;
+        });
+        if !replayed.is_empty() {
+            self.wake_deliveries.notify_one();
+        }
+        Ok(replayed.len() as u64)
+    }
+
+    /// Acknowledges a dead delivery: it leaves the DLQ list (and stays on record).
+    /// `false` if there is no dead delivery with this id.
+    pub async fn acknowledge_dead(&self, id: &DeliveryId, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let n = with_pool!(self, pool => sqlx::query(
+            "UPDATE deliveries SET acknowledged = TRUE, updated_at = $2 WHERE id = $1 AND status = 'dead'")
+            .bind(id.as_str())
+            .bind(now.timestamp_millis())
+            .execute(pool)
+            .await.map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+}

@@ -1,0 +1,309 @@
+//! Webhook subscriptions, and the fan-out of events to them.
+
+use super::{Store, with_pool, with_tx};
+use crate::StoreError;
+use crate::domain::{
+    Cursor, DeliveryId, Environment, EventFilter, EventId, EventType, JobId, Page, PageRequest, Webhook,
+    WebhookId, WebhookSecret, WebhookSpec, event::format_time, webhook::ROTATION_GRACE_HOURS,
+};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+
+macro_rules! webhook_columns {
+    () => {
+        "id, url, events, environment, job_ids, secret, previous_secret, previous_secret_until, \
+         headers, description, enabled, disabled_reason, created_at, updated_at"
+    };
+}
+pub(super) use webhook_columns;
+
+#[derive(sqlx::FromRow)]
+pub(super) struct WebhookRow {
+    id: String,
+    url: String,
+    events: String,
+    environment: Option<String>,
+    job_ids: Option<String>,
+    secret: String,
+    previous_secret: Option<String>,
+    previous_secret_until: Option<i64>,
+    headers: String,
+    description: String,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+}
+
+fn time(v: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(v).ok_or_else(|| StoreError::Corrupt(format!("timestamp {v}")))
+}
+
+impl TryFrom<WebhookRow> for Webhook {
+    type Error = StoreError;
+
+    fn try_from(r: WebhookRow) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("webhook {}: {what}", r.id));
+        let events: Vec<String> = serde_json::from_str(&r.events).map_err(|_| corrupt("events"))?;
+        let job_ids: Option<Vec<String>> = r
+            .job_ids
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|_| corrupt("job_ids"))?;
+        let environment = r
+            .environment
+            .as_deref()
+            .map(|e| Environment::parse(e).ok_or_else(|| corrupt("environment")))
+            .transpose()?;
+        let previous_secret = match (r.previous_secret, r.previous_secret_until) {
+            (Some(s), Some(until)) => Some((
+                WebhookSecret::parse(&s).map_err(|_| corrupt("previous secret"))?,
+                time(until)?,
+            )),
+            _ => None,
+        };
+        Ok(Webhook {
+            id: WebhookId::parse(&r.id).ok_or_else(|| corrupt("id"))?,
+            url: r.url.clone(),
+            filter: EventFilter::parse(&events, environment, job_ids).map_err(|_| corrupt("filter"))?,
+            secret: WebhookSecret::parse(&r.secret).map_err(|_| corrupt("secret"))?,
+            previous_secret,
+            headers: serde_json::from_str(&r.headers).map_err(|_| corrupt("headers"))?,
+            description: r.description,
+            enabled: r.enabled,
+            disabled_reason: r.disabled_reason,
+            created_at: time(r.created_at)?,
+            updated_at: time(r.updated_at)?,
+        })
+    }
+}
+
+fn events_json(f: &EventFilter) -> String {
+    serde_json::to_string(&f.events.iter().map(|e| e.as_str()).collect::<Vec<_>>()).unwrap_or_default()
+}
+
+fn job_ids_json(f: &EventFilter) -> Option<String> {
+    f.job_ids.as_ref().map(|ids| {
+        serde_json::to_string(&ids.iter().map(JobId::as_str).collect::<Vec<_>>()).unwrap_or_default()
+    })
+}
+
+/// Creates one delivery (and its queue task, added to `$pushed`) for every enabled
+/// subscription whose filter matches the event.
+macro_rules! fan_out {
+    ($tx:expr, $event_id:expr, $kind:expr, $job_id:expr, $environment:expr, $now:expr, $pushed:expr) => {{
+        let rows: Vec<$crate::store::webhooks::WebhookRow> = sqlx::query_as(concat!(
+            "SELECT ",
+            $crate::store::webhooks::webhook_columns!(),
+            " FROM webhooks WHERE enabled"
+        ))
+        .fetch_all(&mut *$tx)
+        .await?;
+        for row in rows {
+            let hook = $crate::domain::Webhook::try_from(row)?;
+            if hook.filter.matches($kind, $job_id, $environment) {
+                let id = $crate::domain::DeliveryId::generate();
+                let n = sqlx::query(
+                    "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6) ON CONFLICT (event_id, webhook_id) DO NOTHING",
+                )
+                .bind(id.as_str())
+                .bind($event_id)
+                .bind(hook.id.as_str())
+                .bind($kind.as_str())
+                .bind(Some($job_id).filter(|j: &&str| !j.is_empty()))
+                .bind($now.timestamp_millis())
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected();
+                if n == 1 {
+                    $pushed.push((id.to_string(), None));
+                }
+            }
+        }
+    }};
+}
+pub(crate) use fan_out;
+
+impl Store {
+    /// Stores a new subscription with `secret`.
+    pub async fn create_webhook(
+        &self,
+        spec: WebhookSpec,
+        secret: WebhookSecret,
+        now: DateTime<Utc>,
+    ) -> Result<Webhook, StoreError> {
+        let hook = Webhook {
+            id: WebhookId::generate(),
+            url: spec.url,
+            filter: spec.filter,
+            secret,
+            previous_secret: None,
+            headers: spec.headers,
+            description: spec.description,
+            enabled: spec.enabled,
+            disabled_reason: None,
+            created_at: now,
+            updated_at: now,
+        };
+        with_pool!(self, pool => sqlx::query(concat!(
+            "INSERT INTO webhooks (", webhook_columns!(), ") ",
+            "VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, $9, NULL, $10, $10)"))
+            .bind(hook.id.as_str())
+            .bind(&hook.url)
+            .bind(events_json(&hook.filter))
+            .bind(hook.filter.environment.map(|e| e.as_str()))
+            .bind(job_ids_json(&hook.filter))
+            .bind(hook.secret.expose())
+            .bind(serde_json::to_string(&hook.headers).unwrap_or_default())
+            .bind(&hook.description)
+            .bind(hook.enabled)
+            .bind(now.timestamp_millis())
+            .execute(pool)
+            .await.map(|_| ()))?;
+        Ok(hook)
+    }
+
+    /// The subscription with this id.
+    pub async fn get_webhook(&self, id: &WebhookId) -> Result<Option<Webhook>, StoreError> {
+        let row: Option<WebhookRow> = with_pool!(self, pool => sqlx::query_as(concat!(
+            "SELECT ", webhook_columns!(), " FROM webhooks WHERE id = $1"))
+            .bind(id.as_str())
+            .fetch_optional(pool)
+            .await)?;
+        row.map(Webhook::try_from).transpose()
+    }
+
+    /// Subscriptions in creation order.
+    pub async fn list_webhooks(&self, page: &PageRequest) -> Result<Page<Webhook>, StoreError> {
+        let (after_ms, after_id) = page
+            .after
+            .as_ref()
+            .map_or((i64::MIN, ""), |c| (c.created_at_ms, c.id.as_str()));
+        let rows: Vec<WebhookRow> = with_pool!(self, pool => sqlx::query_as(concat!(
+            "SELECT ", webhook_columns!(), " FROM webhooks ",
+            "WHERE created_at > $1 OR (created_at = $1 AND id > $2) ORDER BY created_at, id LIMIT $3"))
+            .bind(after_ms)
+            .bind(after_id)
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(pool)
+            .await)?;
+        let mut items = rows
+            .into_iter()
+            .map(Webhook::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if items.len() > page.limit as usize {
+            items.truncate(page.limit as usize);
+            items.last().map(|w| Cursor::after(w.created_at, w.id.as_str()))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Replaces a subscription's definition; `None` if there is no such subscription.
+    /// Enabling it clears the reason it was disabled.
+    pub async fn update_webhook(
+        &self,
+        id: &WebhookId,
+        spec: WebhookSpec,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Webhook>, StoreError> {
+        let n = with_pool!(self, pool => sqlx::query(
+            "UPDATE webhooks SET url = $2, events = $3, environment = $4, job_ids = $5, headers = $6, \
+             description = $7, enabled = $8, \
+             disabled_reason = CASE WHEN $8 THEN NULL ELSE disabled_reason END, updated_at = $9 WHERE id = $1")
+            .bind(id.as_str())
+            .bind(&spec.url)
+            .bind(events_json(&spec.filter))
+            .bind(spec.filter.environment.map(|e| e.as_str()))
+            .bind(job_ids_json(&spec.filter))
+            .bind(serde_json::to_string(&spec.headers).unwrap_or_default())
+            .bind(&spec.description)
+            .bind(spec.enabled)
+            .bind(now.timestamp_millis())
+            .execute(pool)
+            .await.map(|r| r.rows_affected()))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.get_webhook(id).await
+    }
+
+    /// Deletes a subscription; `false` if there was none. Its pending deliveries end
+    /// `dead` at their next attempt.
+    pub async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, StoreError> {
+        let n = with_pool!(self, pool => sqlx::query("DELETE FROM webhooks WHERE id = $1")
+            .bind(id.as_str())
+            .execute(pool)
+            .await.map(|r| r.rows_affected()))?;
+        Ok(n > 0)
+    }
+
+    /// Makes `new` the signing secret; the current one keeps signing beside it for 24 h.
+    pub async fn rotate_webhook_secret(
+        &self,
+        id: &WebhookId,
+        new: WebhookSecret,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Webhook>, StoreError> {
+        let until = now + Duration::hours(ROTATION_GRACE_HOURS);
+        let n = with_pool!(self, pool => sqlx::query(
+            "UPDATE webhooks SET previous_secret = secret, previous_secret_until = $3, secret = $2, updated_at = $4 \
+             WHERE id = $1")
+            .bind(id.as_str())
+            .bind(new.expose())
+            .bind(until.timestamp_millis())
+            .bind(now.timestamp_millis())
+            .execute(pool)
+            .await.map(|r| r.rows_affected()))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.get_webhook(id).await
+    }
+
+    /// Sends a `webhook.test` event to one subscription: stores the event and its
+    /// delivery, and queues the delivery. `None` if there is no such subscription.
+    pub async fn send_test_event(
+        &self,
+        id: &WebhookId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DeliveryId>, StoreError> {
+        let Some(hook) = self.get_webhook(id).await? else {
+            return Ok(None);
+        };
+        let event_id = EventId::generate();
+        let delivery_id = DeliveryId::generate();
+        let payload = json!({
+            "event": EventType::WebhookTest.as_str(),
+            "timestamp": format_time(now),
+            "job_id": null,
+            "environment": hook.filter.environment.unwrap_or_default().as_str(),
+            "data": { "webhook_id": hook.id.as_str(), "message": "This is a test event from CronFlow." },
+        });
+        with_tx!(self, tx, q => {
+            sqlx::query("INSERT INTO events (id, job_id, run_id, event_type, payload, created_at) VALUES ($1, NULL, NULL, $2, $3, $4)")
+                .bind(event_id.as_str())
+                .bind(EventType::WebhookTest.as_str())
+                .bind(payload.to_string())
+                .bind(now.timestamp_millis())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, NULL, 'pending', $5, $5)")
+                .bind(delivery_id.as_str())
+                .bind(event_id.as_str())
+                .bind(hook.id.as_str())
+                .bind(EventType::WebhookTest.as_str())
+                .bind(now.timestamp_millis())
+                .execute(&mut *tx)
+                .await?;
+            q::push_deliveries(&mut tx, &[(delivery_id.to_string(), None)]).await?;
+        });
+        self.wake_deliveries.notify_one();
+        Ok(Some(delivery_id))
+    }
+}

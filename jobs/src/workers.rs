@@ -1,0 +1,134 @@
+//! The apalis workers of one process: the run worker and the delivery worker, on one
+//! monitor, over whichever backend the store uses.
+//!
+//! Wake-ups: on Postgres, LISTEN/NOTIFY (`with_pubsub`) picks up new tasks within
+//! milliseconds; on SQLite (one process), the store signals this process's workers after
+//! every transaction that pushed tasks. Delayed tasks (retries) and crash recovery ride
+//! on the heartbeat.
+
+use crate::{
+    Clock, Store,
+    delivery::{self, DeliveryConfig, DeliveryContext},
+    domain::DeliveryId,
+    queue::{DELIVERY_QUEUE, DeliveryTask, RUN_QUEUE, RunTask},
+    runner::{RunnerConfig, RunnerContext, handle_task},
+};
+use apalis::prelude::*;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// The workers failed to start or stopped on an error.
+#[derive(Debug, thiserror::Error)]
+#[error("workers: {0}")]
+pub struct WorkerError(String);
+
+/// Wakes a SQLite worker whenever this process pushed tasks to its queue (SQLite has no
+/// LISTEN/NOTIFY, and only one process uses the file).
+fn wakeups(wake: Arc<tokio::sync::Notify>) -> impl futures::Stream<Item = ()> + Unpin + Send + 'static {
+    Box::pin(futures::stream::unfold(wake, |w| async move {
+        w.notified().await;
+        Some(((), w))
+    }))
+}
+
+async fn handle_delivery(task: DeliveryTask, ctx: Data<DeliveryContext>) -> Result<(), BoxDynError> {
+    let Some(id) = DeliveryId::parse(&task.delivery_id) else {
+        tracing::error!(delivery_id = %task.delivery_id, "a delivery task names no valid delivery; dropped");
+        return Ok(());
+    };
+    delivery::attempt_delivery(&ctx, &id)
+        .await
+        .map_err(|e| Box::new(e) as BoxDynError)
+}
+
+/// Runs the run worker and the delivery worker until `shutdown` is cancelled; then
+/// waits up to the runner's shutdown timeout for work in flight (a run still going then
+/// is recovered by the next worker, a delivery attempted again).
+pub async fn run_workers_until_stopped(
+    store: Store,
+    clock: Arc<dyn Clock>,
+    runner: RunnerConfig,
+    deliveries: DeliveryConfig,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let name = runner.worker_name.clone();
+    let (run_conc, dlv_conc) = (runner.concurrency, deliveries.concurrency);
+    let (heartbeat, missed, stop_after) = (
+        runner.heartbeat,
+        runner.missed_heartbeats,
+        runner.shutdown_timeout,
+    );
+    let run_ctx = RunnerContext::new(store.clone(), clock.clone(), runner)
+        .map_err(|e| WorkerError(format!("cannot build the HTTP client: {e}")))?;
+    let dlv_ctx = DeliveryContext::new(store.clone(), clock, deliveries)
+        .map_err(|e| WorkerError(format!("cannot build the HTTP client: {e}")))?;
+    let signal = async move {
+        shutdown.cancelled().await;
+        Ok(())
+    };
+    tracing::info!(worker = %name, runs = run_conc, deliveries = dlv_conc, "workers starting");
+    let monitor = Monitor::new().shutdown_timeout(stop_after);
+    let monitor = if let Some(pool) = store.sqlite_pool() {
+        let cfg = |queue: &str| {
+            apalis_sqlite::Config::default()
+                .queue(queue)
+                .heartbeat_interval(heartbeat)
+                .missed_heartbeats(missed)
+                .batch_size(32)
+        };
+        let runs = apalis_sqlite::SqliteStorage::<RunTask>::new(pool).with_config(cfg(RUN_QUEUE));
+        let dlvs = apalis_sqlite::SqliteStorage::<DeliveryTask>::new(pool).with_config(cfg(DELIVERY_QUEUE));
+        let (w1, w2) = (store.wake_signal(), store.wake_deliveries_signal());
+        let (n1, n2) = (format!("{name}-runs"), format!("{name}-deliveries"));
+        let (c1, c2) = (run_ctx, dlv_ctx);
+        monitor
+            .register(move |_| {
+                WorkerBuilder::new(n1.as_str())
+                    .backend(runs.clone().poll_with_stream(wakeups(w1.clone())))
+                    .data(c1.clone())
+                    .concurrency(run_conc)
+                    .build(handle_task)
+            })
+            .register(move |_| {
+                WorkerBuilder::new(n2.as_str())
+                    .backend(dlvs.clone().poll_with_stream(wakeups(w2.clone())))
+                    .data(c2.clone())
+                    .concurrency(dlv_conc)
+                    .build(handle_delivery)
+            })
+    } else if let Some(pool) = store.postgres_pool() {
+        let cfg = |queue: &str| {
+            apalis_postgres::Config::default()
+                .queue(queue)
+                .heartbeat_interval(heartbeat)
+                .missed_heartbeats(missed)
+                .batch_size(32)
+        };
+        let runs = apalis_postgres::PostgresStorage::<RunTask>::new(pool).with_config(cfg(RUN_QUEUE));
+        let dlvs =
+            apalis_postgres::PostgresStorage::<DeliveryTask>::new(pool).with_config(cfg(DELIVERY_QUEUE));
+        let (n1, n2) = (format!("{name}-runs"), format!("{name}-deliveries"));
+        let (c1, c2) = (run_ctx, dlv_ctx);
+        monitor
+            .register(move |_| {
+                WorkerBuilder::new(n1.as_str())
+                    .backend(runs.clone().with_pubsub())
+                    .data(c1.clone())
+                    .concurrency(run_conc)
+                    .build(handle_task)
+            })
+            .register(move |_| {
+                WorkerBuilder::new(n2.as_str())
+                    .backend(dlvs.clone().with_pubsub())
+                    .data(c2.clone())
+                    .concurrency(dlv_conc)
+                    .build(handle_delivery)
+            })
+    } else {
+        return Err(WorkerError("unknown backend".into()));
+    };
+    monitor
+        .run_with_signal(signal)
+        .await
+        .map_err(|e| WorkerError(e.to_string()))
+}

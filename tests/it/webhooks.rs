@@ -1,0 +1,431 @@
+//! Webhook delivery: signatures (by the product page's recipe and by the official
+//! Standard Webhooks library), retries and the DLQ, replay, rotation, durability across
+//! restarts, the SSRF guard and isolation from a hung endpoint.
+
+use crate::{both_backends, helpers::*};
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+/// Subscribes `url` to every job event and returns (id, secret).
+async fn subscribe(app: &TestApp, url: &str) -> (String, String) {
+    let r = app
+        .post(
+            "/v1/webhooks",
+            &json!({"url": url, "events": ["job.completed", "job.failed", "job.timed_out"]}),
+        )
+        .await;
+    let (status, body) = status_and_json(r).await;
+    assert_eq!(status, 201, "{body}");
+    (
+        body["id"].as_str().unwrap().to_owned(),
+        body["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn run_once(app: &TestApp, script: &str) -> String {
+    let job = app.create_job(&shell_job("hooked", script)).await;
+    let run = app.trigger(job["id"].as_str().unwrap()).await;
+    run["id"].as_str().unwrap().to_owned()
+}
+
+/// The product page's recipe: hex HMAC-SHA256 of the raw body keyed with the secret.
+fn recipe_signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Verifies with the official `standardwebhooks` Python package.
+fn verify_with_python(secret: &str, seen: &Seen) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    std::fs::write(&body, &seen.body).unwrap();
+    let script = "import sys, json\nfrom standardwebhooks.webhooks import Webhook\n\
+        h = json.loads(sys.argv[2])\nWebhook(sys.argv[1]).verify(open(sys.argv[3], 'rb').read(), h)\nprint('ok')";
+    let headers = json!({
+        "webhook-id": seen.headers["webhook-id"],
+        "webhook-timestamp": seen.headers["webhook-timestamp"],
+        "webhook-signature": seen.headers["webhook-signature"],
+    });
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, secret, &headers.to_string(), body.to_str().unwrap()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn python_has_standardwebhooks() -> bool {
+    std::process::Command::new("python3")
+        .args(["-c", "import standardwebhooks"])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+async fn a_delivery_is_signed_by_both_recipes_and_recorded(app: &TestApp) {
+    let receiver = TestReceiver::start(&[200]).await;
+    let (hook_id, secret) = subscribe(app, &receiver.url("/hooks")).await;
+    assert!(secret.starts_with("whsec_"));
+    let run_id = run_once(app, "echo done").await;
+    let seen = eventually(30, "the delivery", || async {
+        receiver.requests().into_iter().next()
+    })
+    .await;
+    assert_eq!(seen.method, "POST");
+    assert_eq!(seen.headers["content-type"], "application/json");
+    assert!(
+        seen.headers["user-agent"].starts_with("CronFlow-Webhooks/"),
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(seen.headers["x-cronflow-event"], "job.completed");
+    assert_eq!(
+        seen.headers["x-cronflow-signature"],
+        recipe_signature(&secret, &seen.body),
+        "the product page's recipe"
+    );
+    let id = &seen.headers["x-cronflow-idempotency-key"];
+    assert!(id.starts_with("dlv_"));
+    assert_eq!(&seen.headers["webhook-id"], id);
+    let ts: i64 = seen.headers["webhook-timestamp"].parse().unwrap();
+    assert!(
+        (ts - chrono::Utc::now().timestamp()).abs() < 60,
+        "a current timestamp"
+    );
+    let now = chrono::Utc::now().timestamp();
+    cronflow_jobs::delivery::signer::verify_standard(
+        &secret,
+        id,
+        &seen.headers["webhook-timestamp"],
+        &seen.headers["webhook-signature"],
+        &seen.body,
+        now,
+    )
+    .expect("our own verifier accepts it");
+    if python_has_standardwebhooks() {
+        verify_with_python(&secret, &seen).expect("the official Standard Webhooks library accepts it");
+        let mut forged = seen.clone();
+        forged.body = b"{\"event\":\"job.completed\"}".to_vec();
+        assert!(
+            verify_with_python(&secret, &forged).is_err(),
+            "and refuses a changed body"
+        );
+    } else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install standardwebhooks (pip)"
+        );
+        eprintln!(
+            "warning: python3 standardwebhooks is not installed; `pip install standardwebhooks` to run that check"
+        );
+    }
+    let body: Value = serde_json::from_slice(&seen.body).unwrap();
+    assert_eq!(body.as_object().unwrap().len(), 5, "{body}");
+    assert_eq!(body["event"], "job.completed");
+    assert_eq!(body["data"]["run_id"], run_id.as_str());
+
+    let delivery: Value = app
+        .get(&format!("/v1/deliveries/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(delivery["status"], "delivered", "{delivery}");
+    assert_eq!(delivery["webhook_id"], hook_id.as_str());
+    let attempts = delivery["attempt_history"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["status_code"], 200);
+    assert_eq!(attempts[0]["response_excerpt"], "status 200");
+}
+
+async fn six_failed_attempts_make_a_dead_delivery_that_replays_with_the_same_key(app: &TestApp) {
+    let receiver = TestReceiver::start(&[503, 500, 503, 404, 503, 503, 200]).await;
+    subscribe(app, &receiver.url("/flaky")).await;
+    run_once(app, "exit 4").await;
+    let dead = eventually(90, "the delivery to be dead", || async {
+        let dlq: Value = app.get("/v1/dlq").await.json().await.ok()?;
+        dlq["items"].as_array()?.first().cloned()
+    })
+    .await;
+    let id = dead["id"].as_str().unwrap().to_owned();
+    assert_eq!(dead["status"], "dead");
+    let detail: Value = app
+        .get(&format!("/v1/deliveries/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let attempts = detail["attempt_history"].as_array().unwrap();
+    assert_eq!(attempts.len(), 6, "the first attempt and five retries: {detail}");
+    let codes: Vec<i64> = attempts
+        .iter()
+        .map(|a| a["status_code"].as_i64().unwrap())
+        .collect();
+    assert_eq!(codes, [503, 500, 503, 404, 503, 503]);
+    let starts: Vec<chrono::DateTime<chrono::Utc>> = attempts
+        .iter()
+        .map(|a| a["started_at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    for pair in starts.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= chrono::Duration::milliseconds(1000),
+            "retries wait the configured 1 s: {starts:?}"
+        );
+    }
+    assert_eq!(receiver.requests().len(), 6, "nothing after the last retry");
+
+    let r = app.post(&format!("/v1/dlq/{id}/replay"), &json!({})).await;
+    assert_eq!(r.status(), 202);
+    eventually(30, "the replay to be delivered", || async {
+        let d: Value = app.get(&format!("/v1/deliveries/{id}")).await.json().await.ok()?;
+        (d["status"] == "delivered").then_some(())
+    })
+    .await;
+    let seen = receiver.requests();
+    assert_eq!(seen.len(), 7);
+    assert!(
+        seen.iter().all(|s| s.headers["x-cronflow-idempotency-key"] == id),
+        "one key for every attempt and the replay"
+    );
+    let dlq: Value = app.get("/v1/dlq").await.json().await.unwrap();
+    assert!(dlq["items"].as_array().unwrap().is_empty());
+}
+
+async fn a_rotated_secret_signs_beside_the_old_one(app: &TestApp) {
+    let receiver = TestReceiver::start(&[200]).await;
+    let (hook_id, old) = subscribe(app, &receiver.url("/rotating")).await;
+    let r = app
+        .post(&format!("/v1/webhooks/{hook_id}/rotate-secret"), &json!({}))
+        .await;
+    let (status, rotated) = status_and_json(r).await;
+    assert_eq!(status, 200, "{rotated}");
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, old);
+    assert!(rotated["previous_secret_expires_at"].is_string());
+    let r = app
+        .post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
+        .await;
+    assert_eq!(r.status(), 202);
+    let seen = eventually(30, "the test event", || async {
+        receiver.requests().into_iter().next()
+    })
+    .await;
+    let header = &seen.headers["x-cronflow-signature"];
+    assert_eq!(header.split(',').count(), 2, "{header}");
+    for secret in [&old, &new] {
+        assert!(
+            header
+                .split(',')
+                .any(|e| e == recipe_signature(secret, &seen.body)),
+            "{secret} signs"
+        );
+    }
+    assert_eq!(seen.headers["webhook-signature"].split(' ').count(), 2);
+    let body: Value = serde_json::from_slice(&seen.body).unwrap();
+    assert_eq!(body["event"], "webhook.test");
+    assert_eq!(body.as_object().unwrap().len(), 5);
+    let got: Value = app
+        .get(&format!("/v1/webhooks/{hook_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(got.get("secret").is_none(), "the secret is not shown again");
+}
+
+async fn a_redirect_is_not_followed(app: &TestApp) {
+    let receiver = TestReceiver::start(&[302]).await;
+    let (hook_id, _) = subscribe(app, &receiver.url("/moved")).await;
+    let r = app
+        .post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
+        .await;
+    let sent: Value = r.json().await.unwrap();
+    let id = sent["delivery_id"].as_str().unwrap();
+    let d = eventually(30, "the first attempt", || async {
+        let d: Value = app.get(&format!("/v1/deliveries/{id}")).await.json().await.ok()?;
+        (d["attempts"].as_i64()? >= 1).then_some(d)
+    })
+    .await;
+    assert_eq!(d["attempt_history"][0]["error_kind"], "redirect", "{d}");
+    assert_eq!(d["attempt_history"][0]["status_code"], 302);
+    assert_eq!(receiver.requests().len(), 1, "the Location was not requested");
+}
+
+async fn a_hung_endpoint_does_not_delay_a_healthy_one(app: &TestApp) {
+    let hung = TestReceiver::start(&[0]).await;
+    let healthy = TestReceiver::start(&[200]).await;
+    subscribe(app, &hung.url("/hung")).await;
+    subscribe(app, &healthy.url("/ok")).await;
+    let mut body = shell_job("many", "true");
+    body["overlap_policy"] = json!("allow");
+    let job = app.create_job(&body).await;
+    let runs = 40;
+    for _ in 0..runs {
+        app.trigger(job["id"].as_str().unwrap()).await;
+    }
+    eventually(
+        60,
+        "every event at the healthy endpoint while the other hangs",
+        || async { (healthy.requests().len() >= runs).then_some(()) },
+    )
+    .await;
+    assert!(
+        hung.requests().len() <= 4,
+        "the hung endpoint holds at most its 4 slots: {}",
+        hung.requests().len()
+    );
+    hung.release();
+}
+
+both_backends!(
+    a_delivery_is_signed_by_both_recipes_and_recorded,
+    six_failed_attempts_make_a_dead_delivery_that_replays_with_the_same_key,
+    a_rotated_secret_signs_beside_the_old_one,
+    a_redirect_is_not_followed,
+    a_hung_endpoint_does_not_delay_a_healthy_one,
+);
+
+#[tokio::test]
+async fn a_waiting_retry_survives_a_restart() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let app = TestApp::spawn_with(backend, &[("CRONFLOW_RETRY_SCHEDULE", "3s")]).await;
+        let receiver = TestReceiver::start(&[503, 200]).await;
+        let (hook_id, _) = subscribe(&app, &receiver.url("/later")).await;
+        let sent: Value = app
+            .post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let id = sent["delivery_id"].as_str().unwrap().to_owned();
+        eventually(30, "the first attempt to fail", || async {
+            let d: Value = app.get(&format!("/v1/deliveries/{id}")).await.json().await.ok()?;
+            (d["status"] == "retrying").then_some(())
+        })
+        .await;
+        let app = app.restart().await;
+        let d = eventually(30, "the retry after the restart", || async {
+            let d: Value = app.get(&format!("/v1/deliveries/{id}")).await.json().await.ok()?;
+            (d["status"] == "delivered").then_some(d)
+        })
+        .await;
+        assert_eq!(d["attempts"], 2);
+        assert_eq!(receiver.requests().len(), 2);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn private_targets_are_refused_unless_allowed() {
+    let app = TestApp::spawn_with(Backend::Sqlite, &[("CRONFLOW_ALLOW_PRIVATE_TARGETS", "false")]).await;
+    for url in [
+        "https://127.0.0.1/x",
+        "https://10.0.0.1/x",
+        "https://169.254.169.254/latest/meta-data",
+        "https://[::1]/x",
+        "https://[::ffff:127.0.0.1]/x",
+        "http://example.com/plain",
+    ] {
+        let r = app
+            .post("/v1/webhooks", &json!({"url": url, "events": ["job.failed"]}))
+            .await;
+        let (status, body) = status_and_json(r).await;
+        assert_eq!(
+            (status, body["field"].as_str()),
+            (422, Some("url")),
+            "{url}: {body}"
+        );
+    }
+    // A name that resolves to loopback passes validation but is refused at connect time.
+    let receiver = TestReceiver::start(&[200]).await;
+    let port = receiver.address.rsplit(':').next().unwrap().to_owned();
+    let (hook_id, _) = subscribe(&app, &format!("https://localhost:{port}/x")).await;
+    let sent: Value = app
+        .post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = sent["delivery_id"].as_str().unwrap();
+    let d = eventually(30, "the refused attempt", || async {
+        let d: Value = app.get(&format!("/v1/deliveries/{id}")).await.json().await.ok()?;
+        (d["attempts"].as_i64()? >= 1).then_some(d)
+    })
+    .await;
+    assert_eq!(d["attempt_history"][0]["error_kind"], "ssrf_blocked", "{d}");
+    assert!(receiver.requests().is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn subscriptions_validate_their_fields() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let cases = [
+        (
+            json!({"url": "https://example.com/h", "events": []}),
+            422,
+            "events",
+        ),
+        (
+            json!({"url": "https://example.com/h", "events": ["job.started"]}),
+            400,
+            "events[0]",
+        ),
+        (
+            json!({"url": "ftp://example.com/h", "events": ["job.failed"]}),
+            422,
+            "url",
+        ),
+        (
+            json!({"url": "https://example.com/h", "events": ["job.failed"], "secret": "short"}),
+            422,
+            "secret",
+        ),
+        (
+            json!({"url": "https://example.com/h", "events": ["job.failed"], "headers": {"X-CronFlow-Signature": "x"}}),
+            422,
+            "headers",
+        ),
+        (
+            json!({"url": "https://example.com/h", "events": ["job.failed"], "job_ids": ["nope"]}),
+            422,
+            "job_ids",
+        ),
+    ];
+    for (body, status, field) in cases {
+        let (got, err) = status_and_json(app.post("/v1/webhooks", &body).await).await;
+        assert_eq!(
+            (got, err["field"].as_str()),
+            (status, Some(field)),
+            "{body}: {err}"
+        );
+    }
+    let r = app
+        .post("/v1/webhooks", &json!({"url": "https://example.com/h", "events": ["job.failed"], "secret": "my-own-secret-0123456789"}))
+        .await;
+    let (status, created) = status_and_json(r).await;
+    assert_eq!(status, 201);
+    assert_eq!(created["secret"], "my-own-secret-0123456789");
+    let id = created["id"].as_str().unwrap();
+    let patched: Value = app
+        .patch(
+            &format!("/v1/webhooks/{id}"),
+            &json!({"enabled": false, "description": "paused"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (patched["enabled"].as_bool(), patched["description"].as_str()),
+        (Some(false), Some("paused"))
+    );
+    assert_eq!(patched["events"], json!(["job.failed"]));
+    assert_eq!(app.delete(&format!("/v1/webhooks/{id}")).await.status(), 204);
+    assert_eq!(app.get(&format!("/v1/webhooks/{id}")).await.status(), 404);
+    app.stop().await;
+}
