@@ -13,6 +13,7 @@ mod auth;
 mod binary;
 mod jobs;
 mod openapi;
+mod readme_receivers;
 mod runs;
 mod scheduling;
 mod webhooks;
