@@ -1,6 +1,6 @@
 //! The dead letter queue (`/v1/dlq`): deliveries whose retries are exhausted; replay
 //! them one by one or in bulk (same delivery id, so the same idempotency key), or
-//! acknowledge them. And `GET /v1/deliveries/{id}`, one delivery with its attempts.
+//! acknowledge them.
 
 use crate::{
     ApiError, ApiState, ApiTags,
@@ -127,21 +127,6 @@ impl DlqApi {
             Ok(Acknowledged::Done)
         } else {
             Err(ApiError::not_found("dead delivery", &id))
-        }
-    }
-
-    /// One delivery with its attempts (the retry history) and the time of the next one.
-    #[oai(path = "/v1/deliveries/:id", method = "get", operation_id = "get_delivery")]
-    async fn get(
-        &self,
-        state: Data<&ApiState>,
-        _auth: BearerAuth,
-        id: Path<String>,
-    ) -> Result<Json<DeliveryOut>, ApiError> {
-        let dlv = parse_id(&id)?;
-        match state.store.get_delivery(&dlv).await? {
-            Some((d, attempts)) => Ok(Json(DeliveryOut::new(d, Some(attempts)))),
-            None => Err(ApiError::not_found("delivery", &id)),
         }
     }
 }

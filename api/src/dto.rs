@@ -516,7 +516,7 @@ pub(crate) enum WebhookEvent {
 }
 
 impl WebhookEvent {
-    fn wire(self) -> String {
+    pub(crate) fn wire(self) -> String {
         match self {
             Self::Completed => "job.completed",
             Self::Failed => "job.failed",
@@ -722,6 +722,18 @@ pub(crate) enum DeliveryStatus {
     Retrying,
     Delivered,
     Dead,
+}
+
+impl From<DeliveryStatus> for cronflow_jobs::store::DeliveryStatus {
+    fn from(s: DeliveryStatus) -> Self {
+        use cronflow_jobs::store::DeliveryStatus as S;
+        match s {
+            DeliveryStatus::Pending => S::Pending,
+            DeliveryStatus::Retrying => S::Retrying,
+            DeliveryStatus::Delivered => S::Delivered,
+            DeliveryStatus::Dead => S::Dead,
+        }
+    }
 }
 
 impl From<cronflow_jobs::store::DeliveryStatus> for DeliveryStatus {

@@ -15,6 +15,7 @@
 //!   when a body does not fit its schema.
 
 mod auth;
+mod deliveries;
 mod dlq;
 mod dto;
 mod error;
@@ -56,6 +57,7 @@ type Apis = (
     jobs::JobsApi,
     runs::RunsApi,
     webhooks::WebhooksApi,
+    deliveries::DeliveriesApi,
     dlq::DlqApi,
     keys::KeysApi,
 );
@@ -78,6 +80,7 @@ fn openapi_service() -> OpenApiService<Apis, ()> {
             jobs::JobsApi,
             runs::RunsApi,
             webhooks::WebhooksApi,
+            deliveries::DeliveriesApi,
             dlq::DlqApi,
             keys::KeysApi,
         ),

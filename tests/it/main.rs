@@ -9,6 +9,7 @@
 mod helpers;
 mod receiver;
 
+mod activity;
 mod auth;
 mod binary;
 mod jobs;

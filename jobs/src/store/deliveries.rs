@@ -118,6 +118,59 @@ pub struct ReplayFilter {
     pub until: Option<DateTime<Utc>>,
 }
 
+/// Which deliveries a listing or export shows; every field narrows it.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// Only deliveries to this subscription.
+    pub webhook_id: Option<String>,
+    /// Only events of this job.
+    pub job_id: Option<String>,
+    /// Only this event type.
+    pub event_type: Option<String>,
+    /// Only this status.
+    pub status: Option<DeliveryStatus>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// One row of the activity export: one attempt (or a delivery not attempted yet).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ExportRow {
+    /// `dlv_…`.
+    pub delivery_id: String,
+    /// `evt_…`.
+    pub event_id: String,
+    /// `wh_…`.
+    pub webhook_id: String,
+    /// `job.failed`, ...
+    pub event_type: String,
+    /// `wf_…`, empty for test events.
+    pub job_id: Option<String>,
+    /// The delivery's current status.
+    pub delivery_status: String,
+    /// When the delivery was created (ms).
+    pub delivery_created_at: i64,
+    /// Attempt number; 0 for a delivery not attempted yet.
+    pub attempt: i64,
+    /// When the attempt started (ms).
+    pub attempted_at: Option<i64>,
+    /// How long it took.
+    pub duration_ms: Option<i64>,
+    /// The answer's status.
+    pub status_code: Option<i64>,
+    /// Why it failed.
+    pub error_kind: Option<String>,
+    /// Human-readable error.
+    pub error: Option<String>,
+    /// First 4 KiB of the answer.
+    pub response_excerpt: Option<String>,
+}
+
+/// Where an export resumes: after this (delivery creation time, delivery id, attempt).
+pub type ExportCursor = (i64, String, i64);
+
 macro_rules! delivery_columns {
     () => {
         "id, event_id, webhook_id, event_type, job_id, status, attempts, next_attempt_at, last_status_code, \
@@ -352,6 +405,78 @@ impl Store {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(Some((Delivery::try_from(row)?, attempts)))
+    }
+
+    /// Deliveries matching `filter`, newest first, one page at a time.
+    pub async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Delivery>, StoreError> {
+        let (before_ms, before_id) = page
+            .after
+            .as_ref()
+            .map_or((i64::MAX, "~"), |c| (c.created_at_ms, c.id.as_str()));
+        let rows: Vec<DeliveryRow> = with_pool!(self, pool => sqlx::query_as(concat!(
+            "SELECT ", delivery_columns!(), " FROM deliveries WHERE ",
+            "($1 = '' OR webhook_id = $1) AND ($2 = '' OR job_id = $2) AND ($3 = '' OR event_type = $3) ",
+            "AND ($4 = '' OR status = $4) AND created_at >= $5 AND created_at < $6 ",
+            "AND (created_at < $7 OR (created_at = $7 AND id < $8)) ORDER BY created_at DESC, id DESC LIMIT $9"))
+            .bind(filter.webhook_id.as_deref().unwrap_or(""))
+            .bind(filter.job_id.as_deref().unwrap_or(""))
+            .bind(filter.event_type.as_deref().unwrap_or(""))
+            .bind(filter.status.map_or("", DeliveryStatus::as_str))
+            .bind(filter.since.map_or(i64::MIN, |t| t.timestamp_millis()))
+            .bind(filter.until.map_or(i64::MAX, |t| t.timestamp_millis()))
+            .bind(before_ms)
+            .bind(before_id)
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(pool)
+            .await)?;
+        let mut items = rows
+            .into_iter()
+            .map(Delivery::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if items.len() > page.limit as usize {
+            items.truncate(page.limit as usize);
+            items.last().map(|d| Cursor::after(d.created_at, d.id.as_str()))
+        } else {
+            None
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    /// Up to `limit` export rows (one per attempt, oldest delivery first) after `after`.
+    /// Callers stream an export by calling this until it returns fewer than `limit`.
+    pub async fn export_attempts(
+        &self,
+        filter: &DeliveryFilter,
+        after: Option<&ExportCursor>,
+        limit: i64,
+    ) -> Result<Vec<ExportRow>, StoreError> {
+        let (k_at, k_id, k_attempt) = after.map_or((i64::MIN, "", -1), |(a, b, c)| (*a, b.as_str(), *c));
+        let rows: Vec<ExportRow> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT d.id AS delivery_id, d.event_id, d.webhook_id, d.event_type, d.job_id, \
+             d.status AS delivery_status, d.created_at AS delivery_created_at, COALESCE(a.attempt, 0) AS attempt, \
+             a.started_at AS attempted_at, a.duration_ms, a.status_code, a.error_kind, a.error, a.response_excerpt \
+             FROM deliveries d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id WHERE \
+             ($1 = '' OR d.webhook_id = $1) AND ($2 = '' OR d.job_id = $2) AND ($3 = '' OR d.event_type = $3) \
+             AND ($4 = '' OR d.status = $4) AND d.created_at >= $5 AND d.created_at < $6 \
+             AND (d.created_at > $7 OR (d.created_at = $7 AND (d.id > $8 OR (d.id = $8 AND COALESCE(a.attempt, 0) > $9)))) \
+             ORDER BY d.created_at, d.id, COALESCE(a.attempt, 0) LIMIT $10")
+            .bind(filter.webhook_id.as_deref().unwrap_or(""))
+            .bind(filter.job_id.as_deref().unwrap_or(""))
+            .bind(filter.event_type.as_deref().unwrap_or(""))
+            .bind(filter.status.map_or("", DeliveryStatus::as_str))
+            .bind(filter.since.map_or(i64::MIN, |t| t.timestamp_millis()))
+            .bind(filter.until.map_or(i64::MAX, |t| t.timestamp_millis()))
+            .bind(k_at)
+            .bind(k_id)
+            .bind(k_attempt)
+            .bind(limit)
+            .fetch_all(pool)
+            .await)?;
+        Ok(rows)
     }
 
     /// The dead letter queue: dead, unacknowledged deliveries, oldest first.

@@ -21,7 +21,10 @@ mod keys;
 mod runs;
 pub(crate) mod webhooks;
 
-pub use deliveries::{Attempt, AttemptOutcome, Delivery, DeliveryStatus, DeliveryWork, ReplayFilter};
+pub use deliveries::{
+    Attempt, AttemptOutcome, Delivery, DeliveryFilter, DeliveryStatus, DeliveryWork, ExportCursor, ExportRow,
+    ReplayFilter,
+};
 pub use jobs::JobError;
 pub use runs::{FIRE_BATCH, FireReport, MAX_CATCH_UP_RUNS, MISFIRE_GRACE, RunError, RunResult, StartOutcome};
 
