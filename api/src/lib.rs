@@ -14,6 +14,7 @@
 //! - `request_body`: refuses oversized bodies with 413, and names the field at fault
 //!   when a body does not fit its schema.
 
+mod audit;
 mod auth;
 mod deliveries;
 mod dlq;
@@ -44,6 +45,8 @@ enum ApiTags {
     Webhooks,
     /// Deliveries and the dead letter queue.
     Deliveries,
+    /// The audit log, for SIEMs.
+    Audit,
     /// API keys (admin only).
     Keys,
 }
@@ -59,6 +62,7 @@ type Apis = (
     webhooks::WebhooksApi,
     deliveries::DeliveriesApi,
     dlq::DlqApi,
+    audit::AuditApi,
     keys::KeysApi,
 );
 
@@ -82,6 +86,7 @@ fn openapi_service() -> OpenApiService<Apis, ()> {
             webhooks::WebhooksApi,
             deliveries::DeliveriesApi,
             dlq::DlqApi,
+            audit::AuditApi,
             keys::KeysApi,
         ),
         "CronFlow",
@@ -103,6 +108,7 @@ pub fn routes(state: ApiState) -> impl Endpoint {
         .nest("/docs", docs)
         .at("/openapi.yaml", spec_yaml)
         .around(request_body::check_body)
+        .around(audit::record_changes)
         .catch_all_error(error::json_error)
         .data(state)
 }

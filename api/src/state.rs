@@ -2,6 +2,7 @@
 
 use cronflow_jobs::{Clock, Store, domain::target::UrlPolicy};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// Shared state of the HTTP application; cheap to clone.
 #[derive(Debug, Clone)]
@@ -14,4 +15,7 @@ pub struct ApiState {
     pub url_policy: UrlPolicy,
     /// SHA-256 hex of `CRONFLOW_ADMIN_TOKEN`, if set: that token is an admin key.
     pub admin_token_hash: Option<String>,
+    /// Cancelled when the process stops, so long-lived responses (audit follow mode)
+    /// end and graceful shutdown is not held up by them.
+    pub shutdown: CancellationToken,
 }

@@ -83,6 +83,7 @@ impl Application {
                 allow_plain_http: settings.allow_private_targets,
             },
             admin_token_hash: settings.admin_token.as_ref().map(|t| hash_token(&t.0)),
+            shutdown: CancellationToken::new(),
         };
         Ok(Self {
             acceptor,
@@ -115,7 +116,16 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let store = self.state.store.clone();
         let clock = self.state.clock.clone();
-        let stop = shutdown.child_token();
+        let stop = self.state.shutdown.clone();
+        {
+            let (outer, stop) = (shutdown, stop.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = outer.cancelled() => stop.cancel(),
+                    () = stop.cancelled() => {}
+                }
+            });
+        }
         let scheduler = tokio::spawn(cronflow_jobs::scheduler::run_scheduler_until_stopped(
             store.clone(),
             clock.clone(),

@@ -10,6 +10,7 @@ mod helpers;
 mod receiver;
 
 mod activity;
+mod audit;
 mod auth;
 mod binary;
 mod jobs;

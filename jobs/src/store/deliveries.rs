@@ -351,6 +351,23 @@ impl Store {
             if let Some(at) = next {
                 q::push_deliveries(&mut tx, &[(id.to_owned(), Some(at))]).await?;
             }
+            let entry = super::audit::NewAuditEntry {
+                actor: "system",
+                action: "delivery.attempt",
+                object_type: "delivery",
+                object_id: Some(id),
+                source: None,
+                detail: serde_json::json!({
+                    "webhook_id": work.webhook.id.as_str(),
+                    "url": work.webhook.url,
+                    "attempt": attempt,
+                    "status_code": outcome.status_code,
+                    "error_kind": outcome.error_kind,
+                    "duration_ms": outcome.duration_ms,
+                    "result": status.as_str(),
+                }),
+            };
+            super::audit::append_audit!(tx, &entry, now);
         });
         Ok(status)
     }

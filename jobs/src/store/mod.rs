@@ -12,8 +12,10 @@
 //! - `keys.rs`: API keys.
 //! - `runs.rs`: runs, the scheduler's ledger, and the event outbox.
 //! - `webhooks.rs`: subscriptions and the fan-out of events to them.
+//! - `audit.rs`: the append-only audit log.
 //! - `deliveries.rs`: deliveries, attempts, retries and the dead letter queue.
 
+pub(crate) mod audit;
 mod deliveries;
 mod dialect;
 mod jobs;
@@ -21,6 +23,7 @@ mod keys;
 mod runs;
 pub(crate) mod webhooks;
 
+pub use audit::{AuditEntry, NewAuditEntry};
 pub use deliveries::{
     Attempt, AttemptOutcome, Delivery, DeliveryFilter, DeliveryStatus, DeliveryWork, ExportCursor, ExportRow,
     ReplayFilter,
