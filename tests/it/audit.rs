@@ -125,7 +125,7 @@ async fn the_cursor_neither_skips_nor_repeats_while_writes_happen(app: &TestApp)
             seen.push(e["seq"].as_i64().unwrap());
         }
         cursor = seen.last().copied().unwrap_or(0);
-        if done && seen.len() as i64 >= writes + 1 {
+        if done && seen.len() as i64 > writes {
             break;
         }
     }
