@@ -1,8 +1,12 @@
 //! Liveness and readiness probes (no authentication).
 
 use crate::ApiState;
-use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, Tags, payload::Json};
+use cronflow_jobs::domain::api_key::token_matches;
+use poem::{Request, web::Data};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi, Tags,
+    payload::{Json, PlainText},
+};
 
 #[derive(Tags)]
 enum HealthTags {
@@ -27,6 +31,19 @@ enum ReadyResponse {
     NotReady(Json<Status>),
 }
 
+#[derive(ApiResponse)]
+enum MetricsResponse {
+    /// Prometheus text exposition.
+    #[oai(status = 200, content_type = "text/plain; version=0.0.4; charset=utf-8")]
+    Ok(PlainText<String>),
+    /// Not from loopback and without the metrics token.
+    #[oai(status = 403)]
+    Forbidden(PlainText<String>),
+    /// The database does not answer.
+    #[oai(status = 503)]
+    Unavailable(PlainText<String>),
+}
+
 pub(crate) struct HealthApi;
 
 #[OpenApi(tag = "HealthTags::Health")]
@@ -35,6 +52,36 @@ impl HealthApi {
     #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
     async fn healthz(&self) -> Json<Status> {
         Json(Status { status: "ok".into() })
+    }
+
+    /// Prometheus metrics: runs by final state, run duration and fire lateness, delivery
+    /// attempts by outcome and their latency, event-to-delivery latency, waiting retries,
+    /// queue depth, DLQ size, disabled endpoints. Open to loopback clients, or to anyone
+    /// with `Authorization: Bearer <CRONFLOW_METRICS_TOKEN>` when that is set.
+    #[oai(path = "/metrics", method = "get", operation_id = "metrics")]
+    async fn metrics(&self, state: Data<&ApiState>, req: &Request) -> MetricsResponse {
+        let allowed = match &state.metrics_token_hash {
+            Some(hash) => req
+                .header(poem::http::header::AUTHORIZATION)
+                .and_then(|h| h.strip_prefix("Bearer "))
+                .is_some_and(|t| token_matches(t, hash)),
+            None => req
+                .remote_addr()
+                .as_socket_addr()
+                .is_some_and(|a| a.ip().is_loopback()),
+        };
+        if !allowed {
+            return MetricsResponse::Forbidden(PlainText(
+                "metrics are open to loopback clients or with CRONFLOW_METRICS_TOKEN\n".into(),
+            ));
+        }
+        match state.metrics.render(&state.store).await {
+            Ok(text) => MetricsResponse::Ok(PlainText(text)),
+            Err(e) => {
+                tracing::warn!(error = ?e, "metrics unavailable");
+                MetricsResponse::Unavailable(PlainText("the database is unavailable\n".into()))
+            }
+        }
     }
 
     /// The process is up and its database answers.

@@ -1,6 +1,6 @@
 //! What every handler can reach.
 
-use cronflow_jobs::{Clock, Store, domain::target::UrlPolicy};
+use cronflow_jobs::{Clock, Store, domain::target::UrlPolicy, metrics::Metrics};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -18,4 +18,9 @@ pub struct ApiState {
     /// Cancelled when the process stops, so long-lived responses (audit follow mode)
     /// end and graceful shutdown is not held up by them.
     pub shutdown: CancellationToken,
+    /// The process's metrics registry, rendered by `/metrics`.
+    pub metrics: Metrics,
+    /// SHA-256 hex of `CRONFLOW_METRICS_TOKEN`: if set, `/metrics` needs it as a bearer
+    /// token; if not, `/metrics` answers loopback clients only.
+    pub metrics_token_hash: Option<String>,
 }

@@ -1,4 +1,4 @@
-//! The command line: `cronflow serve | migrate | openapi | keys create`.
+//! The command line: `cronflow serve | worker | migrate | openapi | keys create | bench`.
 
 use crate::{Application, Settings, config::ConfigError, shutdown, startup::connect_and_migrate, telemetry};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -42,6 +42,9 @@ pub enum Command {
     Migrate,
     /// Print the OpenAPI document (YAML) to stdout.
     Openapi,
+    /// Measure fire lateness and run throughput on fresh SQLite and Postgres databases
+    /// and print the figures (asserts nothing; see `cronflow bench --help`).
+    Bench(crate::bench::BenchArgs),
     /// Manage API keys.
     Keys {
         /// The key operation.
@@ -99,7 +102,11 @@ pub fn main_entry() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    telemetry::init(settings.log_format);
+    if let Some(Command::Bench(_)) = cli.command {
+        crate::bench::init_quiet_tracing();
+    } else {
+        telemetry::init(settings.log_format);
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -125,8 +132,14 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let stop = CancellationToken::new();
             shutdown::cancel_on_signals(stop.clone());
             eprintln!("CronFlow worker started; ctrl-c to stop");
-            let result =
-                crate::startup::run_worker(store.clone(), Arc::new(SystemClock), &settings, stop).await;
+            let result = crate::startup::run_worker(
+                store.clone(),
+                Arc::new(SystemClock),
+                &settings,
+                cronflow_jobs::metrics::Metrics::new(),
+                stop,
+            )
+            .await;
             store.close().await;
             result
         }
@@ -136,6 +149,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             eprintln!("migrations applied");
             Ok(())
         }
+        Command::Bench(args) => crate::bench::run_bench(args, settings).await,
         Command::Openapi => {
             print!("{}", cronflow_api::spec_yaml());
             Ok(())

@@ -17,6 +17,7 @@
 //! | `CRONFLOW_SHUTDOWN_TIMEOUT` | `shutdown_timeout` | `30s` |
 //! | `CRONFLOW_WORKER_CONCURRENCY` | `worker_concurrency` | `32` (runs at once per process) |
 //! | `CRONFLOW_JOB_RETRY_BACKOFF` | `job_retry_backoff` | `10s` (first job retry; doubles each time, at most 1h) |
+//! | `CRONFLOW_METRICS_TOKEN` | `metrics_token` | unset: `/metrics` answers loopback clients only |
 //!
 //! Durations are written `500ms`, `30s`, `2m`, `1h`, `1d`. An invalid value stops the
 //! program with one line naming the setting, and exit status 2.
@@ -29,7 +30,7 @@ pub const CONFIG_ENV: &str = "CRONFLOW_CONFIG";
 pub const DEFAULT_CONFIG_FILE: &str = "cronflow.toml";
 
 /// Every setting: (TOML key, default). The variable is `CRONFLOW_` + the key upper-cased.
-const SETTINGS: [(&str, Option<&str>); 10] = [
+const SETTINGS: [(&str, Option<&str>); 11] = [
     ("database_url", Some("sqlite://cronflow.db")),
     ("listen", Some("127.0.0.1:8080")),
     ("admin_token", None),
@@ -40,6 +41,7 @@ const SETTINGS: [(&str, Option<&str>); 10] = [
     ("shutdown_timeout", Some("30s")),
     ("worker_concurrency", Some("32")),
     ("job_retry_backoff", Some("10s")),
+    ("metrics_token", None),
 ];
 
 /// Shortest accepted `CRONFLOW_ADMIN_TOKEN`: a guessable admin token is worse than none.
@@ -87,6 +89,8 @@ pub struct Settings {
     pub worker_concurrency: usize,
     /// Delay before a failed run's first retry (doubling per retry, at most an hour).
     pub job_retry_backoff: Duration,
+    /// If set, `/metrics` needs this bearer token; if not, it answers loopback only.
+    pub metrics_token: Option<Secret>,
 }
 
 /// A setting that cannot be used. Its `Display` is the one line the program prints.
@@ -245,7 +249,13 @@ impl Settings {
             })?;
         let job_retry_backoff =
             parse_duration(get("job_retry_backoff")).map_err(|e| invalid("job_retry_backoff", e))?;
+        let metrics_token = v
+            .get("metrics_token")
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|s| Secret(s.to_owned()));
         Ok(Settings {
+            metrics_token,
             worker_concurrency,
             job_retry_backoff,
             database_url,

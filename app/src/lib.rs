@@ -2,8 +2,9 @@
 //! shutdown. Wiring only; behaviour lives in `cronflow-jobs` and `cronflow-api`.
 //!
 //! # Layout
-//! - [`cli`]: the commands (`serve`, `migrate`, `openapi`, `keys create`) and
+//! - [`cli`]: the commands (`serve`, `migrate`, `openapi`, `keys create`, `bench`) and
 //!   [`cli::main_entry`], which `main.rs` calls.
+//! - [`bench`]: `cronflow bench`, which measures fire lateness and run throughput.
 //! - [`config`]: [`Settings`], from defaults, a TOML file and `CRONFLOW_*` variables,
 //!   validated once.
 //! - [`startup`]: [`Application`], which connects, migrates, binds and serves; tests
@@ -11,6 +12,7 @@
 //! - [`shutdown`]: SIGTERM / ctrl-c to one cancellation token, passed explicitly.
 //! - [`telemetry`]: the tracing subscriber.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod shutdown;

@@ -8,6 +8,7 @@ use cronflow_jobs::{
     Clock, Store, SystemClock,
     delivery::DeliveryConfig,
     domain::{NewApiKey, Scope, api_key::hash_token, target::UrlPolicy},
+    metrics::Metrics,
     runner::{RunnerConfig, default_worker_name},
     workers::run_workers_until_stopped,
 };
@@ -84,6 +85,8 @@ impl Application {
             },
             admin_token_hash: settings.admin_token.as_ref().map(|t| hash_token(&t.0)),
             shutdown: CancellationToken::new(),
+            metrics: Metrics::new(),
+            metrics_token_hash: settings.metrics_token.as_ref().map(|t| hash_token(&t.0)),
         };
         Ok(Self {
             acceptor,
@@ -133,7 +136,8 @@ impl Application {
         ));
         let worker = {
             let (store, settings, stop) = (store.clone(), self.settings.clone(), stop.clone());
-            tokio::spawn(async move { run_worker(store, clock, &settings, stop).await })
+            let metrics = self.state.metrics.clone();
+            tokio::spawn(async move { run_worker(store, clock, &settings, metrics, stop).await })
         };
         let app = cronflow_api::routes(self.state);
         let server = Server::new_with_acceptor(self.acceptor)
@@ -159,6 +163,7 @@ pub async fn run_worker(
     store: Store,
     clock: Arc<dyn Clock>,
     settings: &Settings,
+    metrics: Metrics,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut config = RunnerConfig::new(default_worker_name());
@@ -173,7 +178,7 @@ pub async fn run_worker(
         allow_private_targets: settings.allow_private_targets,
         ..DeliveryConfig::default()
     };
-    let result = run_workers_until_stopped(store, clock, config, deliveries, stop.clone()).await;
+    let result = run_workers_until_stopped(store, clock, config, deliveries, metrics, stop.clone()).await;
     if !stop.is_cancelled() {
         tracing::error!(?result, "the run worker stopped unexpectedly; shutting down");
         stop.cancel();

@@ -15,6 +15,7 @@
 //!   requests), with timeouts, cancel and crash recovery.
 //! - [`delivery`]: webhook delivery attempts and their signatures.
 //! - [`workers`]: the apalis wiring of the run and delivery workers.
+//! - [`metrics`]: the Prometheus registry of the process.
 //! - [`outbound`]: the HTTP client for targets, with its private-address guard.
 //! - [`clock`]: the injectable source of "now", so schedules can be tested exactly.
 //! - [`error`]: the error enums of this crate.
@@ -23,6 +24,7 @@ pub mod clock;
 pub mod delivery;
 pub mod domain;
 pub mod error;
+pub mod metrics;
 pub mod outbound;
 pub mod queue;
 pub mod runner;

@@ -10,6 +10,7 @@ use crate::{
     Clock, Store,
     delivery::{self, DeliveryConfig, DeliveryContext},
     domain::DeliveryId,
+    metrics::Metrics,
     queue::{DELIVERY_QUEUE, DeliveryTask, RUN_QUEUE, RunTask},
     runner::{RunnerConfig, RunnerContext, handle_task},
 };
@@ -49,6 +50,7 @@ pub async fn run_workers_until_stopped(
     clock: Arc<dyn Clock>,
     runner: RunnerConfig,
     deliveries: DeliveryConfig,
+    metrics: Metrics,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let name = runner.worker_name.clone();
@@ -58,9 +60,9 @@ pub async fn run_workers_until_stopped(
         runner.missed_heartbeats,
         runner.shutdown_timeout,
     );
-    let run_ctx = RunnerContext::new(store.clone(), clock.clone(), runner)
+    let run_ctx = RunnerContext::new(store.clone(), clock.clone(), runner, metrics.clone())
         .map_err(|e| WorkerError(format!("cannot build the HTTP client: {e}")))?;
-    let dlv_ctx = DeliveryContext::new(store.clone(), clock, deliveries)
+    let dlv_ctx = DeliveryContext::new(store.clone(), clock, deliveries, metrics)
         .map_err(|e| WorkerError(format!("cannot build the HTTP client: {e}")))?;
     let signal = async move {
         shutdown.cancelled().await;

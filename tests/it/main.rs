@@ -14,6 +14,7 @@ mod audit;
 mod auth;
 mod binary;
 mod jobs;
+mod metrics;
 mod openapi;
 mod readme_receivers;
 mod runs;

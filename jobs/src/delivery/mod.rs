@@ -16,6 +16,7 @@ pub mod signer;
 use crate::{
     Clock, Store, StoreError,
     domain::DeliveryId,
+    metrics::Metrics,
     outbound::{self, ForbiddenAddress},
     store::{AttemptOutcome, DeliveryStatus},
 };
@@ -62,6 +63,7 @@ impl Default for DeliveryConfig {
 #[derive(Clone)]
 pub(crate) struct DeliveryContext {
     pub(crate) store: Store,
+    pub(crate) metrics: Metrics,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: Arc<DeliveryConfig>,
     pub(crate) http: reqwest::Client,
@@ -69,10 +71,16 @@ pub(crate) struct DeliveryContext {
 }
 
 impl DeliveryContext {
-    pub(crate) fn new(store: Store, clock: Arc<dyn Clock>, config: DeliveryConfig) -> reqwest::Result<Self> {
+    pub(crate) fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        config: DeliveryConfig,
+        metrics: Metrics,
+    ) -> reqwest::Result<Self> {
         let http = outbound::client(config.allow_private_targets, config.timeout)?;
         Ok(DeliveryContext {
             store,
+            metrics,
             clock,
             config: Arc::new(config),
             http,
@@ -119,6 +127,13 @@ pub(crate) async fn attempt_delivery(ctx: &DeliveryContext, id: &DeliveryId) -> 
         .store
         .record_attempt(&work, &outcome, &ctx.config.retry_schedule, ctx.clock.now())
         .await?;
+    let since_event = (status == DeliveryStatus::Delivered)
+        .then(|| (ctx.clock.now() - work.delivery.created_at).num_milliseconds() as f64 / 1000.0);
+    ctx.metrics.attempt_finished(
+        outcome.error_kind.unwrap_or("delivered"),
+        outcome.duration_ms as f64 / 1000.0,
+        since_event,
+    );
     if status == DeliveryStatus::Dead {
         tracing::warn!(delivery_id = %id, webhook_id = %work.webhook.id, "delivery is dead after its last retry");
         return Err(DeadDelivery(id.to_string()).into());

@@ -24,6 +24,7 @@ pub mod output;
 use crate::{
     Clock, Store, StoreError,
     domain::{HttpMethod, Job, Run, RunId, RunState, Target},
+    metrics::Metrics,
     outbound,
     queue::RunTask,
     store::{RunResult, StartOutcome},
@@ -75,6 +76,7 @@ impl RunnerConfig {
 #[derive(Clone)]
 pub(crate) struct RunnerContext {
     store: Store,
+    metrics: Metrics,
     clock: Arc<dyn Clock>,
     config: Arc<RunnerConfig>,
     http: reqwest::Client,
@@ -82,10 +84,16 @@ pub(crate) struct RunnerContext {
 }
 
 impl RunnerContext {
-    pub(crate) fn new(store: Store, clock: Arc<dyn Clock>, config: RunnerConfig) -> reqwest::Result<Self> {
+    pub(crate) fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        config: RunnerConfig,
+        metrics: Metrics,
+    ) -> reqwest::Result<Self> {
         let http = outbound::client(config.allow_private_targets, Duration::from_secs(10))?;
         Ok(RunnerContext {
             store,
+            metrics,
             clock,
             config: Arc::new(config),
             http,
@@ -138,7 +146,13 @@ impl RunnerContext {
                 let result = self.run_target(&run, &job).await;
                 self.store
                     .finish_run(&run.id, &result, self.clock.now(), self.config.retry_base)
-                    .await
+                    .await?;
+                self.metrics.run_finished(
+                    result.state.as_str(),
+                    result.duration_ms as f64 / 1000.0,
+                    run.lateness_ms.map(|l| l as f64 / 1000.0),
+                );
+                Ok(())
             }
         }
     }

@@ -578,3 +578,52 @@ impl Store {
         Ok(n > 0)
     }
 }
+
+/// State-derived figures for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Deliveries in `retrying`.
+    pub retries_waiting: i64,
+    /// Dead, unacknowledged deliveries.
+    pub dlq_size: i64,
+    /// Disabled subscriptions.
+    pub disabled_webhooks: i64,
+    /// Waiting tasks per queue.
+    pub queue_depth: Vec<(String, i64)>,
+}
+
+impl Store {
+    /// Reads the gauges' values.
+    pub async fn gauges(&self) -> Result<Gauges, StoreError> {
+        let (retrying, dead, disabled): (i64, i64, i64) = with_pool!(self, pool => sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM deliveries WHERE status = 'retrying'), \
+             (SELECT COUNT(*) FROM deliveries WHERE status = 'dead' AND NOT acknowledged), \
+             (SELECT COUNT(*) FROM webhooks WHERE NOT enabled)")
+            .fetch_one(pool)
+            .await)?;
+        let sql = match self.backend() {
+            super::Backend::Sqlite => {
+                "SELECT job_type, COUNT(*) FROM Jobs WHERE status IN ('Pending', 'Queued') GROUP BY job_type"
+            }
+            super::Backend::Postgres => {
+                "SELECT job_type, COUNT(*) FROM apalis.jobs WHERE status IN ('Pending', 'Queued') GROUP BY job_type"
+            }
+        };
+        let depth: Vec<(String, i64)> = with_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await)?;
+        let mut queue_depth: Vec<(String, i64)> = [crate::queue::RUN_QUEUE, crate::queue::DELIVERY_QUEUE]
+            .iter()
+            .map(|q| ((*q).to_owned(), 0))
+            .collect();
+        for (q, n) in depth {
+            if let Some(e) = queue_depth.iter_mut().find(|(name, _)| *name == q) {
+                e.1 = n;
+            }
+        }
+        Ok(Gauges {
+            retries_waiting: retrying,
+            dlq_size: dead,
+            disabled_webhooks: disabled,
+            queue_depth,
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! `/metrics`: parses as Prometheus text, moves when runs and deliveries happen, and is
+//! closed to non-loopback clients unless they have the metrics token.
+
+use crate::helpers::*;
+use serde_json::json;
+
+fn parse(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format")
+}
+
+fn value(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(ref b) => b.last().map_or(0.0, |b| b.count),
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_move_when_runs_and_deliveries_happen() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let before = parse(
+        &app.client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        value(&before, "cronflow_runs_total", Some(("state", "completed"))),
+        0.0
+    );
+    let receiver = TestReceiver::start(&[200]).await;
+    app.post(
+        "/v1/webhooks",
+        &json!({"url": receiver.url("/m"), "events": ["job.completed"]}),
+    )
+    .await;
+    let job = app.create_job(&shell_job("measured", "true")).await;
+    let run = app.trigger(job["id"].as_str().unwrap()).await;
+    app.finished_run(run["id"].as_str().unwrap(), 30).await;
+    eventually(30, "the delivery", || async {
+        (!receiver.requests().is_empty()).then_some(())
+    })
+    .await;
+    let after = eventually(30, "the metrics to move", || async {
+        let text = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let s = parse(&text);
+        (value(
+            &s,
+            "cronflow_delivery_attempts_total",
+            Some(("outcome", "delivered")),
+        ) >= 1.0)
+            .then_some(s)
+    })
+    .await;
+    assert_eq!(
+        value(&after, "cronflow_runs_total", Some(("state", "completed"))),
+        1.0
+    );
+    assert!(value(&after, "cronflow_run_duration_seconds_count", None) >= 1.0);
+    assert!(value(&after, "cronflow_event_to_delivered_seconds_count", None) >= 1.0);
+    assert_eq!(value(&after, "cronflow_dlq_size", None), 0.0);
+    assert!(
+        after.samples.iter().any(|s| s.metric == "cronflow_queue_depth"),
+        "queue depth exported"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_metrics_token_guards_the_endpoint() {
+    let app = TestApp::spawn_with(
+        Backend::Sqlite,
+        &[("CRONFLOW_METRICS_TOKEN", "scrape-me-0123456789")],
+    )
+    .await;
+    let r = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    let r = app
+        .client
+        .get(app.url("/metrics"))
+        .bearer_auth("scrape-me-0123456789")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    app.stop().await;
+}
