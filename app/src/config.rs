@@ -18,6 +18,7 @@
 //! | `CRONFLOW_WORKER_CONCURRENCY` | `worker_concurrency` | `32` (runs at once per process) |
 //! | `CRONFLOW_JOB_RETRY_BACKOFF` | `job_retry_backoff` | `10s` (first job retry; doubles each time, at most 1h) |
 //! | `CRONFLOW_METRICS_TOKEN` | `metrics_token` | unset: `/metrics` answers loopback clients only |
+//! | `CRONFLOW_WEBHOOK_DISABLE_AFTER` | `webhook_disable_after` | `5d` (a subscription failing this long is disabled) |
 //!
 //! Durations are written `500ms`, `30s`, `2m`, `1h`, `1d`. An invalid value stops the
 //! program with one line naming the setting, and exit status 2.
@@ -30,7 +31,7 @@ pub const CONFIG_ENV: &str = "CRONFLOW_CONFIG";
 pub const DEFAULT_CONFIG_FILE: &str = "cronflow.toml";
 
 /// Every setting: (TOML key, default). The variable is `CRONFLOW_` + the key upper-cased.
-const SETTINGS: [(&str, Option<&str>); 11] = [
+const SETTINGS: [(&str, Option<&str>); 12] = [
     ("database_url", Some("sqlite://cronflow.db")),
     ("listen", Some("127.0.0.1:8080")),
     ("admin_token", None),
@@ -42,6 +43,7 @@ const SETTINGS: [(&str, Option<&str>); 11] = [
     ("worker_concurrency", Some("32")),
     ("job_retry_backoff", Some("10s")),
     ("metrics_token", None),
+    ("webhook_disable_after", Some("5d")),
 ];
 
 /// Shortest accepted `CRONFLOW_ADMIN_TOKEN`: a guessable admin token is worse than none.
@@ -91,6 +93,8 @@ pub struct Settings {
     pub job_retry_backoff: Duration,
     /// If set, `/metrics` needs this bearer token; if not, it answers loopback only.
     pub metrics_token: Option<Secret>,
+    /// A webhook subscription whose every attempt failed for this long is disabled.
+    pub webhook_disable_after: Duration,
 }
 
 /// A setting that cannot be used. Its `Display` is the one line the program prints.
@@ -254,7 +258,10 @@ impl Settings {
             .map(|s| s.trim())
             .filter(|s| !s.is_empty())
             .map(|s| Secret(s.to_owned()));
+        let webhook_disable_after =
+            parse_duration(get("webhook_disable_after")).map_err(|e| invalid("webhook_disable_after", e))?;
         Ok(Settings {
+            webhook_disable_after,
             metrics_token,
             worker_concurrency,
             job_retry_backoff,

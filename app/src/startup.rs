@@ -176,6 +176,7 @@ pub async fn run_worker(
         retry_schedule: settings.retry_schedule.clone(),
         timeout: settings.webhook_timeout,
         allow_private_targets: settings.allow_private_targets,
+        disable_after: settings.webhook_disable_after,
         ..DeliveryConfig::default()
     };
     let result = run_workers_until_stopped(store, clock, config, deliveries, metrics, stop.clone()).await;

@@ -17,6 +17,7 @@ CREATE TABLE webhooks (
     description            TEXT NOT NULL,
     enabled                BOOLEAN NOT NULL,
     disabled_reason        TEXT,
+    failing_since          BIGINT,               -- first failed attempt since the last success
     created_at             BIGINT NOT NULL,
     updated_at             BIGINT NOT NULL
 );

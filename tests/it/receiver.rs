@@ -69,6 +69,9 @@ impl Endpoint for Handler {
         if (300..400).contains(&status) {
             resp = resp.header("Location", "http://127.0.0.1:9/elsewhere");
         }
+        if status == 429 {
+            resp = resp.header("Retry-After", "3");
+        }
         Ok(resp.body(format!("status {status}")))
     }
 }

@@ -429,3 +429,139 @@ async fn subscriptions_validate_their_fields() {
     assert_eq!(app.get(&format!("/v1/webhooks/{id}")).await.status(), 404);
     app.stop().await;
 }
+
+async fn attempts_of(app: &TestApp, id: &str, n: i64) -> Value {
+    eventually(60, &format!("{n} attempts of {id}"), || async {
+        let d: Value = app.get(&format!("/v1/deliveries/{id}")).await.json().await.ok()?;
+        (d["attempts"].as_i64()? >= n).then_some(d)
+    })
+    .await
+}
+
+async fn a_410_disables_the_subscription_with_its_reason(app: &TestApp) {
+    let receiver = TestReceiver::start(&[410]).await;
+    let (hook_id, _) = subscribe(app, &receiver.url("/gone")).await;
+    let sent: Value = app
+        .post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = sent["delivery_id"].as_str().unwrap();
+    let d = attempts_of(app, id, 1).await;
+    let d = eventually(30, "the delivery to be dead", || async {
+        let d: Value = app.get(&format!("/v1/deliveries/{id}")).await.json().await.ok()?;
+        (d["status"] == "dead").then_some(d)
+    })
+    .await;
+    assert_eq!(d["attempts"], 1, "a 410 is not retried");
+    let hook: Value = app
+        .get(&format!("/v1/webhooks/{hook_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(hook["enabled"], false);
+    assert!(
+        hook["disabled_reason"].as_str().unwrap().contains("410"),
+        "{hook}"
+    );
+    let audit_key = app.key(cronflow_jobs::domain::Scope::Audit).await;
+    let log = app
+        .client
+        .get(app.url("/v1/audit"))
+        .bearer_auth(&audit_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("webhook.disabled") && l.contains(&hook_id)),
+        "audited"
+    );
+    let re: Value = app
+        .patch(&format!("/v1/webhooks/{hook_id}"), &json!({"enabled": true}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(re["enabled"], true);
+    assert!(
+        re.get("disabled_reason").is_none(),
+        "re-enabling is one PATCH and clears the reason"
+    );
+}
+
+both_backends!(a_410_disables_the_subscription_with_its_reason);
+
+#[tokio::test]
+async fn sustained_failure_disables_a_subscription() {
+    let app = TestApp::spawn_with(Backend::Sqlite, &[("CRONFLOW_WEBHOOK_DISABLE_AFTER", "2s")]).await;
+    let receiver = TestReceiver::start(&[500]).await;
+    let (hook_id, _) = subscribe(&app, &receiver.url("/down")).await;
+    app.post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
+        .await;
+    let hook = eventually(60, "the subscription to be disabled", || async {
+        let h: Value = app
+            .get(&format!("/v1/webhooks/{hook_id}"))
+            .await
+            .json()
+            .await
+            .ok()?;
+        (h["enabled"] == false).then_some(h)
+    })
+    .await;
+    assert!(
+        hook["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("every attempt failed"),
+        "{hook}"
+    );
+    // New events no longer reach it.
+    let job = app.create_job(&shell_job("after", "exit 1")).await;
+    let run = app.trigger(job["id"].as_str().unwrap()).await;
+    app.finished_run(run["id"].as_str().unwrap(), 30).await;
+    let deliveries: Value = app
+        .get(&format!("/v1/deliveries?webhook_id={hook_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        deliveries["items"].as_array().unwrap().len(),
+        1,
+        "only the test event's delivery"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn retry_after_on_a_429_is_honoured() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let receiver = TestReceiver::start(&[429, 200]).await;
+    let (hook_id, _) = subscribe(&app, &receiver.url("/busy")).await;
+    let sent: Value = app
+        .post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let d = attempts_of(&app, sent["delivery_id"].as_str().unwrap(), 2).await;
+    let at = |i: usize| {
+        d["attempt_history"][i]["started_at"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    };
+    assert!(
+        at(1) - at(0) >= chrono::Duration::seconds(3),
+        "the retry waited for Retry-After: 3 (schedule says 1 s): {d}"
+    );
+    assert_eq!(d["status"], "delivered");
+    app.stop().await;
+}

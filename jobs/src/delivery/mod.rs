@@ -18,7 +18,7 @@ use crate::{
     domain::DeliveryId,
     metrics::Metrics,
     outbound::{self, ForbiddenAddress},
-    store::{AttemptOutcome, DeliveryStatus},
+    store::{AttemptOutcome, DeliveryPolicy, DeliveryStatus},
 };
 use std::{
     collections::HashMap,
@@ -45,6 +45,8 @@ pub struct DeliveryConfig {
     pub concurrency: usize,
     /// Attempts in flight at once to one subscription, in this process.
     pub per_endpoint: usize,
+    /// A subscription whose every attempt failed for this long is disabled (default 5 days).
+    pub disable_after: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -55,6 +57,7 @@ impl Default for DeliveryConfig {
             allow_private_targets: false,
             concurrency: 64,
             per_endpoint: 4,
+            disable_after: Duration::from_secs(5 * 24 * 3600),
         }
     }
 }
@@ -125,7 +128,15 @@ pub(crate) async fn attempt_delivery(ctx: &DeliveryContext, id: &DeliveryId) -> 
     let outcome = send(ctx, &work).await;
     let status = ctx
         .store
-        .record_attempt(&work, &outcome, &ctx.config.retry_schedule, ctx.clock.now())
+        .record_attempt(
+            &work,
+            &outcome,
+            &DeliveryPolicy {
+                schedule: &ctx.config.retry_schedule,
+                disable_after: ctx.config.disable_after,
+            },
+            ctx.clock.now(),
+        )
         .await?;
     let since_event = (status == DeliveryStatus::Delivered)
         .then(|| (ctx.clock.now() - work.delivery.created_at).num_milliseconds() as f64 / 1000.0);
@@ -153,6 +164,7 @@ async fn send(ctx: &DeliveryContext, work: &crate::store::DeliveryWork) -> Attem
             error_kind: Some(kind),
             error: Some(error),
             response_excerpt: excerpt,
+            retry_after: None,
         };
     let url = match reqwest::Url::parse(&work.webhook.url) {
         Ok(u) => u,
@@ -189,6 +201,16 @@ async fn send(ctx: &DeliveryContext, work: &crate::store::DeliveryWork) -> Attem
     let exchange = async {
         let mut resp = req.body(work.payload.clone()).send().await?;
         let status = resp.status();
+        let retry_after = [429, 503]
+            .contains(&status.as_u16())
+            .then(|| {
+                resp.headers()
+                    .get(reqwest::header::RETRY_AFTER)?
+                    .to_str()
+                    .ok()
+                    .and_then(|v| parse_retry_after(v, now))
+            })
+            .flatten();
         let mut excerpt = Vec::new();
         while excerpt.len() < RESPONSE_EXCERPT_BYTES {
             match resp.chunk().await? {
@@ -198,18 +220,23 @@ async fn send(ctx: &DeliveryContext, work: &crate::store::DeliveryWork) -> Attem
                 None => break,
             }
         }
-        Ok::<_, reqwest::Error>((status, String::from_utf8_lossy(&excerpt).into_owned()))
+        Ok::<_, reqwest::Error>((
+            status,
+            String::from_utf8_lossy(&excerpt).into_owned(),
+            retry_after,
+        ))
     };
     match exchange.await {
-        Ok((status, excerpt)) if status.is_success() => AttemptOutcome {
+        Ok((status, excerpt, _)) if status.is_success() => AttemptOutcome {
             started_at: now,
             duration_ms: elapsed(),
             status_code: Some(i32::from(status.as_u16())),
             error_kind: None,
             error: None,
             response_excerpt: Some(excerpt),
+            retry_after: None,
         },
-        Ok((status, excerpt)) => {
+        Ok((status, excerpt, retry_after)) => {
             let kind = if status.is_redirection() {
                 "redirect"
             } else {
@@ -220,13 +247,25 @@ async fn send(ctx: &DeliveryContext, work: &crate::store::DeliveryWork) -> Attem
             } else {
                 format!("HTTP {status}")
             };
-            fail(kind, msg, Some(i32::from(status.as_u16())), Some(excerpt))
+            AttemptOutcome {
+                retry_after,
+                ..fail(kind, msg, Some(i32::from(status.as_u16())), Some(excerpt))
+            }
         }
         Err(e) => {
             let (kind, text) = classify(&e);
             fail(kind, text, None, None)
         }
     }
+}
+
+/// A `Retry-After` value: delay-seconds or an HTTP date.
+fn parse_retry_after(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    if let Ok(secs) = v.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v.trim()).ok()?;
+    (at.with_timezone(&chrono::Utc) - now).to_std().ok()
 }
 
 /// The error kind of a failed request, and its full text (reqwest's own omits causes).

@@ -237,6 +237,20 @@ pub struct AttemptOutcome {
     pub error: Option<String>,
     /// The first 4 KiB of the answer.
     pub response_excerpt: Option<String>,
+    /// The receiver's `Retry-After` on a 429 or 503, if any.
+    pub retry_after: Option<std::time::Duration>,
+}
+
+/// Upper bound on a receiver's `Retry-After`.
+pub const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// What the delivery policy needs besides the attempt itself.
+#[derive(Debug, Clone)]
+pub struct DeliveryPolicy<'a> {
+    /// Delays before each retry.
+    pub schedule: &'a [std::time::Duration],
+    /// A subscription whose every attempt failed for this long is disabled.
+    pub disable_after: std::time::Duration,
 }
 
 impl Store {
@@ -300,23 +314,34 @@ impl Store {
     /// Records an attempt and its consequence in one transaction: `delivered` on a 2xx;
     /// otherwise `retrying` with the next attempt queued after `schedule[round_attempts]`,
     /// or `dead` when the schedule is exhausted. Returns the new status.
+    ///
+    /// The subscription's health moves with it: a success clears its failing streak; a
+    /// `410 Gone`, or failures without a success for `policy.disable_after`, disable it
+    /// with the reason recorded (and in the audit log). A `Retry-After` on a 429 or 503
+    /// delays the retry to at least that (at most [`MAX_RETRY_AFTER`]); a 410 makes the
+    /// delivery dead at once.
     pub async fn record_attempt(
         &self,
         work: &DeliveryWork,
         outcome: &AttemptOutcome,
-        schedule: &[std::time::Duration],
+        policy: &DeliveryPolicy<'_>,
         now: DateTime<Utc>,
     ) -> Result<DeliveryStatus, StoreError> {
         let delivered = outcome.error_kind.is_none();
+        let gone = outcome.status_code == Some(410);
         let round = work.round_attempts as usize;
         let (status, next) = if delivered {
             (DeliveryStatus::Delivered, None)
-        } else if let Some(delay) = schedule.get(round) {
-            let delay = Duration::from_std(*delay).unwrap_or(Duration::hours(24));
+        } else if let Some(delay) = policy.schedule.get(round).filter(|_| !gone) {
+            let wanted = outcome
+                .retry_after
+                .map_or(*delay, |r| (*delay).max(r.min(MAX_RETRY_AFTER)));
+            let delay = Duration::from_std(wanted).unwrap_or(Duration::hours(24));
             (DeliveryStatus::Retrying, Some(now + delay))
         } else {
             (DeliveryStatus::Dead, None)
         };
+        let hook_id = work.webhook.id.as_str();
         let id = work.delivery.id.as_str();
         let attempt = i64::from(work.delivery.attempts) + 1;
         with_tx!(self, tx, q => {
@@ -368,6 +393,55 @@ impl Store {
                 }),
             };
             super::audit::append_audit!(tx, &entry, now);
+            if delivered {
+                sqlx::query("UPDATE webhooks SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")
+                    .bind(hook_id)
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                let since: Option<i64> = sqlx::query_scalar(
+                    "UPDATE webhooks SET failing_since = COALESCE(failing_since, $2) WHERE id = $1 RETURNING failing_since")
+                    .bind(hook_id)
+                    .bind(now.timestamp_millis())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .flatten();
+                let failing_for = since.map_or(0, |s| now.timestamp_millis() - s);
+                let limit = i64::try_from(policy.disable_after.as_millis()).unwrap_or(i64::MAX);
+                let reason = if gone {
+                    Some("the endpoint answered 410 Gone".to_owned())
+                } else if failing_for >= limit {
+                    Some(format!(
+                        "every attempt failed for {} s (the limit is {} s)",
+                        failing_for / 1000,
+                        limit / 1000
+                    ))
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    let n = sqlx::query(
+                        "UPDATE webhooks SET enabled = FALSE, disabled_reason = $2, updated_at = $3 WHERE id = $1 AND enabled")
+                        .bind(hook_id)
+                        .bind(&reason)
+                        .bind(now.timestamp_millis())
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if n == 1 {
+                        tracing::warn!(webhook_id = %hook_id, %reason, "webhook subscription disabled");
+                        let entry = super::audit::NewAuditEntry {
+                            actor: "system",
+                            action: "webhook.disabled",
+                            object_type: "webhook",
+                            object_id: Some(hook_id),
+                            source: None,
+                            detail: serde_json::json!({ "reason": reason }),
+                        };
+                        super::audit::append_audit!(tx, &entry, now);
+                    }
+                }
+            }
         });
         Ok(status)
     }

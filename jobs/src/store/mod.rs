@@ -25,8 +25,8 @@ pub(crate) mod webhooks;
 
 pub use audit::{AuditEntry, NewAuditEntry};
 pub use deliveries::{
-    Attempt, AttemptOutcome, Delivery, DeliveryFilter, DeliveryStatus, DeliveryWork, ExportCursor, ExportRow,
-    ReplayFilter,
+    Attempt, AttemptOutcome, Delivery, DeliveryFilter, DeliveryPolicy, DeliveryStatus, DeliveryWork,
+    ExportCursor, ExportRow, MAX_RETRY_AFTER, ReplayFilter,
 };
 pub use jobs::JobError;
 pub use runs::{FIRE_BATCH, FireReport, MAX_CATCH_UP_RUNS, MISFIRE_GRACE, RunError, RunResult, StartOutcome};

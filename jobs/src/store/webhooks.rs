@@ -213,7 +213,8 @@ impl Store {
         let n = with_pool!(self, pool => sqlx::query(
             "UPDATE webhooks SET url = $2, events = $3, environment = $4, job_ids = $5, headers = $6, \
              description = $7, enabled = $8, \
-             disabled_reason = CASE WHEN $8 THEN NULL ELSE disabled_reason END, updated_at = $9 WHERE id = $1")
+             disabled_reason = CASE WHEN $8 THEN NULL ELSE disabled_reason END, \
+             failing_since = CASE WHEN $8 THEN NULL ELSE failing_since END, updated_at = $9 WHERE id = $1")
             .bind(id.as_str())
             .bind(&spec.url)
             .bind(events_json(&spec.filter))
