@@ -19,6 +19,10 @@
 //! | `CRONFLOW_JOB_RETRY_BACKOFF` | `job_retry_backoff` | `10s` (first job retry; doubles each time, at most 1h) |
 //! | `CRONFLOW_METRICS_TOKEN` | `metrics_token` | unset: `/metrics` answers loopback clients only |
 //! | `CRONFLOW_WEBHOOK_DISABLE_AFTER` | `webhook_disable_after` | `5d` (a subscription failing this long is disabled) |
+//! | `CRONFLOW_RETENTION_RUNS` | `retention_runs` | `30d` (finished runs) |
+//! | `CRONFLOW_RETENTION_DELIVERIES` | `retention_deliveries` | `30d` (delivered or acknowledged deliveries, with attempts) |
+//! | `CRONFLOW_RETENTION_DEAD_DELIVERIES` | `retention_dead_deliveries` | `90d` (unacknowledged dead deliveries) |
+//! | `CRONFLOW_RETENTION_AUDIT` | `retention_audit` | `365d` (audit entries) |
 //!
 //! Durations are written `500ms`, `30s`, `2m`, `1h`, `1d`. An invalid value stops the
 //! program with one line naming the setting, and exit status 2.
@@ -31,7 +35,7 @@ pub const CONFIG_ENV: &str = "CRONFLOW_CONFIG";
 pub const DEFAULT_CONFIG_FILE: &str = "cronflow.toml";
 
 /// Every setting: (TOML key, default). The variable is `CRONFLOW_` + the key upper-cased.
-const SETTINGS: [(&str, Option<&str>); 12] = [
+const SETTINGS: [(&str, Option<&str>); 16] = [
     ("database_url", Some("sqlite://cronflow.db")),
     ("listen", Some("127.0.0.1:8080")),
     ("admin_token", None),
@@ -44,6 +48,10 @@ const SETTINGS: [(&str, Option<&str>); 12] = [
     ("job_retry_backoff", Some("10s")),
     ("metrics_token", None),
     ("webhook_disable_after", Some("5d")),
+    ("retention_runs", Some("30d")),
+    ("retention_deliveries", Some("30d")),
+    ("retention_dead_deliveries", Some("90d")),
+    ("retention_audit", Some("365d")),
 ];
 
 /// Shortest accepted `CRONFLOW_ADMIN_TOKEN`: a guessable admin token is worse than none.
@@ -95,6 +103,21 @@ pub struct Settings {
     pub metrics_token: Option<Secret>,
     /// A webhook subscription whose every attempt failed for this long is disabled.
     pub webhook_disable_after: Duration,
+    /// How long runs, deliveries, dead deliveries and audit entries are kept.
+    pub retention: Retention,
+}
+
+/// Retention ages.
+#[derive(Debug, Clone)]
+pub struct Retention {
+    /// Finished runs.
+    pub runs: Duration,
+    /// Delivered or acknowledged deliveries.
+    pub deliveries: Duration,
+    /// Unacknowledged dead deliveries.
+    pub dead_deliveries: Duration,
+    /// Audit entries.
+    pub audit: Duration,
 }
 
 /// A setting that cannot be used. Its `Display` is the one line the program prints.
@@ -260,7 +283,15 @@ impl Settings {
             .map(|s| Secret(s.to_owned()));
         let webhook_disable_after =
             parse_duration(get("webhook_disable_after")).map_err(|e| invalid("webhook_disable_after", e))?;
+        let age = |key: &str| parse_duration(get(key)).map_err(|e| invalid(key, e));
+        let retention = Retention {
+            runs: age("retention_runs")?,
+            deliveries: age("retention_deliveries")?,
+            dead_deliveries: age("retention_dead_deliveries")?,
+            audit: age("retention_audit")?,
+        };
         Ok(Settings {
+            retention,
             webhook_disable_after,
             metrics_token,
             worker_concurrency,

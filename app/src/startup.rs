@@ -10,6 +10,7 @@ use cronflow_jobs::{
     domain::{NewApiKey, Scope, api_key::hash_token, target::UrlPolicy},
     metrics::Metrics,
     runner::{RunnerConfig, default_worker_name},
+    store::RetentionPolicy,
     workers::run_workers_until_stopped,
 };
 use poem::{
@@ -139,6 +140,12 @@ impl Application {
             let metrics = self.state.metrics.clone();
             tokio::spawn(async move { run_worker(store, clock, &settings, metrics, stop).await })
         };
+        let retention = tokio::spawn(cronflow_jobs::retention::run_retention_until_stopped(
+            store.clone(),
+            self.state.clock.clone(),
+            retention_policy(&self.settings),
+            stop.clone(),
+        ));
         let app = cronflow_api::routes(self.state);
         let server = Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(
@@ -151,9 +158,22 @@ impl Application {
         stop.cancel();
         let worker = worker.await.context("the run worker panicked")?;
         scheduler.await.context("the scheduler panicked")?;
+        retention.await.context("the retention loop panicked")?;
         store.close().await;
         tracing::info!("stopped");
         server.and(worker)
+    }
+}
+
+/// The retention policy the settings ask for.
+fn retention_policy(settings: &Settings) -> RetentionPolicy {
+    let d = |v: std::time::Duration| chrono::Duration::from_std(v).unwrap_or(chrono::Duration::MAX);
+    RetentionPolicy {
+        runs: d(settings.retention.runs),
+        deliveries: d(settings.retention.deliveries),
+        dead_deliveries: d(settings.retention.dead_deliveries),
+        audit: d(settings.retention.audit),
+        ..RetentionPolicy::default()
     }
 }
 

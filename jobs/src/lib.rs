@@ -15,6 +15,7 @@
 //!   requests), with timeouts, cancel and crash recovery.
 //! - [`delivery`]: webhook delivery attempts and their signatures.
 //! - [`workers`]: the apalis wiring of the run and delivery workers.
+//! - [`retention`]: the loop that prunes old records.
 //! - [`metrics`]: the Prometheus registry of the process.
 //! - [`outbound`]: the HTTP client for targets, with its private-address guard.
 //! - [`clock`]: the injectable source of "now", so schedules can be tested exactly.
@@ -27,6 +28,7 @@ pub mod error;
 pub mod metrics;
 pub mod outbound;
 pub mod queue;
+pub mod retention;
 pub mod runner;
 pub mod scheduler;
 pub mod store;

@@ -17,6 +17,7 @@ mod jobs;
 mod metrics;
 mod openapi;
 mod readme_receivers;
+mod retention;
 mod runs;
 mod scheduling;
 mod webhooks;

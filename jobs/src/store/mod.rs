@@ -13,6 +13,7 @@
 //! - `runs.rs`: runs, the scheduler's ledger, and the event outbox.
 //! - `webhooks.rs`: subscriptions and the fan-out of events to them.
 //! - `audit.rs`: the append-only audit log.
+//! - `retention.rs`: pruning old records in small batches.
 //! - `deliveries.rs`: deliveries, attempts, retries and the dead letter queue.
 
 pub(crate) mod audit;
@@ -20,6 +21,7 @@ mod deliveries;
 mod dialect;
 mod jobs;
 mod keys;
+mod retention;
 mod runs;
 pub(crate) mod webhooks;
 
@@ -29,6 +31,7 @@ pub use deliveries::{
     ExportCursor, ExportRow, MAX_RETRY_AFTER, ReplayFilter,
 };
 pub use jobs::JobError;
+pub use retention::{PruneReport, RetentionPolicy};
 pub use runs::{FIRE_BATCH, FireReport, MAX_CATCH_UP_RUNS, MISFIRE_GRACE, RunError, RunResult, StartOutcome};
 
 use crate::StoreError;

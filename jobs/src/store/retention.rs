@@ -1,0 +1,151 @@
+//! Retention: old runs, events, deliveries (with their attempts), audit entries and
+//! finished queue tasks are deleted in small batches, so the tables (and the queue's
+//! scans) stay small without long locks. Nothing unfinished is ever deleted, and a dead
+//! delivery stays until acknowledged or its own, longer, retention has passed.
+
+use super::{Store, with_pool};
+use crate::StoreError;
+use chrono::{DateTime, Duration, Utc};
+
+/// Rows deleted per statement.
+const BATCH: i64 = 1000;
+
+/// How long each kind of record is kept.
+#[derive(Debug, Clone)]
+pub struct RetentionPolicy {
+    /// Finished runs (and events no delivery needs any more).
+    pub runs: Duration,
+    /// Delivered (or dead and acknowledged) deliveries and their attempts.
+    pub deliveries: Duration,
+    /// Dead deliveries nobody acknowledged.
+    pub dead_deliveries: Duration,
+    /// Audit entries.
+    pub audit: Duration,
+    /// Finished queue tasks (apalis rows of completed work).
+    pub finished_tasks: Duration,
+}
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        RetentionPolicy {
+            runs: Duration::days(30),
+            deliveries: Duration::days(30),
+            dead_deliveries: Duration::days(90),
+            audit: Duration::days(365),
+            finished_tasks: Duration::hours(1),
+        }
+    }
+}
+
+/// What one pass deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Runs.
+    pub runs: u64,
+    /// Events.
+    pub events: u64,
+    /// Deliveries (their attempts go with them).
+    pub deliveries: u64,
+    /// Audit entries.
+    pub audit: u64,
+    /// Queue tasks.
+    pub tasks: u64,
+}
+
+impl Store {
+    /// Deletes, in batches, everything older than the policy allows at `now`.
+    pub async fn prune(
+        &self,
+        now: DateTime<Utc>,
+        policy: &RetentionPolicy,
+    ) -> Result<PruneReport, StoreError> {
+        let ms = |d: Duration| (now - d).timestamp_millis();
+        let mut report = PruneReport::default();
+        let (runs_cut, dlv_cut, dead_cut, audit_cut) = (
+            ms(policy.runs),
+            ms(policy.deliveries),
+            ms(policy.dead_deliveries),
+            ms(policy.audit),
+        );
+        report.runs = self
+            .delete_in_batches(
+                "DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE created_at < $1 \
+                 AND state NOT IN ('scheduled', 'queued', 'running') LIMIT $2)",
+                runs_cut,
+            )
+            .await?;
+        let deliveries_sql = "SELECT id FROM deliveries WHERE \
+             ((status = 'delivered' OR (status = 'dead' AND acknowledged)) AND created_at < $1) \
+             OR (status = 'dead' AND created_at < $3) LIMIT $2";
+        loop {
+            let ids: Vec<String> = with_pool!(self, pool => sqlx::query_scalar(deliveries_sql)
+                .bind(dlv_cut)
+                .bind(BATCH)
+                .bind(dead_cut)
+                .fetch_all(pool)
+                .await)?;
+            if ids.is_empty() {
+                break;
+            }
+            let n = ids.len() as u64;
+            for id in &ids {
+                with_pool!(self, pool => {
+                    sqlx::query("DELETE FROM delivery_attempts WHERE delivery_id = $1").bind(id).execute(pool).await?;
+                    sqlx::query("DELETE FROM deliveries WHERE id = $1").bind(id).execute(pool).await.map(|_| ())
+                })?;
+            }
+            report.deliveries += n;
+            if (n as i64) < BATCH {
+                break;
+            }
+        }
+        report.events = self
+            .delete_in_batches(
+                "DELETE FROM events WHERE id IN (SELECT e.id FROM events e WHERE e.created_at < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id) LIMIT $2)",
+                runs_cut.min(dlv_cut),
+            )
+            .await?;
+        report.audit = self
+            .delete_in_batches(
+                "DELETE FROM audit_log WHERE seq IN (SELECT seq FROM audit_log WHERE at < $1 ORDER BY seq LIMIT $2)",
+                audit_cut,
+            )
+            .await?;
+        report.tasks = match self.backend() {
+            super::Backend::Sqlite => {
+                self.delete_in_batches(
+                    "DELETE FROM Jobs WHERE id IN (SELECT id FROM Jobs WHERE status IN ('Done', 'Killed') \
+                     AND done_at < $1 / 1000 LIMIT $2)",
+                    ms(policy.finished_tasks),
+                )
+                .await?
+            }
+            super::Backend::Postgres => {
+                self.delete_in_batches(
+                    "DELETE FROM apalis.jobs WHERE id IN (SELECT id FROM apalis.jobs WHERE status IN ('Done', 'Killed') \
+                     AND done_at < to_timestamp($1::float8 / 1000) LIMIT $2)",
+                    ms(policy.finished_tasks),
+                )
+                .await?
+            }
+        };
+        Ok(report)
+    }
+
+    async fn delete_in_batches(&self, sql: &'static str, cutoff: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let n = with_pool!(self, pool => sqlx::query(sql)
+                .bind(cutoff)
+                .bind(BATCH)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected()))?;
+            total += n;
+            if (n as i64) < BATCH {
+                return Ok(total);
+            }
+        }
+    }
+}
