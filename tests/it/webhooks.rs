@@ -448,7 +448,7 @@ async fn a_410_disables_the_subscription_with_its_reason(app: &TestApp) {
         .await
         .unwrap();
     let id = sent["delivery_id"].as_str().unwrap();
-    let d = attempts_of(app, id, 1).await;
+    attempts_of(app, id, 1).await;
     let d = eventually(30, "the delivery to be dead", || async {
         let d: Value = app.get(&format!("/v1/deliveries/{id}")).await.json().await.ok()?;
         (d["status"] == "dead").then_some(d)
