@@ -177,8 +177,11 @@ fn retention_policy(settings: &Settings) -> RetentionPolicy {
     }
 }
 
-/// Runs this process's run and delivery workers until `stop` is cancelled; cancels
-/// `stop` itself if they fail, so the rest of the process stops with them.
+/// Runs this process's run and delivery workers until `stop` is cancelled. apalis
+/// workers stop for good on a database error (a restart of Postgres, a long lock on
+/// SQLite), so when they end before `stop`, they are started again after a pause that
+/// doubles up to 30 s: nothing is lost meanwhile, tasks wait in the database. A fresh
+/// worker name each time keeps apalis from refusing the new registration.
 pub async fn run_worker(
     store: Store,
     clock: Arc<dyn Clock>,
@@ -186,25 +189,48 @@ pub async fn run_worker(
     metrics: Metrics,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut config = RunnerConfig::new(default_worker_name());
-    config.concurrency = settings.worker_concurrency;
-    config.allow_private_targets = settings.allow_private_targets;
-    config.shutdown_timeout = settings.shutdown_timeout;
-    config.retry_base =
-        chrono::Duration::from_std(settings.job_retry_backoff).unwrap_or(chrono::Duration::MAX);
-    let deliveries = DeliveryConfig {
-        retry_schedule: settings.retry_schedule.clone(),
-        timeout: settings.webhook_timeout,
-        allow_private_targets: settings.allow_private_targets,
-        disable_after: settings.webhook_disable_after,
-        ..DeliveryConfig::default()
-    };
-    let result = run_workers_until_stopped(store, clock, config, deliveries, metrics, stop.clone()).await;
-    if !stop.is_cancelled() {
-        tracing::error!(?result, "the run worker stopped unexpectedly; shutting down");
-        stop.cancel();
+    let mut pause = std::time::Duration::from_secs(1);
+    loop {
+        let mut config = RunnerConfig::new(default_worker_name());
+        config.concurrency = settings.worker_concurrency;
+        config.allow_private_targets = settings.allow_private_targets;
+        config.shutdown_timeout = settings.shutdown_timeout;
+        config.retry_base =
+            chrono::Duration::from_std(settings.job_retry_backoff).unwrap_or(chrono::Duration::MAX);
+        let deliveries = DeliveryConfig {
+            retry_schedule: settings.retry_schedule.clone(),
+            timeout: settings.webhook_timeout,
+            allow_private_targets: settings.allow_private_targets,
+            disable_after: settings.webhook_disable_after,
+            ..DeliveryConfig::default()
+        };
+        let started = std::time::Instant::now();
+        let result = run_workers_until_stopped(
+            store.clone(),
+            clock.clone(),
+            config,
+            deliveries,
+            metrics.clone(),
+            stop.clone(),
+        )
+        .await;
+        if stop.is_cancelled() {
+            return result.context("the workers failed");
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            pause = std::time::Duration::from_secs(1);
+        }
+        tracing::error!(
+            ?result,
+            ?pause,
+            "the workers stopped unexpectedly; restarting them"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = stop.cancelled() => return Ok(()),
+        }
+        pause = (pause * 2).min(std::time::Duration::from_secs(30));
     }
-    result.context("the run worker failed")
 }
 
 #[cfg(test)]

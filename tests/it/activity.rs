@@ -144,3 +144,81 @@ both_backends!(
     deliveries_filter_and_paginate_newest_first,
     the_csv_export_reads_back_to_the_same_rows
 );
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)
+                .map(|v| v.trim().trim_end_matches(" kB").trim().parse().unwrap_or(0))
+        })
+        .unwrap_or(0)
+}
+
+/// Measures memory while exporting 1,000,000 attempts (ignored by default: it takes a
+/// minute). Run with `cargo test --workspace -- --ignored --nocapture a_million`.
+async fn a_million_row_export_keeps_memory_flat(app: &TestApp) {
+    let rows = 1_000_000;
+    let sql = match app.db.backend {
+        Backend::Sqlite => format!(
+            "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, attempts, round_attempts, created_at, updated_at) \
+             WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
+             SELECT printf('dlv_m%08d', i), printf('evt_m%08d', i), 'wh_m', 'job.failed', 'wf_m', 'dead', 1, 1, i, i FROM n",
+            rows - 1
+        ),
+        Backend::Postgres => format!(
+            "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, attempts, round_attempts, created_at, updated_at) \
+             SELECT 'dlv_m' || lpad(i::text, 8, '0'), 'evt_m' || i, 'wh_m', 'job.failed', 'wf_m', 'dead', 1, 1, i, i \
+             FROM generate_series(0, {}) AS i",
+            rows - 1
+        ),
+    };
+    app.execute_sql(&sql).await;
+    app.execute_sql(
+        "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_kind, error, response_excerpt) \
+         SELECT id, 1, created_at, 12, 503, 'http', 'HTTP 503 Service Unavailable', 'upstream busy, please retry later' FROM deliveries",
+    )
+    .await;
+    let before = rss_kib("VmRSS:");
+    let started = std::time::Instant::now();
+    let r = app.get("/v1/deliveries/export.csv").await;
+    let mut stream = r.bytes_stream();
+    let (mut bytes, mut lines, mut peak) = (0usize, 0usize, before);
+    use futures::StreamExt;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        bytes += chunk.len();
+        lines += chunk.iter().filter(|b| **b == b'\n').count();
+        peak = peak.max(rss_kib("VmRSS:"));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "export ({:?}): {} rows, {:.1} MB in {secs:.1} s ({:.0} rows/s); RSS before {} MiB, peak during {} MiB (+{} MiB)",
+        app.db.backend,
+        lines - 1,
+        bytes as f64 / 1e6,
+        (lines - 1) as f64 / secs,
+        before / 1024,
+        peak / 1024,
+        (peak - before) / 1024
+    );
+    assert_eq!(lines - 1, rows, "every row exported");
+}
+
+mod a_million_row_export {
+    #[tokio::test]
+    #[ignore = "a minute long; run with --ignored to measure export memory"]
+    async fn sqlite() {
+        let app = crate::helpers::TestApp::spawn(crate::helpers::Backend::Sqlite).await;
+        super::a_million_row_export_keeps_memory_flat(&app).await;
+        app.stop().await;
+    }
+    #[tokio::test]
+    #[ignore = "a minute long; run with --ignored to measure export memory"]
+    async fn postgres() {
+        let app = crate::helpers::TestApp::spawn(crate::helpers::Backend::Postgres).await;
+        super::a_million_row_export_keeps_memory_flat(&app).await;
+        app.stop().await;
+    }
+}
