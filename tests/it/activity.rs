@@ -16,7 +16,7 @@ const TRICKY: [&str; 5] = [
 /// Inserts `N` deliveries with one attempt each, straight into the tables (fixture data:
 /// going through real runs would take minutes). Delivery i: webhook `wh_a` or `wh_b`
 /// alternately, status cycling pending/retrying/delivered/dead, job `wf_job{i % 10}`,
-/// created at 1_000_000 + i ms, attempt error text cycling through `TRICKY`.
+/// created at `base() + i` ms, attempt error text cycling through `TRICKY`.
 async fn insert_fixture(app: &TestApp) {
     let statuses = ["pending", "retrying", "delivered", "dead"];
     let mut deliveries = Vec::new();
@@ -24,7 +24,7 @@ async fn insert_fixture(app: &TestApp) {
     for i in 0..N {
         let id = format!("dlv_fx{i:06}");
         let hook = if i % 2 == 0 { "wh_a" } else { "wh_b" };
-        let at = 1_000_000 + i as i64;
+        let at = base() + i as i64;
         deliveries.push(format!(
             "('{id}', 'evt_fx{i}', '{hook}', 'job.failed', 'wf_job{}', '{}', 1, 1, {at}, {at})",
             i % 10,
@@ -49,6 +49,18 @@ async fn insert_fixture(app: &TestApp) {
         ))
         .await;
     }
+}
+
+/// A recent whole second (a day ago), so the app's own retention keeps the fixture.
+fn base() -> i64 {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| (chrono::Utc::now().timestamp() - 86_400) * 1000)
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 async fn all_pages(app: &TestApp, query: &str) -> Vec<Value> {
@@ -89,12 +101,9 @@ async fn deliveries_filter_and_paginate_newest_first(app: &TestApp) {
             .iter()
             .all(|d| d["webhook_id"] == "wh_a" && d["job_id"] == "wf_job4")
     );
-    // created_at of delivery i is 1_000_000 + i ms: [1_000_100, 1_000_200) holds 100.
-    let window = all_pages(
-        app,
-        "since=1970-01-01T00:16:40.100Z&until=1970-01-01T00:16:40.200Z",
-    )
-    .await;
+    // created_at of delivery i is base + i ms: [base + 100, base + 200) holds 100.
+    let query = format!("since={}&until={}", rfc3339(base() + 100), rfc3339(base() + 200));
+    let window = all_pages(app, &query).await;
     assert_eq!(window.len(), 100);
     let (status, err) = status_and_json(app.get("/v1/deliveries?status=lost").await).await;
     assert_eq!(status, 400, "{err}");

@@ -128,12 +128,12 @@ async fn a_delivery_is_signed_by_both_recipes_and_recorded(app: &TestApp) {
     assert_eq!(body["event"], "job.completed");
     assert_eq!(body["data"]["run_id"], run_id.as_str());
 
-    let delivery: Value = app
-        .get(&format!("/v1/deliveries/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    // The receiver answered; the attempt is recorded a moment later.
+    let delivery = eventually(30, "the delivery to be recorded", || async {
+        let d: Value = app.get(&format!("/v1/deliveries/{id}")).await.json().await.ok()?;
+        (d["status"] == "delivered").then_some(d)
+    })
+    .await;
     assert_eq!(delivery["status"], "delivered", "{delivery}");
     assert_eq!(delivery["webhook_id"], hook_id.as_str());
     let attempts = delivery["attempt_history"].as_array().unwrap();
