@@ -12,6 +12,7 @@ mod receiver;
 mod activity;
 mod audit;
 mod auth;
+mod bench_deliveries;
 mod binary;
 mod jobs;
 mod metrics;

@@ -21,6 +21,8 @@ pub struct Seen {
     /// Lower-case header names.
     pub headers: BTreeMap<String, String>,
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Clone)]
@@ -49,6 +51,7 @@ impl Endpoint for Handler {
                 path: req.uri().path().to_owned(),
                 headers,
                 body,
+                at: chrono::Utc::now(),
             });
             seen.len()
         };
