@@ -61,11 +61,10 @@ async fn scenario(backend: Backend, subs: usize, hung: bool, events: usize) {
         app.trigger(&job_id).await;
     }
     let expected = events * healthy;
-    let done = eventually(600, "every healthy delivery", || async {
+    eventually(600, "every healthy delivery", || async {
         (sink.requests().len() >= expected).then_some(())
     })
     .await;
-    let _ = done;
     let secs = started.elapsed().as_secs_f64();
     let lat = latencies(&sink);
     println!(
