@@ -80,3 +80,17 @@ pub struct Page<T> {
     /// Where the next page starts; `None` on the last page.
     pub next_cursor: Option<Cursor>,
 }
+
+impl<T> Page<T> {
+    /// A page from up to `limit + 1` rows read in listing order: an extra row only says
+    /// that another page follows, which then starts after the last item kept.
+    pub fn from_rows(mut items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> Cursor) -> Self {
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(cursor_of)
+        } else {
+            None
+        };
+        Page { items, next_cursor }
+    }
+}

@@ -524,17 +524,13 @@ impl Store {
             .bind(i64::from(page.limit) + 1)
             .fetch_all(pool)
             .await)?;
-        let mut items = rows
+        let items = rows
             .into_iter()
             .map(Delivery::try_from)
             .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if items.len() > page.limit as usize {
-            items.truncate(page.limit as usize);
-            items.last().map(|d| Cursor::after(d.created_at, d.id.as_str()))
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_rows(items, page.limit, |d| {
+            Cursor::after(d.created_at, d.id.as_str())
+        }))
     }
 
     /// Up to `limit` export rows (one per attempt, oldest delivery first) after `after`.
@@ -584,17 +580,13 @@ impl Store {
             .bind(i64::from(page.limit) + 1)
             .fetch_all(pool)
             .await)?;
-        let mut items = rows
+        let items = rows
             .into_iter()
             .map(Delivery::try_from)
             .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if items.len() > page.limit as usize {
-            items.truncate(page.limit as usize);
-            items.last().map(|d| Cursor::after(d.created_at, d.id.as_str()))
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_rows(items, page.limit, |d| {
+            Cursor::after(d.created_at, d.id.as_str())
+        }))
     }
 
     /// Replays dead deliveries matching `filter` (or the one `only`): each goes back to

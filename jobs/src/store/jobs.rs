@@ -177,17 +177,13 @@ impl Store {
             .bind(i64::from(page.limit) + 1)
             .fetch_all(pool)
             .await)?;
-        let mut items = rows
+        let items = rows
             .into_iter()
             .map(Job::try_from)
             .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if items.len() > page.limit as usize {
-            items.truncate(page.limit as usize);
-            items.last().map(|j| Cursor::after(j.created_at, j.id.as_str()))
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_rows(items, page.limit, |j| {
+            Cursor::after(j.created_at, j.id.as_str())
+        }))
     }
 
     /// Applies `patch` to a job. A changed schedule or time zone moves the next fire

@@ -93,17 +93,13 @@ impl Store {
             .bind(i64::from(page.limit) + 1)
             .fetch_all(pool)
             .await)?;
-        let mut items = rows
+        let items = rows
             .into_iter()
             .map(KeyRow::into_key)
             .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if items.len() > page.limit as usize {
-            items.truncate(page.limit as usize);
-            items.last().map(|k| Cursor::after(k.created_at, k.id.as_str()))
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_rows(items, page.limit, |k| {
+            Cursor::after(k.created_at, k.id.as_str())
+        }))
     }
 
     /// Revokes a key; `false` if there was none.

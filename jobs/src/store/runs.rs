@@ -433,17 +433,13 @@ impl Store {
             .bind(i64::from(page.limit) + 1)
             .fetch_all(pool)
             .await)?;
-        let mut items = rows
+        let items = rows
             .into_iter()
             .map(Run::try_from)
             .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if items.len() > page.limit as usize {
-            items.truncate(page.limit as usize);
-            items.last().map(|r| Cursor::after(r.created_at, r.id.as_str()))
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_rows(items, page.limit, |r| {
+            Cursor::after(r.created_at, r.id.as_str())
+        }))
     }
 
     /// A worker picked up the task of `run_id`: moves the run to `running`.
@@ -670,19 +666,17 @@ impl Store {
             .bind(i64::from(page.limit) + 1)
             .fetch_all(pool)
             .await)?;
-        let mut items: Vec<_> = rows.into_iter().collect();
-        let next_cursor = if items.len() > page.limit as usize {
-            items.truncate(page.limit as usize);
-            items.last().map(|(id, _, at)| Cursor {
-                created_at_ms: *at,
-                id: id.clone(),
-            })
-        } else {
-            None
-        };
+        let page = Page::from_rows(rows, page.limit, |(id, _, at)| Cursor {
+            created_at_ms: *at,
+            id: id.clone(),
+        });
         Ok(Page {
-            items: items.into_iter().map(|(id, payload, _)| (id, payload)).collect(),
-            next_cursor,
+            items: page
+                .items
+                .into_iter()
+                .map(|(id, payload, _)| (id, payload))
+                .collect(),
+            next_cursor: page.next_cursor,
         })
     }
 }

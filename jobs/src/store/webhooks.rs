@@ -189,17 +189,13 @@ impl Store {
             .bind(i64::from(page.limit) + 1)
             .fetch_all(pool)
             .await)?;
-        let mut items = rows
+        let items = rows
             .into_iter()
             .map(Webhook::try_from)
             .collect::<Result<Vec<_>, _>>()?;
-        let next_cursor = if items.len() > page.limit as usize {
-            items.truncate(page.limit as usize);
-            items.last().map(|w| Cursor::after(w.created_at, w.id.as_str()))
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        Ok(Page::from_rows(items, page.limit, |w| {
+            Cursor::after(w.created_at, w.id.as_str())
+        }))
     }
 
     /// Replaces a subscription's definition; `None` if there is no such subscription.
