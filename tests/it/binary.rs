@@ -69,6 +69,14 @@ fn serve_with(mut command: Command) -> Served {
     Served { child, base, banner }
 }
 
+/// A test that fails midway must not leave its server running.
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Served {
     fn token(&self) -> Option<String> {
         self.banner
