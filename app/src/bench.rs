@@ -13,7 +13,11 @@
 //!   scheduler lag (`created_at − scheduled_for`: the run row is stamped with the start
 //!   of the scheduler pass that fired it) and queue wait (`started_at − created_at`),
 //!   and counts the slots that were skipped, missed, caught up, never fired or never
-//!   started.
+//!   started. Cron slots are whole seconds, so each second's ~167 runs fall due at the
+//!   same instant: the lateness of the first run of each second to start is the
+//!   pipeline's latency, that of the last one is how long the burst took to drain.
+//!   Jobs are created so that no slot falls due before the scheduler starts (see
+//!   `create_lateness_jobs`), as a backlog would be measured as lateness.
 //! - *Run throughput*: `--runs` manual runs (default 5,000) of one `true` job with
 //!   overlap `allow` are enqueued with `Store::trigger_run` while no worker runs (that
 //!   is the enqueue rate); then a worker with `--concurrency` slots executes them, and
@@ -23,6 +27,10 @@
 //! Each measurement gets a fresh database: a file in a new temporary directory for
 //! SQLite; for Postgres, a database created on the server named by
 //! `CRONFLOW_BENCH_POSTGRES_URL` and dropped at the end (also on failure or ctrl-c).
+//! Both measurements also report the CPU time per run of this process and of the
+//! `true` processes, and how busy the whole machine was, since on a small machine the
+//! figures are often bound by CPU rather than by the database.
+//!
 //! `--jobs 0` or `--runs 0` skips that measurement. Logs are quiet (warnings only)
 //! unless `RUST_LOG` says otherwise.
 
@@ -66,11 +74,13 @@ const THROUGHPUT_TARGET: f64 = 1000.0;
 const DRAIN: Duration = Duration::from_secs(5);
 /// Tasks creating jobs and reading runs at once (the pools hold 8 and 16 connections).
 const PARALLEL: usize = 8;
-/// How often the throughput bench checks whether every run has finished.
-const POLL: Duration = Duration::from_millis(500);
+/// How often the throughput bench checks whether every run has finished. Each check
+/// reads every run, taking CPU from the runs, so not often; the figures come from the
+/// runs' own timestamps, so this does not change them.
+const POLL: Duration = Duration::from_secs(2);
 /// The throughput bench gives up when no run finishes for this long.
 const STALL: Duration = Duration::from_secs(30);
-/// Jobs created first, to time job creation (see `create_lateness_jobs`).
+/// Jobs created to time job creation (see `create_lateness_jobs`).
 const CREATE_PROBE: usize = 200;
 /// Seconds a bench run may take before it is stopped (`true` takes milliseconds).
 const RUN_TIMEOUT_SECONDS: u32 = 60;
@@ -316,15 +326,17 @@ async fn create_jobs(
 
 /// Creates the `n` jobs of the lateness bench so that (nearly) none falls due before
 /// the scheduler starts: slots due while jobs are still being created would pile up and
-/// be measured as lateness. The first few jobs are created normally and time the
-/// database; the rest are created as of a moment after the estimated end of creation,
-/// so their first slots follow it. Returns the jobs and that moment, after which every
-/// job is firing.
+/// be measured as lateness. The first few jobs are created normally, the last
+/// [`CREATE_PROBE`] of them timed (the first ones open the pool's connections); the
+/// rest are created as of a moment after the estimated end of creation, so their first
+/// slots follow it. Returns the jobs and that moment, after which every job is firing.
 async fn create_lateness_jobs(store: &Store, n: usize) -> anyhow::Result<(Vec<Job>, DateTime<Utc>)> {
-    let probe = n.min(CREATE_PROBE);
+    let warm = n.min(CREATE_PROBE / 2);
+    let probe = n.min(warm + CREATE_PROBE);
+    let mut jobs = create_jobs(store, 0..warm, None).await?;
     let t = Instant::now();
-    let mut jobs = create_jobs(store, 0..probe, None).await?;
-    let per_job = t.elapsed().as_secs_f64() / probe.max(1) as f64;
+    jobs.extend(create_jobs(store, warm..probe, None).await?);
+    let per_job = t.elapsed().as_secs_f64() / (probe - warm).max(1) as f64;
     let estimate = Duration::from_secs_f64(per_job * (n - probe) as f64 * 1.5) + Duration::from_secs(1);
     let live_from = Utc::now() + chrono::Duration::from_std(estimate)?;
     jobs.extend(create_jobs(store, probe..n, Some(live_from)).await?);
@@ -408,6 +420,91 @@ impl BackgroundWorker {
 }
 
 // ---------------------------------------------------------------------------------------
+// CPU accounting
+
+/// CPU time used so far, read from `/proc` (Linux only; `None` elsewhere), to tell
+/// whether a figure is bound by CPU, and whose.
+#[derive(Debug, Clone, Copy)]
+struct CpuSample {
+    /// This process (scheduler, worker, database client; SQLite itself), in ticks.
+    process: u64,
+    /// Its waited-for children: the `true` processes the runs started, in ticks.
+    children: u64,
+    /// The whole machine: busy ticks (everything but idle and I/O wait) and all ticks,
+    /// summed over the cores.
+    machine_busy: u64,
+    machine_total: u64,
+}
+
+/// Kernel clock ticks per second (`USER_HZ`): 100 on every Linux target Rust supports.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+impl CpuSample {
+    fn take() -> Option<Self> {
+        let own = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command name (which may contain spaces) start at field 3;
+        // utime, stime, cutime and cstime are fields 14 to 17.
+        let fields: Vec<u64> = own
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let machine = std::fs::read_to_string("/proc/stat").ok()?;
+        let cpu: Vec<u64> = machine
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        let total: u64 = cpu.iter().take(8).sum();
+        let idle = cpu.get(3)? + cpu.get(4)?;
+        Some(CpuSample {
+            process: fields.get(11)? + fields.get(12)?,
+            children: fields.get(13)? + fields.get(14)?,
+            machine_busy: total - idle,
+            machine_total: total,
+        })
+    }
+}
+
+/// CPU used between two samples.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuUse {
+    /// Milliseconds of this process's CPU.
+    process_ms: f64,
+    /// Milliseconds of its children's CPU.
+    children_ms: f64,
+    /// Share of the machine's CPU that was busy (all processes), 0 to 1.
+    machine_busy: f64,
+}
+
+impl CpuUse {
+    fn between(a: Option<CpuSample>, b: Option<CpuSample>) -> Option<Self> {
+        let (a, b) = (a?, b?);
+        let ms = |ticks: u64| ticks as f64 * 1000.0 / TICKS_PER_SECOND;
+        Some(CpuUse {
+            process_ms: ms(b.process - a.process),
+            children_ms: ms(b.children - a.children),
+            machine_busy: (b.machine_busy - a.machine_busy) as f64
+                / (b.machine_total - a.machine_total).max(1) as f64,
+        })
+    }
+
+    /// "process + children ms per run, machine busy %".
+    fn per_run(&self, runs: usize) -> String {
+        let n = runs.max(1) as f64;
+        format!(
+            "{:.2} + {:.2} / {:.0}%",
+            self.process_ms / n,
+            self.children_ms / n,
+            self.machine_busy * 100.0
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Statistics
 
 /// Count and nearest-rank percentiles of a sample, in milliseconds.
@@ -467,6 +564,14 @@ struct LatenessReport {
     scheduler_lag: Stats,
     /// `started_at − created_at` of the started runs.
     queue_wait: Stats,
+    /// Per slot instant (all jobs of one second fire at once): the lateness of its
+    /// first run to start, i.e. the pipeline's latency without queueing.
+    burst_first: Stats,
+    /// Per slot instant: the lateness of its last run to start, i.e. how long the
+    /// burst took to drain.
+    burst_last: Stats,
+    /// CPU used during the window.
+    cpu: Option<CpuUse>,
     /// Fired runs that had not started when the runs were read.
     not_started: usize,
     /// Started runs that did not complete.
@@ -514,10 +619,11 @@ async fn measure_lateness(
     let until_live = (live_from - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(until_live + Duration::from_secs(args.warmup)).await;
     let window_start = Utc::now();
-    let t = Instant::now();
+    let (t, cpu_start) = (Instant::now(), CpuSample::take());
     tokio::time::sleep(Duration::from_secs(args.duration)).await;
     let window_end = Utc::now();
     let window_secs = t.elapsed().as_secs_f64();
+    let cpu = CpuUse::between(cpu_start, CpuSample::take());
     scheduler_stop.cancel();
     scheduler.await.context("the scheduler panicked")?;
     tokio::time::sleep(DRAIN).await;
@@ -529,6 +635,7 @@ async fn measure_lateness(
     let mut report = tally_lateness(&jobs, &runs, window_start, window_end);
     report.create_secs = create_secs;
     report.window_secs = window_secs;
+    report.cpu = cpu;
     Ok(report)
 }
 
@@ -553,6 +660,7 @@ fn tally_lateness(jobs: &[Job], runs: &[Run], start: DateTime<Utc>, end: DateTim
         ..LatenessReport::default()
     };
     let (mut lateness, mut lag, mut wait) = (Vec::new(), Vec::new(), Vec::new());
+    let mut bursts: BTreeMap<DateTime<Utc>, (i64, i64)> = BTreeMap::new();
     let mut accounted: i64 = 0;
     for run in runs {
         let Some(slot) = run.scheduled_for else { continue };
@@ -572,7 +680,10 @@ fn tally_lateness(jobs: &[Job], runs: &[Run], start: DateTime<Utc>, end: DateTim
                 lag.push((run.created_at - slot).num_milliseconds());
                 match run.started_at {
                     Some(started) => {
-                        lateness.push(run.lateness_ms.unwrap_or((started - slot).num_milliseconds()));
+                        let late = run.lateness_ms.unwrap_or((started - slot).num_milliseconds());
+                        lateness.push(late);
+                        let burst = bursts.entry(slot).or_insert((late, late));
+                        *burst = (burst.0.min(late), burst.1.max(late));
                         wait.push((started - run.created_at).num_milliseconds());
                         if run.state != RunState::Completed {
                             r.not_completed += 1;
@@ -592,6 +703,8 @@ fn tally_lateness(jobs: &[Job], runs: &[Run], start: DateTime<Utc>, end: DateTim
     r.lateness = Stats::of(lateness);
     r.scheduler_lag = Stats::of(lag);
     r.queue_wait = Stats::of(wait);
+    r.burst_first = Stats::of(bursts.values().map(|b| b.0).collect());
+    r.burst_last = Stats::of(bursts.values().map(|b| b.1).collect());
     r
 }
 
@@ -636,6 +749,8 @@ struct ThroughputReport {
     busy_secs: f64,
     /// `duration_ms` of the finished runs (the `true` process itself).
     run_duration: Stats,
+    /// CPU used from the worker's start to the last run's end.
+    cpu: Option<CpuUse>,
 }
 
 impl ThroughputReport {
@@ -669,6 +784,7 @@ async fn measure_throughput(
     let enqueue_secs = t.elapsed().as_secs_f64();
     eprintln!("{name}: enqueued in {enqueue_secs:.1} s; running them with concurrency {concurrency}…");
 
+    let cpu_start = CpuSample::take();
     let worker = BackgroundWorker::start(&store, worker_settings(settings, url, concurrency));
     let mut last_progress = (0, Instant::now());
     let all = loop {
@@ -685,6 +801,7 @@ async fn measure_throughput(
             break all;
         }
     };
+    let cpu = CpuUse::between(cpu_start, CpuSample::take());
     worker.stop().await?;
     store.close().await;
 
@@ -704,6 +821,7 @@ async fn measure_throughput(
         unfinished: runs.saturating_sub(finished.len()),
         busy_secs,
         run_duration: Stats::of(finished.iter().filter_map(|r| r.duration_ms).collect()),
+        cpu,
     })
 }
 
@@ -728,135 +846,138 @@ fn print_throughput(backend: BackendName, r: &ThroughputReport) {
 
 type BackendReport = (BackendName, Option<LatenessReport>, Option<ThroughputReport>);
 
+/// The rows of the summary table: a label, a value per backend, the target.
+struct Table<'a> {
+    reports: &'a [BackendReport],
+    rows: Vec<(String, Vec<String>, &'static str)>,
+}
+
+impl Table<'_> {
+    fn section(&mut self, title: String) {
+        self.rows.push((title, Vec::new(), ""));
+    }
+
+    fn lateness(&mut self, label: &str, target: &'static str, f: impl Fn(&LatenessReport) -> String) {
+        let values = self
+            .reports
+            .iter()
+            .map(|r| r.1.as_ref().map_or("-".into(), &f))
+            .collect();
+        self.rows.push((format!("  {label}"), values, target));
+    }
+
+    fn throughput(&mut self, label: &str, target: &'static str, f: impl Fn(&ThroughputReport) -> String) {
+        let values = self
+            .reports
+            .iter()
+            .map(|r| r.2.as_ref().map_or("-".into(), &f))
+            .collect();
+        self.rows.push((format!("  {label}"), values, target));
+    }
+
+    fn print(&self) {
+        let label_width = self.rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+        let value_width = self
+            .rows
+            .iter()
+            .flat_map(|r| r.1.iter().map(|v| v.chars().count()))
+            .chain(self.reports.iter().map(|r| r.0.as_str().len()))
+            .max()
+            .unwrap_or(0)
+            .max(8);
+        println!();
+        let mut header = format!("{:label_width$}", "");
+        for (backend, ..) in self.reports {
+            header.push_str(&format!("  {:>value_width$}", backend.as_str()));
+        }
+        header.push_str("  target");
+        println!("{header}");
+        println!("{}", "-".repeat(header.chars().count()));
+        for (label, values, target) in &self.rows {
+            let mut line = format!("{label:label_width$}");
+            for v in values {
+                line.push_str(&format!("  {v:>value_width$}"));
+            }
+            if !values.is_empty() && !target.is_empty() {
+                line.push_str(&format!("  {target}"));
+            }
+            println!("{}", line.trim_end());
+        }
+    }
+}
+
 /// Prints one table: a row per figure, a column per backend, and the target.
 fn print_summary(args: &BenchArgs, concurrency: usize, reports: &[BackendReport]) {
-    let mut rows: Vec<(String, Vec<String>, &str)> = Vec::new();
-    let column = |f: &dyn Fn(&BackendReport) -> Option<String>| -> Vec<String> {
-        reports
-            .iter()
-            .map(|r| f(r).unwrap_or_else(|| "-".into()))
-            .collect()
+    let mut t = Table {
+        reports,
+        rows: Vec::new(),
     };
+    let cpu = |c: Option<CpuUse>, runs: usize| c.map_or("-".into(), |c| c.per_run(runs));
     if args.jobs > 0 {
-        rows.push((
-            format!(
-                "FIRE LATENESS ({} jobs, {} s after {} s warm-up)",
-                args.jobs, args.duration, args.warmup
-            ),
-            Vec::new(),
-            "",
+        t.section(format!(
+            "FIRE LATENESS ({} jobs, {} s after {} s warm-up, concurrency {concurrency})",
+            args.jobs, args.duration, args.warmup
         ));
-        let l = |f: fn(&LatenessReport) -> String| column(&|r: &BackendReport| r.1.as_ref().map(f));
-        rows.push((
-            "  job creation (jobs/s)".into(),
-            l(|r| format!("{:.0}", r.jobs as f64 / r.create_secs)),
-            "",
-        ));
-        rows.push(("  slots due in window".into(), l(|r| r.slots.to_string()), ""));
-        rows.push(("  runs started".into(), l(|r| r.lateness.count.to_string()), ""));
-        rows.push((
-            "  lateness p50 / p99 / max (ms)".into(),
-            l(|r| r.lateness.triple()),
-            "p99 < 10",
-        ));
-        rows.push((
-            "  .. scheduler lag p50 / p99 / max".into(),
-            l(|r| r.scheduler_lag.triple()),
-            "",
-        ));
-        rows.push((
-            "  .. queue wait p50 / p99 / max".into(),
-            l(|r| r.queue_wait.triple()),
-            "",
-        ));
-        rows.push((
-            "  p99 within target".into(),
-            l(|r| yes_no(r.lateness.count > 0 && r.lateness.p99 < LATENESS_P99_TARGET_MS)),
-            "",
-        ));
-        rows.push((
-            "  skipped / missed / caught up".into(),
-            l(|r| format!("{} / {} / {}", r.skipped, r.missed, r.caught_up)),
-            "0 / 0 / 0",
-        ));
-        rows.push((
-            "  never fired / not started".into(),
-            l(|r| format!("{} / {}", r.never_fired, r.not_started)),
-            "0 / 0",
-        ));
-        rows.push((
-            "  runs of warm-up slots".into(),
-            l(|r| r.warmup_runs.to_string()),
-            "",
-        ));
+        t.lateness("job creation (jobs/s)", "", |r| {
+            format!("{:.0}", r.jobs as f64 / r.create_secs)
+        });
+        t.lateness("slots due in window", "", |r| r.slots.to_string());
+        t.lateness("runs started", "", |r| r.lateness.count.to_string());
+        t.lateness("lateness p50 / p99 / max (ms)", "p99 < 10", |r| {
+            r.lateness.triple()
+        });
+        t.lateness(".. scheduler lag p50 / p99 / max", "", |r| {
+            r.scheduler_lag.triple()
+        });
+        t.lateness(".. queue wait p50 / p99 / max", "", |r| r.queue_wait.triple());
+        t.lateness("first start of each second p50/p99/max", "", |r| {
+            r.burst_first.triple()
+        });
+        t.lateness("last start of each second p50/p99/max", "", |r| {
+            r.burst_last.triple()
+        });
+        t.lateness("p99 within target", "", |r| {
+            yes_no(r.lateness.count > 0 && r.lateness.p99 < LATENESS_P99_TARGET_MS)
+        });
+        t.lateness("skipped / missed / caught up", "0 / 0 / 0", |r| {
+            format!("{} / {} / {}", r.skipped, r.missed, r.caught_up)
+        });
+        t.lateness("never fired / not started", "0 / 0", |r| {
+            format!("{} / {}", r.never_fired, r.not_started)
+        });
+        t.lateness("runs of warm-up slots", "", |r| r.warmup_runs.to_string());
+        t.lateness("CPU ms/run: cronflow + `true` / busy", "", |r| {
+            cpu(r.cpu, r.lateness.count)
+        });
     }
     if args.runs > 0 {
-        rows.push((
-            format!(
-                "RUN THROUGHPUT ({} manual runs, concurrency {concurrency})",
-                args.runs
-            ),
-            Vec::new(),
-            "",
+        t.section(format!(
+            "RUN THROUGHPUT ({} manual runs, concurrency {concurrency})",
+            args.runs
         ));
-        let t = |f: fn(&ThroughputReport) -> String| column(&|r: &BackendReport| r.2.as_ref().map(f));
-        rows.push((
-            "  enqueue (trigger_run/s)".into(),
-            t(|r| format!("{:.0}", r.enqueue_rate())),
-            "",
-        ));
-        rows.push((
-            "  completed / failed / unfinished".into(),
-            t(|r| format!("{} / {} / {}", r.completed, r.failed, r.unfinished)),
-            "",
-        ));
-        rows.push((
-            "  first start to last finish (s)".into(),
-            t(|r| format!("{:.2}", r.busy_secs)),
-            "",
-        ));
-        rows.push((
-            "  throughput (runs/s)".into(),
-            t(|r| format!("{:.0}", r.throughput())),
-            ">= 1000",
-        ));
-        rows.push((
-            "  throughput within target".into(),
-            t(|r| yes_no(r.throughput() >= THROUGHPUT_TARGET)),
-            "",
-        ));
-        rows.push((
-            "  run duration p50 / p99 / max (ms)".into(),
-            t(|r| r.run_duration.triple()),
-            "",
-        ));
+        t.throughput("enqueue (trigger_run/s)", "", |r| {
+            format!("{:.0}", r.enqueue_rate())
+        });
+        t.throughput("completed / failed / unfinished", "", |r| {
+            format!("{} / {} / {}", r.completed, r.failed, r.unfinished)
+        });
+        t.throughput("first start to last finish (s)", "", |r| {
+            format!("{:.2}", r.busy_secs)
+        });
+        t.throughput("throughput (runs/s)", ">= 1000", |r| {
+            format!("{:.0}", r.throughput())
+        });
+        t.throughput("throughput within target", "", |r| {
+            yes_no(r.throughput() >= THROUGHPUT_TARGET)
+        });
+        t.throughput("run duration p50 / p99 / max (ms)", "", |r| {
+            r.run_duration.triple()
+        });
+        t.throughput("CPU ms/run: cronflow + `true` / busy", "", |r| {
+            cpu(r.cpu, r.completed + r.failed)
+        });
     }
-    let label_width = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
-    let value_width = rows
-        .iter()
-        .flat_map(|r| r.1.iter().map(|v| v.chars().count()))
-        .chain(reports.iter().map(|r| r.0.as_str().len()))
-        .max()
-        .unwrap_or(0)
-        .max(8);
-    println!();
-    let mut header = format!("{:label_width$}", "");
-    for (backend, ..) in reports {
-        header.push_str(&format!("  {:>value_width$}", backend.as_str()));
-    }
-    header.push_str("  target");
-    println!("{header}");
-    println!("{}", "-".repeat(header.chars().count()));
-    for (label, values, target) in rows {
-        let mut line = format!("{label:label_width$}");
-        for v in &values {
-            line.push_str(&format!("  {v:>value_width$}"));
-        }
-        if !values.is_empty() && !target.is_empty() {
-            line.push_str(&format!("  {target}"));
-        }
-        println!("{}", line.trim_end());
-    }
+    t.print();
 }
 
 fn yes_no(b: bool) -> String {
