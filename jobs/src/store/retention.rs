@@ -133,6 +133,17 @@ impl Store {
         Ok(report)
     }
 
+    /// Refreshes the query planner's statistics on SQLite (bounded work per table):
+    /// without them apalis's task queries pick full scans as the queue grows. Postgres's
+    /// autovacuum does this by itself.
+    pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        if let Some(pool) = self.sqlite_pool() {
+            sqlx::query("PRAGMA analysis_limit = 1000").execute(pool).await?;
+            sqlx::query("ANALYZE").execute(pool).await?;
+        }
+        Ok(())
+    }
+
     async fn delete_in_batches(&self, sql: &'static str, cutoff: i64) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
