@@ -97,6 +97,21 @@ impl reqwest::dns::Resolve for GuardedResolver {
     }
 }
 
+/// A request error with its chain of causes in one line (reqwest's own text omits them),
+/// and whether the address guard refused the connection.
+pub fn describe_error(e: &reqwest::Error) -> (String, bool) {
+    let mut text = e.to_string();
+    let mut forbidden = false;
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        forbidden |= s.downcast_ref::<ForbiddenAddress>().is_some();
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    (text, forbidden)
+}
+
 /// The outbound client: no redirects, the given connect timeout, the address guard
 /// unless `allow_private`.
 pub fn client(allow_private: bool, connect_timeout: Duration) -> reqwest::Result<reqwest::Client> {

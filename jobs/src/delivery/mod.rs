@@ -17,7 +17,7 @@ use crate::{
     Clock, Store, StoreError,
     domain::DeliveryId,
     metrics::Metrics,
-    outbound::{self, ForbiddenAddress},
+    outbound,
     store::{AttemptOutcome, DeliveryPolicy, DeliveryStatus},
 };
 use std::{
@@ -270,15 +270,7 @@ fn parse_retry_after(v: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Dura
 
 /// The error kind of a failed request, and its full text (reqwest's own omits causes).
 fn classify(e: &reqwest::Error) -> (&'static str, String) {
-    let mut text = e.to_string();
-    let mut forbidden = false;
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        forbidden |= s.downcast_ref::<ForbiddenAddress>().is_some();
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
+    let (text, forbidden) = outbound::describe_error(e);
     let lower = text.to_ascii_lowercase();
     let kind = if e.is_timeout() {
         "timeout"

@@ -323,19 +323,7 @@ impl RunnerContext {
                 format!("no complete answer within {} s", timeout.as_secs()),
                 RunState::TimedOut,
             ),
-            Err(e) => failed(describe_http_error(&e), RunState::Failed),
+            Err(e) => failed(outbound::describe_error(&e).0, RunState::Failed),
         }
     }
-}
-
-/// The error and its causes in one line (reqwest's own text omits the cause).
-fn describe_http_error(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
