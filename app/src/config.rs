@@ -16,6 +16,8 @@
 //! | `CRONFLOW_LOG_FORMAT` | `log_format` | `text` (or `json`) |
 //! | `CRONFLOW_SHUTDOWN_TIMEOUT` | `shutdown_timeout` | `30s` |
 //! | `CRONFLOW_WORKER_CONCURRENCY` | `worker_concurrency` | `32` (runs at once per process) |
+//! | `CRONFLOW_DELIVERY_CONCURRENCY` | `delivery_concurrency` | `256` (webhook attempts at once per process) |
+//! | `CRONFLOW_DELIVERY_PER_ENDPOINT` | `delivery_per_endpoint` | `64` (attempts at once to one subscription, per process) |
 //! | `CRONFLOW_JOB_RETRY_BACKOFF` | `job_retry_backoff` | `10s` (first job retry; doubles each time, at most 1h) |
 //! | `CRONFLOW_METRICS_TOKEN` | `metrics_token` | unset: `/metrics` answers loopback clients only |
 //! | `CRONFLOW_WEBHOOK_DISABLE_AFTER` | `webhook_disable_after` | `5d` (a subscription failing this long is disabled) |
@@ -35,7 +37,7 @@ pub const CONFIG_ENV: &str = "CRONFLOW_CONFIG";
 pub const DEFAULT_CONFIG_FILE: &str = "cronflow.toml";
 
 /// Every setting: (TOML key, default). The variable is `CRONFLOW_` + the key upper-cased.
-const SETTINGS: [(&str, Option<&str>); 16] = [
+const SETTINGS: [(&str, Option<&str>); 18] = [
     ("database_url", Some("sqlite://cronflow.db")),
     ("listen", Some("127.0.0.1:8080")),
     ("admin_token", None),
@@ -45,6 +47,8 @@ const SETTINGS: [(&str, Option<&str>); 16] = [
     ("log_format", Some("text")),
     ("shutdown_timeout", Some("30s")),
     ("worker_concurrency", Some("32")),
+    ("delivery_concurrency", Some("256")),
+    ("delivery_per_endpoint", Some("64")),
     ("job_retry_backoff", Some("10s")),
     ("metrics_token", None),
     ("webhook_disable_after", Some("5d")),
@@ -97,6 +101,11 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Runs executed at once by one process.
     pub worker_concurrency: usize,
+    /// Webhook attempts in flight at once in one process.
+    pub delivery_concurrency: usize,
+    /// Webhook attempts in flight at once to one subscription, in one process (at most
+    /// `delivery_concurrency`; a hung endpoint never holds more slots than this).
+    pub delivery_per_endpoint: usize,
     /// Delay before a failed run's first retry (doubling per retry, at most an hour).
     pub job_retry_backoff: Duration,
     /// If set, `/metrics` needs this bearer token; if not, it answers loopback only.
@@ -263,17 +272,17 @@ impl Settings {
         };
         let shutdown_timeout =
             parse_duration(get("shutdown_timeout")).map_err(|e| invalid("shutdown_timeout", e))?;
-        let worker_concurrency = get("worker_concurrency")
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1024).contains(n))
-            .ok_or_else(|| {
-                invalid(
-                    "worker_concurrency",
-                    format!("`{}` is not a number from 1 to 1024", get("worker_concurrency")),
-                )
-            })?;
+        let count = |key: &str, max: usize| {
+            get(key)
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| invalid(key, format!("`{}` is not a number from 1 to {max}", get(key))))
+        };
+        let worker_concurrency = count("worker_concurrency", 1024)?;
+        let delivery_concurrency = count("delivery_concurrency", 4096)?;
+        let delivery_per_endpoint = count("delivery_per_endpoint", delivery_concurrency)?;
         let job_retry_backoff =
             parse_duration(get("job_retry_backoff")).map_err(|e| invalid("job_retry_backoff", e))?;
         let metrics_token = v
@@ -295,6 +304,8 @@ impl Settings {
             webhook_disable_after,
             metrics_token,
             worker_concurrency,
+            delivery_concurrency,
+            delivery_per_endpoint,
             job_retry_backoff,
             database_url,
             listen,

@@ -202,7 +202,8 @@ pub async fn run_worker(
             timeout: settings.webhook_timeout,
             allow_private_targets: settings.allow_private_targets,
             disable_after: settings.webhook_disable_after,
-            ..DeliveryConfig::default()
+            concurrency: settings.delivery_concurrency,
+            per_endpoint: settings.delivery_per_endpoint,
         };
         let started = std::time::Instant::now();
         let result = run_workers_until_stopped(

@@ -1,16 +1,20 @@
 //! Webhook delivery: signing, sending one attempt, and classifying its outcome.
 //!
 //! One queue task is one attempt ([`attempt_delivery`]). Its outcome and consequence
-//! (delivered, retry scheduled, or dead) are stored in one transaction by
-//! `Store::record_attempt`. A slow or dead endpoint cannot hold more than
+//! (delivered, retry scheduled, or dead) are stored atomically by
+//! `Store::record_attempts`, batched with those of concurrent attempts into one
+//! transaction (`batch`); the reads an attempt needs are batched the same way. A slow
+//! or dead endpoint cannot hold more than
 //! [`DeliveryConfig::per_endpoint`] worker slots: further attempts for it are put back on
 //! the queue a moment later instead of waiting in a slot, so other endpoints' deliveries
 //! keep flowing.
 //!
 //! # Layout
 //! - `signer`: `X-CronFlow-Signature` and Standard Webhooks signatures, and verifiers.
+//! - `batch`: group commit of the attempts' database work.
 //! - this file: the attempt.
 
+pub mod batch;
 pub mod signer;
 
 use crate::{
@@ -18,8 +22,10 @@ use crate::{
     domain::DeliveryId,
     metrics::Metrics,
     outbound,
-    store::{AttemptOutcome, DeliveryPolicy, DeliveryStatus},
+    store::{AttemptOutcome, DeliveryPolicy, DeliveryStatus, DeliveryWork},
 };
+use batch::{BatchError, Batcher};
+use chrono::{DateTime, Utc};
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -41,9 +47,10 @@ pub struct DeliveryConfig {
     pub timeout: Duration,
     /// Allow loopback/private targets (and plain http).
     pub allow_private_targets: bool,
-    /// Attempts in flight at once in this process.
+    /// Attempts in flight at once in this process (default 256).
     pub concurrency: usize,
-    /// Attempts in flight at once to one subscription, in this process.
+    /// Attempts in flight at once to one subscription, in this process (default 64, a
+    /// quarter of `concurrency`: a hung endpoint keeps three quarters of the slots free).
     pub per_endpoint: usize,
     /// A subscription whose every attempt failed for this long is disabled (default 5 days).
     pub disable_after: Duration,
@@ -55,8 +62,8 @@ impl Default for DeliveryConfig {
             retry_schedule: [30, 120, 600, 3600, 21600].map(Duration::from_secs).to_vec(),
             timeout: Duration::from_secs(10),
             allow_private_targets: false,
-            concurrency: 64,
-            per_endpoint: 4,
+            concurrency: 256,
+            per_endpoint: 64,
             disable_after: Duration::from_secs(5 * 24 * 3600),
         }
     }
@@ -65,13 +72,18 @@ impl Default for DeliveryConfig {
 /// What delivery attempts share.
 #[derive(Clone)]
 pub(crate) struct DeliveryContext {
-    pub(crate) store: Store,
     pub(crate) metrics: Metrics,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: Arc<DeliveryConfig>,
     pub(crate) http: reqwest::Client,
     slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    loader: Batcher<DeliveryId, Option<DeliveryWork>>,
+    recorder: Batcher<(DeliveryWork, AttemptOutcome), DeliveryStatus>,
+    deferrer: Batcher<(DeliveryId, DateTime<Utc>), ()>,
 }
+
+/// Requests per batch of database work.
+const BATCH_MAX: usize = 256;
 
 impl DeliveryContext {
     pub(crate) fn new(
@@ -81,13 +93,55 @@ impl DeliveryContext {
         metrics: Metrics,
     ) -> reqwest::Result<Self> {
         let http = outbound::client(config.allow_private_targets, config.timeout)?;
+        let config = Arc::new(config);
+        // SQLite has one writer: a second batch in flight would only wait for the first.
+        let lanes = match store.backend() {
+            crate::store::Backend::Sqlite => 1,
+            crate::store::Backend::Postgres => 2,
+        };
+        let loader = {
+            let (store, clock) = (store.clone(), clock.clone());
+            Batcher::spawn(lanes, BATCH_MAX, move |ids: Vec<DeliveryId>| {
+                let (store, now) = (store.clone(), clock.now());
+                async move { store.begin_deliveries(&ids, now).await }
+            })
+        };
+        let recorder = {
+            let (store, clock, config) = (store.clone(), clock.clone(), config.clone());
+            Batcher::spawn(
+                lanes,
+                BATCH_MAX,
+                move |batch: Vec<(DeliveryWork, AttemptOutcome)>| {
+                    let (store, clock, config) = (store.clone(), clock.clone(), config.clone());
+                    async move {
+                        let policy = DeliveryPolicy {
+                            schedule: &config.retry_schedule,
+                            disable_after: config.disable_after,
+                        };
+                        store.record_attempts(&batch, &policy, clock.now()).await
+                    }
+                },
+            )
+        };
+        let deferrer = {
+            let store = store.clone();
+            Batcher::spawn(1, BATCH_MAX, move |batch: Vec<(DeliveryId, DateTime<Utc>)>| {
+                let store = store.clone();
+                async move {
+                    store.defer_deliveries(&batch).await?;
+                    Ok(vec![(); batch.len()])
+                }
+            })
+        };
         Ok(DeliveryContext {
-            store,
             metrics,
             clock,
-            config: Arc::new(config),
+            config,
             http,
             slots: Arc::default(),
+            loader,
+            recorder,
+            deferrer,
         })
     }
 
@@ -112,41 +166,34 @@ pub(crate) enum AttemptError {
     Dead(#[from] DeadDelivery),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Batch(#[from] BatchError),
 }
 
 /// Makes one attempt of delivery `id`, records it, and schedules what follows.
 pub(crate) async fn attempt_delivery(ctx: &DeliveryContext, id: &DeliveryId) -> Result<(), AttemptError> {
-    let Some(work) = ctx.store.begin_delivery(id, ctx.clock.now()).await? else {
+    let Some(work) = ctx.loader.call(id.clone()).await? else {
         return Ok(());
     };
     let slots = ctx.slots_for(work.webhook.id.as_str());
     let Ok(_permit) = slots.try_acquire() else {
         let later = ctx.clock.now() + chrono::Duration::from_std(SATURATED_RETRY).unwrap_or_default();
-        ctx.store.defer_delivery(id, later).await?;
+        ctx.deferrer.call((id.clone(), later)).await?;
         return Ok(());
     };
     let outcome = send(ctx, &work).await;
-    let status = ctx
-        .store
-        .record_attempt(
-            &work,
-            &outcome,
-            &DeliveryPolicy {
-                schedule: &ctx.config.retry_schedule,
-                disable_after: ctx.config.disable_after,
-            },
-            ctx.clock.now(),
-        )
-        .await?;
+    let (created_at, hook_id) = (work.delivery.created_at, work.webhook.id.clone());
+    let (error_kind, duration_ms) = (outcome.error_kind, outcome.duration_ms);
+    let status = ctx.recorder.call((work, outcome)).await?;
     let since_event = (status == DeliveryStatus::Delivered)
-        .then(|| (ctx.clock.now() - work.delivery.created_at).num_milliseconds() as f64 / 1000.0);
+        .then(|| (ctx.clock.now() - created_at).num_milliseconds() as f64 / 1000.0);
     ctx.metrics.attempt_finished(
-        outcome.error_kind.unwrap_or("delivered"),
-        outcome.duration_ms as f64 / 1000.0,
+        error_kind.unwrap_or("delivered"),
+        duration_ms as f64 / 1000.0,
         since_event,
     );
     if status == DeliveryStatus::Dead {
-        tracing::warn!(delivery_id = %id, webhook_id = %work.webhook.id, "delivery is dead after its last retry");
+        tracing::warn!(delivery_id = %id, webhook_id = %hook_id, "delivery is dead after its last retry");
         return Err(DeadDelivery(id.to_string()).into());
     }
     Ok(())

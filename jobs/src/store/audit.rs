@@ -86,6 +86,43 @@ macro_rules! append_audit {
 }
 pub(crate) use append_audit;
 
+/// Appends the entries of the slice `$entries` inside transaction `$tx`, taking their
+/// sequence numbers with one counter update and writing them with multi-row inserts.
+macro_rules! append_audit_batch {
+    ($tx:expr, $entries:expr, $now:expr) => {{
+        let entries: &[$crate::store::audit::NewAuditEntry<'_>] = $entries;
+        if !entries.is_empty() {
+            let n = i64::try_from(entries.len()).unwrap_or(i64::MAX);
+            let last: i64 =
+                sqlx::query_scalar("UPDATE audit_counter SET last = last + $1 WHERE id = 1 RETURNING last")
+                    .bind(n)
+                    .fetch_one(&mut *$tx)
+                    .await?;
+            let at = $now.timestamp_millis();
+            for (c, chunk) in entries.chunks(1000).enumerate() {
+                let first = last - n + 1 + i64::try_from(c * 1000).unwrap_or(0);
+                let mut b = sqlx::QueryBuilder::new(
+                    "INSERT INTO audit_log (seq, at, actor, action, object_type, object_id, source, detail) ",
+                );
+                let mut seq = first;
+                b.push_values(chunk, |mut row, e| {
+                    row.push_bind(seq)
+                        .push_bind(at)
+                        .push_bind(e.actor)
+                        .push_bind(e.action)
+                        .push_bind(e.object_type)
+                        .push_bind(e.object_id)
+                        .push_bind(e.source)
+                        .push_bind(e.detail.to_string());
+                    seq += 1;
+                });
+                b.build().execute(&mut *$tx).await?;
+            }
+        }
+    }};
+}
+pub(crate) use append_audit_batch;
+
 impl Store {
     /// Appends one entry (in its own transaction).
     pub async fn append_audit(

@@ -253,80 +253,36 @@ pub struct DeliveryPolicy<'a> {
     pub disable_after: std::time::Duration,
 }
 
-impl Store {
-    /// The delivery and what an attempt needs, if it still needs one (`pending` or
-    /// `retrying`). A delivery whose subscription was deleted is marked `dead`.
-    pub async fn begin_delivery(
-        &self,
-        id: &DeliveryId,
-        now: DateTime<Utc>,
-    ) -> Result<Option<DeliveryWork>, StoreError> {
-        let row: Option<(DeliveryRow, i64, Option<String>)> = with_pool!(self, pool => {
-            let d: Option<DeliveryRow> = sqlx::query_as(concat!("SELECT ", delivery_columns!(), " FROM deliveries WHERE id = $1"))
-                .bind(id.as_str())
-                .fetch_optional(pool)
-                .await?;
-            match d {
-                None => Ok::<_, sqlx::Error>(None),
-                Some(d) => {
-                    let (round, payload): (i64, Option<String>) = sqlx::query_as(
-                        "SELECT d.round_attempts, e.payload FROM deliveries d LEFT JOIN events e ON e.id = d.event_id WHERE d.id = $1")
-                        .bind(id.as_str())
-                        .fetch_one(pool)
-                        .await?;
-                    Ok(Some((d, round, payload)))
-                }
-            }
-        })?;
-        let Some((row, round, payload)) = row else {
-            return Ok(None);
-        };
-        let delivery = Delivery::try_from(row)?;
-        if !matches!(
-            delivery.status,
-            DeliveryStatus::Pending | DeliveryStatus::Retrying
-        ) {
-            return Ok(None);
-        }
-        let hook_id = WebhookId::parse(&delivery.webhook_id);
-        let webhook = match hook_id {
-            Some(h) => self.get_webhook(&h).await?,
-            None => None,
-        };
-        let (Some(webhook), Some(payload)) = (webhook, payload) else {
-            with_pool!(self, pool => sqlx::query(
-                "UPDATE deliveries SET status = 'dead', last_error = 'the subscription or event no longer exists', \
-                 updated_at = $2 WHERE id = $1")
-                .bind(id.as_str())
-                .bind(now.timestamp_millis())
-                .execute(pool)
-                .await.map(|_| ()))?;
-            return Ok(None);
-        };
-        Ok(Some(DeliveryWork {
-            delivery,
-            webhook,
-            payload,
-            round_attempts: u32::try_from(round).unwrap_or(u32::MAX),
-        }))
-    }
+/// A delivery with what an attempt needs from other tables.
+#[derive(sqlx::FromRow)]
+struct WorkRow {
+    #[sqlx(flatten)]
+    delivery: DeliveryRow,
+    round_attempts: i64,
+    payload: Option<String>,
+}
 
-    /// Records an attempt and its consequence in one transaction: `delivered` on a 2xx;
-    /// otherwise `retrying` with the next attempt queued after `schedule[round_attempts]`,
-    /// or `dead` when the schedule is exhausted. Returns the new status.
-    ///
-    /// The subscription's health moves with it: a success clears its failing streak; a
-    /// `410 Gone`, or failures without a success for `policy.disable_after`, disable it
-    /// with the reason recorded (and in the audit log). A `Retry-After` on a 429 or 503
-    /// delays the retry to at least that (at most [`MAX_RETRY_AFTER`]); a 410 makes the
-    /// delivery dead at once.
-    pub async fn record_attempt(
-        &self,
-        work: &DeliveryWork,
-        outcome: &AttemptOutcome,
+/// What recording one attempt writes: decided before the transaction, from the attempt's
+/// outcome and the retry policy.
+struct AttemptPlan<'a> {
+    id: &'a str,
+    hook_id: &'a str,
+    url: &'a str,
+    outcome: &'a AttemptOutcome,
+    attempt: i64,
+    delivered: bool,
+    gone: bool,
+    status: DeliveryStatus,
+    next: Option<DateTime<Utc>>,
+}
+
+impl<'a> AttemptPlan<'a> {
+    fn new(
+        work: &'a DeliveryWork,
+        outcome: &'a AttemptOutcome,
         policy: &DeliveryPolicy<'_>,
         now: DateTime<Utc>,
-    ) -> Result<DeliveryStatus, StoreError> {
+    ) -> Self {
         let delivered = outcome.error_kind.is_none();
         let gone = outcome.status_code == Some(410);
         let round = work.round_attempts as usize;
@@ -341,120 +297,264 @@ impl Store {
         } else {
             (DeliveryStatus::Dead, None)
         };
-        let hook_id = work.webhook.id.as_str();
-        let id = work.delivery.id.as_str();
-        let attempt = i64::from(work.delivery.attempts) + 1;
-        with_tx!(self, tx, q => {
-            sqlx::query(
-                "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_kind, \
-                 error, response_excerpt) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (delivery_id, attempt) DO NOTHING")
-                .bind(id)
-                .bind(attempt)
-                .bind(outcome.started_at.timestamp_millis())
-                .bind(outcome.duration_ms)
-                .bind(outcome.status_code.map(i64::from))
-                .bind(outcome.error_kind)
-                .bind(&outcome.error)
-                .bind(&outcome.response_excerpt)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE deliveries SET status = $2, attempts = $3, round_attempts = round_attempts + 1, \
-                 next_attempt_at = $4, last_status_code = $5, last_error = $6, \
-                 delivered_at = CASE WHEN $2 = 'delivered' THEN $7 ELSE delivered_at END, updated_at = $7 \
-                 WHERE id = $1")
-                .bind(id)
-                .bind(status.as_str())
-                .bind(attempt)
-                .bind(next.map(|t| t.timestamp_millis()))
-                .bind(outcome.status_code.map(i64::from))
-                .bind(&outcome.error)
-                .bind(now.timestamp_millis())
-                .execute(&mut *tx)
-                .await?;
-            if let Some(at) = next {
-                q::push_deliveries(&mut tx, &[(id.to_owned(), Some(at))]).await?;
+        AttemptPlan {
+            id: work.delivery.id.as_str(),
+            hook_id: work.webhook.id.as_str(),
+            url: &work.webhook.url,
+            outcome,
+            attempt: i64::from(work.delivery.attempts) + 1,
+            delivered,
+            gone,
+            status,
+            next,
+        }
+    }
+
+    fn audit_entry(&self) -> super::audit::NewAuditEntry<'a> {
+        super::audit::NewAuditEntry {
+            actor: "system",
+            action: "delivery.attempt",
+            object_type: "delivery",
+            object_id: Some(self.id),
+            source: None,
+            detail: serde_json::json!({
+                "webhook_id": self.hook_id,
+                "url": self.url,
+                "attempt": self.attempt,
+                "status_code": self.outcome.status_code,
+                "error_kind": self.outcome.error_kind,
+                "duration_ms": self.outcome.duration_ms,
+                "result": self.status.as_str(),
+            }),
+        }
+    }
+}
+
+impl Store {
+    /// For each of `ids` (in order), the delivery and what an attempt needs, if it still
+    /// needs one (`pending` or `retrying`); two queries for the whole batch. Deliveries
+    /// whose subscription or event was deleted are marked `dead` here.
+    pub async fn begin_deliveries(
+        &self,
+        ids: &[DeliveryId],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<DeliveryWork>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<WorkRow> = with_pool!(self, pool => {
+            let mut b = sqlx::QueryBuilder::new(concat!(
+                "SELECT x.*, e.payload FROM (SELECT ", delivery_columns!(), ", round_attempts FROM deliveries WHERE id IN ("));
+            let mut list = b.separated(", ");
+            for id in ids {
+                list.push_bind(id.as_str());
             }
-            let entry = super::audit::NewAuditEntry {
-                actor: "system",
-                action: "delivery.attempt",
-                object_type: "delivery",
-                object_id: Some(id),
-                source: None,
-                detail: serde_json::json!({
-                    "webhook_id": work.webhook.id.as_str(),
-                    "url": work.webhook.url,
-                    "attempt": attempt,
-                    "status_code": outcome.status_code,
-                    "error_kind": outcome.error_kind,
-                    "duration_ms": outcome.duration_ms,
-                    "result": status.as_str(),
-                }),
-            };
-            super::audit::append_audit!(tx, &entry, now);
-            if delivered {
-                sqlx::query("UPDATE webhooks SET failing_since = NULL WHERE id = $1 AND failing_since IS NOT NULL")
-                    .bind(hook_id)
-                    .execute(&mut *tx)
-                    .await?;
-            } else {
-                let since: Option<i64> = sqlx::query_scalar(
-                    "UPDATE webhooks SET failing_since = COALESCE(failing_since, $2) WHERE id = $1 RETURNING failing_since")
-                    .bind(hook_id)
-                    .bind(now.timestamp_millis())
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .flatten();
-                let failing_for = since.map_or(0, |s| now.timestamp_millis() - s);
-                let limit = i64::try_from(policy.disable_after.as_millis()).unwrap_or(i64::MAX);
-                let reason = if gone {
-                    Some("the endpoint answered 410 Gone".to_owned())
-                } else if failing_for >= limit {
-                    Some(format!(
-                        "every attempt failed for {} s (the limit is {} s)",
-                        failing_for / 1000,
-                        limit / 1000
-                    ))
-                } else {
-                    None
-                };
-                if let Some(reason) = reason {
-                    let n = sqlx::query(
-                        "UPDATE webhooks SET enabled = FALSE, disabled_reason = $2, updated_at = $3 WHERE id = $1 AND enabled")
-                        .bind(hook_id)
-                        .bind(&reason)
-                        .bind(now.timestamp_millis())
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                    if n == 1 {
-                        tracing::warn!(webhook_id = %hook_id, %reason, "webhook subscription disabled");
-                        let entry = super::audit::NewAuditEntry {
-                            actor: "system",
-                            action: "webhook.disabled",
-                            object_type: "webhook",
-                            object_id: Some(hook_id),
-                            source: None,
-                            detail: serde_json::json!({ "reason": reason }),
-                        };
-                        super::audit::append_audit!(tx, &entry, now);
+            b.push(")) x LEFT JOIN events e ON e.id = x.event_id");
+            b.build_query_as().fetch_all(pool).await
+        })?;
+        let mut hook_ids: Vec<WebhookId> = rows
+            .iter()
+            .filter_map(|r| WebhookId::parse(&r.delivery.webhook_id))
+            .collect();
+        hook_ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        hook_ids.dedup();
+        let hooks = self.webhooks_by_id(&hook_ids).await?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        let mut orphans = Vec::new();
+        for row in rows {
+            let payload = row.payload;
+            let round = row.round_attempts;
+            let delivery = Delivery::try_from(row.delivery)?;
+            if !matches!(
+                delivery.status,
+                DeliveryStatus::Pending | DeliveryStatus::Retrying
+            ) {
+                continue;
+            }
+            match (hooks.get(delivery.webhook_id.as_str()), payload) {
+                (Some(webhook), Some(payload)) => {
+                    let work = DeliveryWork {
+                        webhook: webhook.clone(),
+                        payload,
+                        round_attempts: u32::try_from(round).unwrap_or(u32::MAX),
+                        delivery,
+                    };
+                    found.insert(work.delivery.id.to_string(), work);
+                }
+                _ => orphans.push(delivery.id),
+            }
+        }
+        if !orphans.is_empty() {
+            with_pool!(self, pool => {
+                let mut b = sqlx::QueryBuilder::new(
+                    "UPDATE deliveries SET status = 'dead', last_error = 'the subscription or event no longer exists', updated_at = ");
+                b.push_bind(now.timestamp_millis()).push(" WHERE id IN (");
+                let mut list = b.separated(", ");
+                for id in &orphans {
+                    list.push_bind(id.as_str());
+                }
+                b.push(")");
+                b.build().execute(pool).await.map(|_| ())
+            })?;
+        }
+        Ok(ids.iter().map(|id| found.remove(id.as_str())).collect())
+    }
+
+    /// Records attempts and their consequences, all in one transaction (one commit for
+    /// the batch, with multi-row statements): each delivery becomes `delivered` on a 2xx;
+    /// otherwise `retrying` with its next attempt queued after
+    /// `schedule[round_attempts]`, or `dead` when the schedule is exhausted. Returns the
+    /// new statuses, in order.
+    ///
+    /// The subscriptions' health moves with them: a success clears a subscription's
+    /// failing streak (a success and a failure of one subscription in the same batch
+    /// count as a success); a `410 Gone`, or failures without a success for
+    /// `policy.disable_after`, disable it with the reason recorded (and in the audit
+    /// log). A `Retry-After` on a 429 or 503 delays the retry to at least that (at most
+    /// [`MAX_RETRY_AFTER`]); a 410 makes the delivery dead at once.
+    pub async fn record_attempts(
+        &self,
+        batch: &[(DeliveryWork, AttemptOutcome)],
+        policy: &DeliveryPolicy<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DeliveryStatus>, StoreError> {
+        /// Rows per multi-row statement (at most 8 parameters a row).
+        const ROWS: usize = 500;
+        let plans: Vec<AttemptPlan<'_>> = batch
+            .iter()
+            .map(|(w, o)| AttemptPlan::new(w, o, policy, now))
+            .collect();
+        let mut succeeded: Vec<&str> = plans.iter().filter(|p| p.delivered).map(|p| p.hook_id).collect();
+        succeeded.sort_unstable();
+        succeeded.dedup();
+        let mut failing: Vec<&str> = plans
+            .iter()
+            .filter(|p| !p.delivered && succeeded.binary_search(&p.hook_id).is_err())
+            .map(|p| p.hook_id)
+            .collect();
+        failing.sort_unstable();
+        failing.dedup();
+        let mut gone: Vec<&str> = plans.iter().filter(|p| p.gone).map(|p| p.hook_id).collect();
+        gone.sort_unstable();
+        gone.dedup();
+        let at = now.timestamp_millis();
+        let limit = i64::try_from(policy.disable_after.as_millis()).unwrap_or(i64::MAX);
+        with_tx!(self, tx, q => {
+            for chunk in plans.chunks(ROWS) {
+                let mut b = sqlx::QueryBuilder::new(
+                    "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, \
+                     error_kind, error, response_excerpt) ");
+                b.push_values(chunk, |mut row, p| {
+                    row.push_bind(p.id)
+                        .push_bind(p.attempt)
+                        .push_bind(p.outcome.started_at.timestamp_millis())
+                        .push_bind(p.outcome.duration_ms)
+                        .push_bind(p.outcome.status_code.map(i64::from))
+                        .push_bind(p.outcome.error_kind)
+                        .push_bind(p.outcome.error.as_deref())
+                        .push_bind(p.outcome.response_excerpt.as_deref());
+                });
+                b.push(" ON CONFLICT (delivery_id, attempt) DO NOTHING");
+                b.build().execute(&mut *tx).await?;
+
+                let mut b = sqlx::QueryBuilder::new(
+                    "WITH v (id, status, attempts, next_attempt_at, last_status_code, last_error, delivered_at) AS (");
+                b.push_values(chunk, |mut row, p| {
+                    row.push_bind(p.id)
+                        .push_bind(p.status.as_str())
+                        .push_bind(p.attempt)
+                        .push_bind(p.next.map(|t| t.timestamp_millis()))
+                        .push_bind(p.outcome.status_code.map(i64::from))
+                        .push_bind(p.outcome.error.as_deref())
+                        .push_bind(p.delivered.then_some(at));
+                });
+                b.push(
+                    ") UPDATE deliveries SET status = v.status, attempts = v.attempts, \
+                     round_attempts = deliveries.round_attempts + 1, next_attempt_at = v.next_attempt_at, \
+                     last_status_code = v.last_status_code, last_error = v.last_error, \
+                     delivered_at = COALESCE(v.delivered_at, deliveries.delivered_at), updated_at = ");
+                b.push_bind(at).push(" FROM v WHERE deliveries.id = v.id");
+                b.build().execute(&mut *tx).await?;
+            }
+            let retries: Vec<_> = plans.iter().filter_map(|p| Some((p.id.to_owned(), Some(p.next?)))).collect();
+            q::push_deliveries(&mut tx, &retries).await?;
+
+            let entries: Vec<_> = plans.iter().map(|p| p.audit_entry()).collect();
+            super::audit::append_audit_batch!(tx, &entries, now);
+
+            if !succeeded.is_empty() {
+                let mut b = sqlx::QueryBuilder::new("UPDATE webhooks SET failing_since = NULL WHERE failing_since IS NOT NULL AND id IN (");
+                let mut list = b.separated(", ");
+                for id in &succeeded {
+                    list.push_bind(*id);
+                }
+                b.push(")");
+                b.build().execute(&mut *tx).await?;
+            }
+            let mut to_disable: Vec<(&str, String)> = gone
+                .iter()
+                .map(|id| (*id, "the endpoint answered 410 Gone".to_owned()))
+                .collect();
+            if !failing.is_empty() {
+                let mut b = sqlx::QueryBuilder::new("UPDATE webhooks SET failing_since = COALESCE(failing_since, ");
+                b.push_bind(at).push(") WHERE id IN (");
+                let mut list = b.separated(", ");
+                for id in &failing {
+                    list.push_bind(*id);
+                }
+                b.push(") RETURNING id, failing_since");
+                let rows: Vec<(String, Option<i64>)> = b.build_query_as().fetch_all(&mut *tx).await?;
+                for (id, since) in rows {
+                    let failing_for = since.map_or(0, |s| at - s);
+                    if failing_for >= limit && gone.binary_search(&id.as_str()).is_err()
+                        && let Some(hook) = failing.iter().find(|h| **h == id)
+                    {
+                        to_disable.push((hook, format!(
+                            "every attempt failed for {} s (the limit is {} s)",
+                            failing_for / 1000,
+                            limit / 1000
+                        )));
                     }
                 }
             }
+            for (hook_id, reason) in &to_disable {
+                let n = sqlx::query(
+                    "UPDATE webhooks SET enabled = FALSE, disabled_reason = $2, updated_at = $3 WHERE id = $1 AND enabled")
+                    .bind(*hook_id)
+                    .bind(reason)
+                    .bind(at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if n == 1 {
+                    tracing::warn!(webhook_id = %hook_id, %reason, "webhook subscription disabled");
+                    let entry = super::audit::NewAuditEntry {
+                        actor: "system",
+                        action: "webhook.disabled",
+                        object_type: "webhook",
+                        object_id: Some(hook_id),
+                        source: None,
+                        detail: serde_json::json!({ "reason": reason }),
+                    };
+                    super::audit::append_audit!(tx, &entry, now);
+                }
+            }
         });
-        Ok(status)
+        Ok(plans.iter().map(|p| p.status).collect())
     }
 
-    /// Queues another try of the same attempt at `at` without recording anything (used
-    /// when the subscription already has its maximum of attempts in flight).
-    pub async fn defer_delivery(&self, id: &DeliveryId, at: DateTime<Utc>) -> Result<(), StoreError> {
+    /// Queues another try of the same attempts, each at its time, without recording
+    /// anything (used when a subscription already has its maximum of attempts in flight).
+    pub async fn defer_deliveries(&self, deferred: &[(DeliveryId, DateTime<Utc>)]) -> Result<(), StoreError> {
+        let tasks: Vec<_> = deferred
+            .iter()
+            .map(|(id, at)| (id.to_string(), Some(*at)))
+            .collect();
         with_tx!(self, tx, q => {
-            q::push_deliveries(&mut tx, &[(id.to_string(), Some(at))]).await?;
+            q::push_deliveries(&mut tx, &tasks).await?;
         });
         Ok(())
     }
-
     /// A delivery and its attempts, oldest first.
     pub async fn get_delivery(
         &self,

@@ -33,6 +33,7 @@ pub use deliveries::{
 pub use jobs::JobError;
 pub use retention::{PruneReport, RetentionPolicy};
 pub use runs::{FIRE_BATCH, FireReport, MAX_CATCH_UP_RUNS, MISFIRE_GRACE, RunError, RunResult, StartOutcome};
+pub use webhooks::NewEvent;
 
 use crate::StoreError;
 use sqlx::{
