@@ -18,9 +18,11 @@
 //! - [`retention`]: the loop that prunes old records.
 //! - [`metrics`]: the Prometheus registry of the process.
 //! - [`outbound`]: the HTTP client for targets, with its private-address guard.
+//! - [`batch`]: group commit: the database work of concurrent tasks in one call.
 //! - [`clock`]: the injectable source of "now", so schedules can be tested exactly.
 //! - [`error`]: the error enums of this crate.
 
+pub mod batch;
 pub mod clock;
 pub mod delivery;
 pub mod domain;

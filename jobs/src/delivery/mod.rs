@@ -3,7 +3,7 @@
 //! One queue task is one attempt ([`attempt_delivery`]). Its outcome and consequence
 //! (delivered, retry scheduled, or dead) are stored atomically by
 //! `Store::record_attempts`, batched with those of concurrent attempts into one
-//! transaction (`batch`); the reads an attempt needs are batched the same way. A slow
+//! transaction (`crate::batch`); the reads an attempt needs are batched the same way. A slow
 //! or dead endpoint cannot hold more than
 //! [`DeliveryConfig::per_endpoint`] worker slots: further attempts for it are put back on
 //! the queue a moment later instead of waiting in a slot, so other endpoints' deliveries
@@ -11,12 +11,11 @@
 //!
 //! # Layout
 //! - `signer`: `X-CronFlow-Signature` and Standard Webhooks signatures, and verifiers.
-//! - `batch`: group commit of the attempts' database work.
 //! - this file: the attempt.
 
-pub mod batch;
 pub mod signer;
 
+use crate::batch::{BatchError, Batcher};
 use crate::{
     Clock, Store, StoreError,
     domain::DeliveryId,
@@ -24,7 +23,6 @@ use crate::{
     outbound,
     store::{AttemptOutcome, DeliveryPolicy, DeliveryStatus, DeliveryWork},
 };
-use batch::{BatchError, Batcher};
 use chrono::{DateTime, Utc};
 use std::{
     collections::HashMap,

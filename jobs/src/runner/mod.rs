@@ -3,7 +3,9 @@
 //! For each task: move the run to `running` (a run already `running` means its previous
 //! worker died: recover it), execute the target under its timeout while watching for a
 //! cancel request, then store the final state, its event, any retry and the release of a
-//! queued run in one transaction (`Store::finish_run`).
+//! queued run in one transaction (`Store::finish_runs`). The database work of runs
+//! starting or finishing at about the same time is batched (`crate::batch`): one
+//! statement starts them all, one transaction finishes them all.
 //!
 //! # Crash recovery
 //! A worker killed mid-run stops heartbeating; after `heartbeat × missed_heartbeats`
@@ -23,6 +25,7 @@ pub mod output;
 
 use crate::{
     Clock, Store, StoreError,
+    batch::{BatchError, Batcher},
     domain::{HttpMethod, Job, Run, RunId, RunState, Target},
     metrics::Metrics,
     outbound,
@@ -81,7 +84,13 @@ pub(crate) struct RunnerContext {
     config: Arc<RunnerConfig>,
     http: reqwest::Client,
     boot_id: Arc<str>,
+    starter: Batcher<RunId, StartOutcome>,
+    finisher: Batcher<(RunId, RunResult), ()>,
+    groups: Batcher<(RunId, u32), ()>,
 }
+
+/// Requests per batch of database work.
+const BATCH_MAX: usize = 256;
 
 impl RunnerContext {
     pub(crate) fn new(
@@ -91,13 +100,53 @@ impl RunnerContext {
         metrics: Metrics,
     ) -> reqwest::Result<Self> {
         let http = outbound::client(config.allow_private_targets, Duration::from_secs(10))?;
+        let boot_id: Arc<str> = boot_id().into();
+        // SQLite has one writer: a second batch in flight would only wait for the first.
+        let lanes = match store.backend() {
+            crate::store::Backend::Sqlite => 1,
+            crate::store::Backend::Postgres => 2,
+        };
+        let starter = {
+            let (store, clock, worker) = (
+                store.clone(),
+                clock.clone(),
+                Arc::<str>::from(config.worker_name.as_str()),
+            );
+            Batcher::spawn(lanes, BATCH_MAX, move |ids: Vec<RunId>| {
+                let (store, now, worker) = (store.clone(), clock.now(), worker.clone());
+                async move { store.start_runs(&ids, &worker, now).await }
+            })
+        };
+        let finisher = {
+            let (store, clock, retry_base) = (store.clone(), clock.clone(), config.retry_base);
+            Batcher::spawn(lanes, BATCH_MAX, move |batch: Vec<(RunId, RunResult)>| {
+                let (store, now) = (store.clone(), clock.now());
+                async move {
+                    store.finish_runs(&batch, now, retry_base).await?;
+                    Ok(vec![(); batch.len()])
+                }
+            })
+        };
+        let groups = {
+            let (store, boot_id) = (store.clone(), boot_id.clone());
+            Batcher::spawn(1, BATCH_MAX, move |batch: Vec<(RunId, u32)>| {
+                let (store, boot_id) = (store.clone(), boot_id.clone());
+                async move {
+                    store.record_process_groups(&batch, &boot_id).await?;
+                    Ok(vec![(); batch.len()])
+                }
+            })
+        };
         Ok(RunnerContext {
             store,
             metrics,
             clock,
             config: Arc::new(config),
             http,
-            boot_id: boot_id().into(),
+            boot_id,
+            starter,
+            finisher,
+            groups,
         })
     }
 }
@@ -118,6 +167,15 @@ pub fn default_worker_name() -> String {
     format!("cronflow-{host}-{}-{}", std::process::id(), &id.as_str()[4..10])
 }
 
+/// Why a run task failed (apalis redelivers it).
+#[derive(Debug, thiserror::Error)]
+enum RunTaskError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+}
+
 /// Handles one run task.
 pub(crate) async fn handle_task(task: RunTask, ctx: Data<RunnerContext>) -> Result<(), BoxDynError> {
     let Some(run_id) = RunId::parse(&task.run_id) else {
@@ -131,25 +189,19 @@ pub(crate) async fn handle_task(task: RunTask, ctx: Data<RunnerContext>) -> Resu
 }
 
 impl RunnerContext {
-    async fn execute(&self, run_id: &RunId) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        match self
-            .store
-            .start_run(run_id, &self.config.worker_name, now)
-            .await?
-        {
+    async fn execute(&self, run_id: &RunId) -> Result<(), RunTaskError> {
+        match self.starter.call(run_id.clone()).await? {
             StartOutcome::Nothing => Ok(()),
             StartOutcome::Orphaned(run) => self.recover(&run).await,
             StartOutcome::Start(started) => {
                 let (run, job) = *started;
                 tracing::debug!(run_id = %run.id, job_id = %job.id, "run started");
                 let result = self.run_target(&run, &job).await;
-                self.store
-                    .finish_run(&run.id, &result, self.clock.now(), self.config.retry_base)
-                    .await?;
+                let (state, duration_ms) = (result.state, result.duration_ms);
+                self.finisher.call((run.id.clone(), result)).await?;
                 self.metrics.run_finished(
-                    result.state.as_str(),
-                    result.duration_ms as f64 / 1000.0,
+                    state.as_str(),
+                    duration_ms as f64 / 1000.0,
                     run.lateness_ms.map(|l| l as f64 / 1000.0),
                 );
                 Ok(())
@@ -160,7 +212,7 @@ impl RunnerContext {
     /// The run was `running` when its task came back: its worker died. Kill what is left
     /// of its process group (only on the same host boot: elsewhere the number means
     /// nothing) and fail it.
-    async fn recover(&self, run: &Run) -> Result<(), StoreError> {
+    async fn recover(&self, run: &Run) -> Result<(), RunTaskError> {
         if let Some((pgid, boot)) = self.store.process_group_of(&run.id).await?
             && boot == *self.boot_id
         {
@@ -177,9 +229,8 @@ impl RunnerContext {
                 .started_at
                 .map_or(0, |s| (self.clock.now() - s).num_milliseconds().max(0)),
         };
-        self.store
-            .finish_run(&run.id, &result, self.clock.now(), self.config.retry_base)
-            .await
+        self.finisher.call((run.id.clone(), result)).await?;
+        Ok(())
     }
 
     /// Executes the job's target, stopping it if a cancel is requested.
@@ -227,10 +278,7 @@ impl RunnerContext {
         });
         let record = async {
             if let Ok(pgid) = rx.await
-                && let Err(e) = self
-                    .store
-                    .record_process_group(&run.id, pgid, &self.boot_id)
-                    .await
+                && let Err(e) = self.groups.call((run.id.clone(), pgid)).await
             {
                 tracing::warn!(run_id = %run.id, error = ?e, "cannot record the process group");
             }

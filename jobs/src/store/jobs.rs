@@ -159,6 +159,28 @@ impl Store {
         row.map(Job::try_from).transpose()
     }
 
+    /// The jobs with these ids that exist, by id (one query).
+    pub(super) async fn jobs_by_id(
+        &self,
+        ids: &[JobId],
+    ) -> Result<std::collections::HashMap<String, Job>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let rows: Vec<JobRow> = with_pool!(self, pool => {
+            let mut b = sqlx::QueryBuilder::new(concat!("SELECT ", columns!(), " FROM scheduled_jobs WHERE id IN ("));
+            let mut list = b.separated(", ");
+            for id in ids {
+                list.push_bind(id.as_str());
+            }
+            b.push(")");
+            b.build_query_as().fetch_all(pool).await
+        })?;
+        rows.into_iter()
+            .map(|r| Job::try_from(r).map(|j| (j.id.to_string(), j)))
+            .collect()
+    }
+
     /// Jobs in creation order, one page at a time.
     pub async fn list_jobs(&self, page: &PageRequest) -> Result<Page<Job>, StoreError> {
         let (after_ms, after_id) = page

@@ -442,66 +442,110 @@ impl Store {
         }))
     }
 
-    /// A worker picked up the task of `run_id`: moves the run to `running`.
-    pub async fn start_run(
+    /// Workers picked up the tasks of `run_ids`: moves those runs to `running`, with one
+    /// UPDATE and two reads for the whole batch, and says for each (in order) what to do.
+    pub async fn start_runs(
         &self,
-        run_id: &RunId,
+        run_ids: &[RunId],
         worker: &str,
         now: DateTime<Utc>,
-    ) -> Result<StartOutcome, StoreError> {
-        let started = with_pool!(self, pool => sqlx::query(
-            "UPDATE runs SET state = 'running', started_at = $2, worker = $3, \
-             lateness_ms = CASE WHEN scheduled_for IS NULL THEN NULL ELSE $2 - scheduled_for END \
-             WHERE id = $1 AND state = 'scheduled'")
-            .bind(run_id.as_str())
-            .bind(ms(now))
-            .bind(worker)
-            .execute(pool)
-            .await.map(|r| r.rows_affected()))?;
-        let Some(run) = self.get_run(run_id).await? else {
-            return Ok(StartOutcome::Nothing);
-        };
-        if started == 0 {
-            return Ok(if run.state == RunState::Running {
-                StartOutcome::Orphaned(Box::new(run))
-            } else {
-                StartOutcome::Nothing
-            });
+    ) -> Result<Vec<StartOutcome>, StoreError> {
+        if run_ids.is_empty() {
+            return Ok(Vec::new());
         }
-        match self.get_job(&run.job_id).await? {
-            Some(job) => Ok(StartOutcome::Start(Box::new((run, job)))),
-            None => {
-                let result = RunResult {
-                    state: RunState::Cancelled,
-                    exit_code: None,
-                    output: None,
-                    error: Some("the job was deleted".into()),
-                    stack_trace: None,
-                    duration_ms: 0,
-                };
-                self.finish_run(run_id, &result, now, Duration::zero()).await?;
-                Ok(StartOutcome::Nothing)
+        let (started, rows): (Vec<String>, Vec<RunRow>) = with_pool!(self, pool => {
+            let mut b = sqlx::QueryBuilder::new("UPDATE runs SET state = 'running', started_at = ");
+            b.push_bind(ms(now))
+                .push(", worker = ")
+                .push_bind(worker)
+                .push(", lateness_ms = CASE WHEN scheduled_for IS NULL THEN NULL ELSE ")
+                .push_bind(ms(now))
+                .push(" - scheduled_for END WHERE state = 'scheduled' AND id IN (");
+            let mut list = b.separated(", ");
+            for id in run_ids {
+                list.push_bind(id.as_str());
+            }
+            b.push(") RETURNING id");
+            let started: Vec<String> = b.build_query_scalar().fetch_all(pool).await?;
+            let mut b = sqlx::QueryBuilder::new(concat!("SELECT ", run_columns!(), " FROM runs WHERE id IN ("));
+            let mut list = b.separated(", ");
+            for id in run_ids {
+                list.push_bind(id.as_str());
+            }
+            b.push(")");
+            let rows: Vec<RunRow> = b.build_query_as().fetch_all(pool).await?;
+            Ok::<_, sqlx::Error>((started, rows))
+        })?;
+        let started: std::collections::HashSet<String> = started.into_iter().collect();
+        let mut runs = std::collections::HashMap::with_capacity(rows.len());
+        for row in rows {
+            let run = Run::try_from(row)?;
+            runs.insert(run.id.to_string(), run);
+        }
+        let mut job_ids: Vec<JobId> = runs
+            .values()
+            .filter(|r| started.contains(r.id.as_str()))
+            .map(|r| r.job_id.clone())
+            .collect();
+        job_ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        job_ids.dedup();
+        let jobs = self.jobs_by_id(&job_ids).await?;
+        let mut out = Vec::with_capacity(run_ids.len());
+        for id in run_ids {
+            let Some(run) = runs.remove(id.as_str()) else {
+                out.push(StartOutcome::Nothing);
+                continue;
+            };
+            if !started.contains(id.as_str()) {
+                out.push(if run.state == RunState::Running {
+                    StartOutcome::Orphaned(Box::new(run))
+                } else {
+                    StartOutcome::Nothing
+                });
+                continue;
+            }
+            match jobs.get(run.job_id.as_str()) {
+                Some(job) => out.push(StartOutcome::Start(Box::new((run, job.clone())))),
+                None => {
+                    let result = RunResult {
+                        state: RunState::Cancelled,
+                        exit_code: None,
+                        output: None,
+                        error: Some("the job was deleted".into()),
+                        stack_trace: None,
+                        duration_ms: 0,
+                    };
+                    self.finish_runs(&[(id.clone(), result)], now, Duration::zero())
+                        .await?;
+                    out.push(StartOutcome::Nothing);
+                }
             }
         }
+        Ok(out)
     }
 
-    /// Records the process group of a running command (and the host boot it belongs
-    /// to), so a worker recovering the run after a crash can kill what is left of it.
-    pub async fn record_process_group(
+    /// Records the process groups of running commands (and the host boot they belong
+    /// to), so a worker recovering a run after a crash can kill what is left of it.
+    pub async fn record_process_groups(
         &self,
-        run_id: &RunId,
-        pgid: u32,
+        groups: &[(RunId, u32)],
         boot_id: &str,
     ) -> Result<(), StoreError> {
-        with_pool!(self, pool => sqlx::query("UPDATE runs SET pgid = $2, boot_id = $3 WHERE id = $1")
-            .bind(run_id.as_str())
-            .bind(i64::from(pgid))
-            .bind(boot_id)
-            .execute(pool)
-            .await.map(|_| ()))?;
+        if groups.is_empty() {
+            return Ok(());
+        }
+        with_pool!(self, pool => {
+            let mut b = sqlx::QueryBuilder::new("WITH v (id, pgid) AS (");
+            b.push_values(groups, |mut row, (id, pgid)| {
+                row.push_bind(id.as_str()).push_bind(i64::from(*pgid));
+            });
+            b.push(") UPDATE runs SET pgid = v.pgid, boot_id = ")
+                .push_bind(boot_id)
+                .push(" FROM v WHERE runs.id = v.id");
+            b.build().execute(pool).await.map(|_| ())
+        })?;
         Ok(())
     }
-
     /// The recorded process group and boot id of a running run.
     pub async fn process_group_of(&self, run_id: &RunId) -> Result<Option<(u32, String)>, StoreError> {
         let row: Option<(Option<i64>, Option<String>)> = with_pool!(self, pool => sqlx::query_as(
@@ -567,76 +611,82 @@ impl Store {
         self.get_run(run_id).await?.ok_or(RunError::NotFound)
     }
 
-    /// Writes a running run's final state together with its event, its retry (if the job
-    /// allows one; after `retry_base × 2^(attempt-1)`, at most an hour) and the start of
-    /// the oldest queued run of its job. Does nothing if the run is no longer running
-    /// (another worker already recovered it).
-    pub async fn finish_run(
+    /// Writes running runs' final states, each together with its event, its retry (if
+    /// the job allows one; after `retry_base × 2^(attempt-1)`, at most an hour) and the
+    /// start of the oldest queued run of its job, all in one transaction (one commit for
+    /// the batch). A run no longer running (another worker already recovered it) is left
+    /// as it is.
+    pub async fn finish_runs(
         &self,
-        run_id: &RunId,
-        result: &RunResult,
+        batch: &[(RunId, RunResult)],
         now: DateTime<Utc>,
         retry_base: Duration,
     ) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
         let pushed = with_tx!(self, tx, q => {
-            let n = sqlx::query(
-                "UPDATE runs SET state = $2, finished_at = $3, duration_ms = $4, exit_code = $5, \
-                 output = $6, error = $7, stack_trace = $8, pgid = NULL \
-                 WHERE id = $1 AND state IN ('running', 'scheduled')")
-                .bind(run_id.as_str())
-                .bind(result.state.as_str())
-                .bind(ms(now))
-                .bind(result.duration_ms)
-                .bind(result.exit_code.map(i64::from))
-                .bind(&result.output)
-                .bind(&result.error)
-                .bind(&result.stack_trace)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let hooks = super::webhooks::enabled_hooks!(tx);
+            let mut jobs: std::collections::HashMap<String, Option<Job>> = std::collections::HashMap::new();
             let mut pushed = Vec::new();
             let mut deliveries = Vec::new();
-            if n == 1 {
-                let run: RunRow = sqlx::query_as(concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"))
+            for (run_id, result) in batch {
+                let run: Option<RunRow> = sqlx::query_as(concat!(
+                    "UPDATE runs SET state = $2, finished_at = $3, duration_ms = $4, exit_code = $5, \
+                     output = $6, error = $7, stack_trace = $8, pgid = NULL \
+                     WHERE id = $1 AND state IN ('running', 'scheduled') RETURNING ", run_columns!()))
                     .bind(run_id.as_str())
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let run = Run::try_from(run)?;
-                let job = sqlx::query_as::<_, JobRow>(concat!(
-                    "SELECT ", job_columns!(), " FROM scheduled_jobs WHERE id = $1"))
-                    .bind(run.job_id.as_str())
+                    .bind(result.state.as_str())
+                    .bind(ms(now))
+                    .bind(result.duration_ms)
+                    .bind(result.exit_code.map(i64::from))
+                    .bind(&result.output)
+                    .bind(&result.error)
+                    .bind(&result.stack_trace)
                     .fetch_optional(&mut *tx)
                     .await?;
-                if let Some(job) = job.map(Job::try_from).transpose()? {
-                    let failed = matches!(result.state, RunState::Failed | RunState::TimedOut);
-                    let will_retry = failed && run.attempt <= job.spec.max_retries;
-                    if let Some(kind) = EventType::for_state(result.state) {
-                        let payload = job_event_payload(kind, &job, &run, will_retry, job.next_run_at, now);
-                        let event_id = EventId::generate();
-                        sqlx::query(
-                            "INSERT INTO events (id, job_id, run_id, event_type, payload, created_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6)",
-                        )
-                        .bind(event_id.as_str())
-                        .bind(job.id.as_str())
-                        .bind(run.id.as_str())
-                        .bind(kind.as_str())
-                        .bind(payload.to_string())
-                        .bind(ms(now))
-                        .execute(&mut *tx)
+                let Some(run) = run.map(Run::try_from).transpose()? else {
+                    continue;
+                };
+                if !jobs.contains_key(run.job_id.as_str()) {
+                    let job = sqlx::query_as::<_, JobRow>(concat!(
+                        "SELECT ", job_columns!(), " FROM scheduled_jobs WHERE id = $1"))
+                        .bind(run.job_id.as_str())
+                        .fetch_optional(&mut *tx)
                         .await?;
-                        fan_out!(tx, event_id.as_str(), kind, job.id.as_str(), job.spec.environment.as_str(), now, deliveries);
-                    }
-                    if will_retry {
-                        let exp = 2_i32.saturating_pow(run.attempt.saturating_sub(1).min(20));
-                        let delay = (retry_base * exp).min(Duration::hours(1));
-                        let retry = NewRun::new(run.scheduled_for, RunOrigin::Retry, RunState::Scheduled, run.attempt + 1);
-                        // A manual run's retries share its NULL slot; the key allows it.
-                        let _ = insert_run!(tx, job.id.as_str(), &retry, now);
-                        pushed.push((retry.id.to_string(), Some(now + delay)));
-                    } else {
-                        release_queued!(tx, &job, pushed);
-                    }
+                    jobs.insert(run.job_id.to_string(), job.map(Job::try_from).transpose()?);
+                }
+                let Some(Some(job)) = jobs.get(run.job_id.as_str()) else {
+                    continue;
+                };
+                let failed = matches!(result.state, RunState::Failed | RunState::TimedOut);
+                let will_retry = failed && run.attempt <= job.spec.max_retries;
+                if let Some(kind) = EventType::for_state(result.state) {
+                    let payload = job_event_payload(kind, job, &run, will_retry, job.next_run_at, now);
+                    let event_id = EventId::generate();
+                    sqlx::query(
+                        "INSERT INTO events (id, job_id, run_id, event_type, payload, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(event_id.as_str())
+                    .bind(job.id.as_str())
+                    .bind(run.id.as_str())
+                    .bind(kind.as_str())
+                    .bind(payload.to_string())
+                    .bind(ms(now))
+                    .execute(&mut *tx)
+                    .await?;
+                    fan_out!(tx, &hooks, event_id.as_str(), kind, job.id.as_str(), job.spec.environment.as_str(), now, deliveries);
+                }
+                if will_retry {
+                    let exp = 2_i32.saturating_pow(run.attempt.saturating_sub(1).min(20));
+                    let delay = (retry_base * exp).min(Duration::hours(1));
+                    let retry = NewRun::new(run.scheduled_for, RunOrigin::Retry, RunState::Scheduled, run.attempt + 1);
+                    // A manual run's retries share its NULL slot; the key allows it.
+                    let _ = insert_run!(tx, job.id.as_str(), &retry, now);
+                    pushed.push((retry.id.to_string(), Some(now + delay)));
+                } else {
+                    release_queued!(tx, job, pushed);
                 }
             }
             q::push(&mut tx, &pushed).await?;
@@ -651,7 +701,6 @@ impl Store {
         }
         Ok(())
     }
-
     /// Events in creation order (the outbox), one page at a time.
     pub async fn list_events(&self, page: &PageRequest) -> Result<Page<(String, String)>, StoreError> {
         let (after_ms, after_id) = page

@@ -89,10 +89,9 @@ fn job_ids_json(f: &EventFilter) -> Option<String> {
     })
 }
 
-/// Creates one delivery (and its queue task, added to `$pushed`) for every enabled
-/// subscription whose filter matches the event.
-macro_rules! fan_out {
-    ($tx:expr, $event_id:expr, $kind:expr, $job_id:expr, $environment:expr, $now:expr, $pushed:expr) => {{
+/// The enabled subscriptions, read inside transaction `$tx` (for [`fan_out`]).
+macro_rules! enabled_hooks {
+    ($tx:expr) => {{
         let rows: Vec<$crate::store::webhooks::WebhookRow> = sqlx::query_as(concat!(
             "SELECT ",
             $crate::store::webhooks::webhook_columns!(),
@@ -100,8 +99,19 @@ macro_rules! fan_out {
         ))
         .fetch_all(&mut *$tx)
         .await?;
-        for row in rows {
-            let hook = $crate::domain::Webhook::try_from(row)?;
+        rows.into_iter()
+            .map($crate::domain::Webhook::try_from)
+            .collect::<Result<Vec<_>, _>>()?
+    }};
+}
+pub(crate) use enabled_hooks;
+
+/// Creates one delivery (and its queue task, added to `$pushed`) for every subscription
+/// of `$hooks` (the enabled ones, from [`enabled_hooks`]) whose filter matches the event.
+macro_rules! fan_out {
+    ($tx:expr, $hooks:expr, $event_id:expr, $kind:expr, $job_id:expr, $environment:expr, $now:expr, $pushed:expr) => {{
+        let hooks: &[$crate::domain::Webhook] = $hooks;
+        for hook in hooks {
             if hook.filter.matches($kind, $job_id, $environment) {
                 let id = $crate::domain::DeliveryId::generate();
                 let n = sqlx::query(

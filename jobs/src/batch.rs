@@ -1,14 +1,14 @@
-//! Gathering the database work of concurrent delivery attempts into batches.
+//! Gathering the database work of concurrent tasks (delivery attempts, runs) into batches.
 //!
-//! Each attempt is its own apalis task, but a database commit per attempt would cap
-//! delivery near the database's commit rate (about 2,000 a second on Postgres here; see
-//! `research/limits.md`). So an attempt hands its reads and writes to a [`Batcher`]: a
+//! Each attempt or run is its own apalis task, but a database commit per task would cap
+//! CronFlow near the database's commit rate (about 2,000 a second on Postgres here; see
+//! `research/limits.md`). So a task hands its reads and writes to a [`Batcher`]: a
 //! background loop takes every request waiting at that moment (up to a maximum), serves
 //! them with one call (one query, or one transaction), and answers each caller. Nothing
 //! waits on a timer: under light load a batch holds one request and costs what a direct
 //! call would; under heavy load requests pile up while the previous batch runs, and the
 //! next batch takes them all (group commit). A caller returns only once its batch has
-//! committed, so an attempt's task is acknowledged only after its outcome is stored.
+//! committed, so a task is acknowledged only after its outcome is stored.
 
 use crate::StoreError;
 use std::{future::Future, sync::Arc};
