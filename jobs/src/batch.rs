@@ -9,6 +9,11 @@
 //! call would; under heavy load requests pile up while the previous batch runs, and the
 //! next batch takes them all (group commit). A caller returns only once its batch has
 //! committed, so a task is acknowledged only after its outcome is stored.
+//!
+//! Batches served at the same time (on Postgres, two lanes; and the other statements of
+//! the process) may lock the same rows in different orders; Postgres then aborts one
+//! with a deadlock error. A batch that fails that way (or on a serialization conflict)
+//! is served again, up to [`CONFLICT_RETRIES`] times, before its callers see the error.
 
 use crate::StoreError;
 use std::{future::Future, sync::Arc};
@@ -20,6 +25,9 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 pub struct BatchError(#[source] pub Arc<StoreError>);
 
 type Waiter<R> = oneshot::Sender<Result<R, Arc<StoreError>>>;
+
+/// How many times a batch that hit a deadlock or serialization conflict is served again.
+pub const CONFLICT_RETRIES: usize = 3;
 
 /// Serves requests of type `T` in batches; see the module documentation.
 pub(crate) struct Batcher<T, R> {
@@ -36,11 +44,13 @@ impl<T, R> Clone for Batcher<T, R> {
 
 impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// Starts `lanes` loops (batches in flight at once) that call `serve` with up to
-    /// `max` requests; `serve` answers with one result per request, in order. The loops
-    /// end when the last clone of the batcher is dropped.
+    /// `max` requests; `serve` answers with one result per request, in order (and may be
+    /// called again with the same batch after a conflict). The loops end when the last
+    /// clone of the batcher is dropped.
     pub(crate) fn spawn<F, Fut>(lanes: usize, max: usize, serve: F) -> Self
     where
-        F: Fn(Vec<T>) -> Fut + Clone + Send + Sync + 'static,
+        T: Sync,
+        F: Fn(Arc<Vec<T>>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<R>, StoreError>> + Send + 'static,
     {
         let (sender, receiver) = mpsc::unbounded_channel::<(T, Waiter<R>)>();
@@ -65,7 +75,18 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                     }
                     let (requests, waiters): (Vec<T>, Vec<Waiter<R>>) = batch.into_iter().unzip();
                     let n = requests.len();
-                    match serve(requests).await {
+                    let requests = Arc::new(requests);
+                    let mut tries = 0;
+                    let result = loop {
+                        match serve(requests.clone()).await {
+                            Err(e) if e.is_conflict() && tries < CONFLICT_RETRIES => {
+                                tries += 1;
+                                tracing::debug!(error = ?e, tries, "a batch met a conflicting transaction; serving it again");
+                            }
+                            r => break r,
+                        }
+                    };
+                    match result {
                         Ok(results) if results.len() == n => {
                             for (w, r) in waiters.into_iter().zip(results) {
                                 let _ = w.send(Ok(r));
@@ -112,13 +133,13 @@ mod tests {
         let seen = sizes.clone();
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let open = gate.clone();
-        let b: Batcher<u32, u32> = Batcher::spawn(1, 100, move |reqs: Vec<u32>| {
+        let b: Batcher<u32, u32> = Batcher::spawn(1, 100, move |reqs: Arc<Vec<u32>>| {
             let (seen, gate) = (seen.clone(), gate.clone());
             async move {
                 // The first batch waits until every other call is queued behind it.
                 gate.acquire().await.map(|p| p.forget()).ok();
                 seen.lock().unwrap().push(reqs.len());
-                Ok(reqs.into_iter().map(|r| r * 2).collect())
+                Ok(reqs.iter().map(|r| r * 2).collect())
             }
         });
         let calls: Vec<_> = (0..10)
@@ -150,8 +171,26 @@ mod tests {
     #[tokio::test]
     async fn a_failed_batch_fails_each_of_its_calls() {
         let b: Batcher<u32, u32> =
-            Batcher::spawn(1, 100, |_reqs: Vec<u32>| async { Err(StoreError::Timeout) });
+            Batcher::spawn(1, 100, |_reqs: Arc<Vec<u32>>| async { Err(StoreError::Timeout) });
         let e = b.call(1).await.unwrap_err();
         assert!(matches!(*e.0, StoreError::Timeout));
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_met_a_deadlock_is_served_again() {
+        let tries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = tries.clone();
+        let b: Batcher<u32, u32> = Batcher::spawn(1, 100, move |reqs: Arc<Vec<u32>>| {
+            let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if n < 2 {
+                    Err(StoreError::Conflict)
+                } else {
+                    Ok(reqs.iter().map(|r| r + 1).collect())
+                }
+            }
+        });
+        assert_eq!(b.call(41).await.unwrap(), 42);
+        assert_eq!(tries.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 }

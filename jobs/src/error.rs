@@ -51,9 +51,25 @@ pub enum StoreError {
     /// A database call did not answer within its deadline.
     #[error("database call timed out")]
     Timeout,
+    /// A transaction lost a conflict with another (deadlock, serialization failure);
+    /// trying it again is safe.
+    #[error("the transaction conflicted with another")]
+    Conflict,
 }
 
 impl StoreError {
+    /// Whether the transaction lost a deadlock or serialization conflict (Postgres
+    /// SQLSTATE 40P01 / 40001), so running it again may well succeed.
+    pub fn is_conflict(&self) -> bool {
+        match self {
+            StoreError::Conflict => true,
+            StoreError::Database(sqlx::Error::Database(e)) => {
+                matches!(e.code().as_deref(), Some("40P01" | "40001"))
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the database is unreachable (as opposed to a query failing), so callers
     /// can answer "try again later" rather than "bug".
     pub fn is_unavailable(&self) -> bool {

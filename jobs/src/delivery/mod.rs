@@ -99,7 +99,7 @@ impl DeliveryContext {
         };
         let loader = {
             let (store, clock) = (store.clone(), clock.clone());
-            Batcher::spawn(lanes, BATCH_MAX, move |ids: Vec<DeliveryId>| {
+            Batcher::spawn(lanes, BATCH_MAX, move |ids: Arc<Vec<DeliveryId>>| {
                 let (store, now) = (store.clone(), clock.now());
                 async move { store.begin_deliveries(&ids, now).await }
             })
@@ -109,7 +109,7 @@ impl DeliveryContext {
             Batcher::spawn(
                 lanes,
                 BATCH_MAX,
-                move |batch: Vec<(DeliveryWork, AttemptOutcome)>| {
+                move |batch: Arc<Vec<(DeliveryWork, AttemptOutcome)>>| {
                     let (store, clock, config) = (store.clone(), clock.clone(), config.clone());
                     async move {
                         let policy = DeliveryPolicy {
@@ -123,13 +123,17 @@ impl DeliveryContext {
         };
         let deferrer = {
             let store = store.clone();
-            Batcher::spawn(1, BATCH_MAX, move |batch: Vec<(DeliveryId, DateTime<Utc>)>| {
-                let store = store.clone();
-                async move {
-                    store.defer_deliveries(&batch).await?;
-                    Ok(vec![(); batch.len()])
-                }
-            })
+            Batcher::spawn(
+                1,
+                BATCH_MAX,
+                move |batch: Arc<Vec<(DeliveryId, DateTime<Utc>)>>| {
+                    let store = store.clone();
+                    async move {
+                        store.defer_deliveries(&batch).await?;
+                        Ok(vec![(); batch.len()])
+                    }
+                },
+            )
         };
         Ok(DeliveryContext {
             metrics,

@@ -112,14 +112,14 @@ impl RunnerContext {
                 clock.clone(),
                 Arc::<str>::from(config.worker_name.as_str()),
             );
-            Batcher::spawn(lanes, BATCH_MAX, move |ids: Vec<RunId>| {
+            Batcher::spawn(lanes, BATCH_MAX, move |ids: Arc<Vec<RunId>>| {
                 let (store, now, worker) = (store.clone(), clock.now(), worker.clone());
                 async move { store.start_runs(&ids, &worker, now).await }
             })
         };
         let finisher = {
             let (store, clock, retry_base) = (store.clone(), clock.clone(), config.retry_base);
-            Batcher::spawn(lanes, BATCH_MAX, move |batch: Vec<(RunId, RunResult)>| {
+            Batcher::spawn(lanes, BATCH_MAX, move |batch: Arc<Vec<(RunId, RunResult)>>| {
                 let (store, now) = (store.clone(), clock.now());
                 async move {
                     store.finish_runs(&batch, now, retry_base).await?;
@@ -129,7 +129,7 @@ impl RunnerContext {
         };
         let groups = {
             let (store, boot_id) = (store.clone(), boot_id.clone());
-            Batcher::spawn(1, BATCH_MAX, move |batch: Vec<(RunId, u32)>| {
+            Batcher::spawn(1, BATCH_MAX, move |batch: Arc<Vec<(RunId, u32)>>| {
                 let (store, boot_id) = (store.clone(), boot_id.clone());
                 async move {
                     store.record_process_groups(&batch, &boot_id).await?;

@@ -211,16 +211,21 @@ macro_rules! insert_run {
     }};
 }
 
-/// Counts the job's unfinished runs (scheduled, queued or running).
-macro_rules! active_runs {
-    ($tx:expr, $job_id:expr) => {{
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM runs WHERE job_id = $1 AND state IN ('scheduled', 'queued', 'running')",
-        )
-        .bind($job_id)
-        .fetch_one(&mut *$tx)
-        .await?;
-        n
+/// Whether the job has an unfinished run (scheduled, queued or running) that its
+/// overlap policy must respect; always `false` for overlap `allow`, which needs no look.
+macro_rules! has_active_run {
+    ($tx:expr, $job:expr) => {{
+        let job: &Job = $job;
+        if job.spec.overlap_policy == OverlapPolicy::Allow {
+            false
+        } else {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE job_id = $1 AND state IN ('scheduled', 'queued', 'running'))",
+            )
+            .bind(job.id.as_str())
+            .fetch_one(&mut *$tx)
+            .await?
+        }
     }};
 }
 
@@ -282,13 +287,13 @@ macro_rules! release_queued {
     ($tx:expr, $job:expr, $pushed:expr) => {{
         let job: &Job = $job;
         if job.spec.overlap_policy == OverlapPolicy::Queue {
-            let busy: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM runs WHERE job_id = $1 AND state IN ('scheduled', 'running')",
+            let busy: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE job_id = $1 AND state IN ('scheduled', 'running'))",
             )
             .bind(job.id.as_str())
             .fetch_one(&mut *$tx)
             .await?;
-            if busy == 0 {
+            if !busy {
                 let next: Option<String> = sqlx::query_scalar(
                     "SELECT id FROM runs WHERE job_id = $1 AND state = 'queued' ORDER BY created_at, id LIMIT 1",
                 )
@@ -335,9 +340,9 @@ impl Store {
                         report.missed += 1;
                     }
                 }
-                let mut active = if plan.fire.is_empty() { 0 } else { active_runs!(tx, job_id) };
+                let mut active = !plan.fire.is_empty() && has_active_run!(tx, &job);
                 for (slot, origin) in plan.fire {
-                    let state = match (job.spec.overlap_policy, active > 0) {
+                    let state = match (job.spec.overlap_policy, active) {
                         (_, false) | (OverlapPolicy::Allow, true) => RunState::Scheduled,
                         (OverlapPolicy::Skip, true) => RunState::Skipped,
                         (OverlapPolicy::Queue, true) => RunState::Queued,
@@ -351,12 +356,12 @@ impl Store {
                         RunState::Skipped => report.skipped += 1,
                         RunState::Scheduled => {
                             report.fired += 1;
-                            active += 1;
+                            active = true;
                             to_push.push((run.id.to_string(), None));
                         }
                         _ => {
                             report.fired += 1;
-                            active += 1;
+                            active = true;
                         }
                     }
                 }
@@ -390,8 +395,8 @@ impl Store {
     pub async fn trigger_run(&self, job_id: &JobId, now: DateTime<Utc>) -> Result<Run, RunError> {
         let job = self.get_job(job_id).await?.ok_or(RunError::NotFound)?;
         let id = with_tx!(self, tx, q => {
-            let active = active_runs!(tx, job_id.as_str());
-            let state = match (job.spec.overlap_policy, active > 0) {
+            let active = has_active_run!(tx, &job);
+            let state = match (job.spec.overlap_policy, active) {
                 (_, false) | (OverlapPolicy::Allow, true) => RunState::Scheduled,
                 (OverlapPolicy::Skip, true) => RunState::Skipped,
                 (OverlapPolicy::Queue, true) => RunState::Queued,
@@ -541,7 +546,7 @@ impl Store {
             });
             b.push(") UPDATE runs SET pgid = v.pgid, boot_id = ")
                 .push_bind(boot_id)
-                .push(" FROM v WHERE runs.id = v.id");
+                .push(" FROM v WHERE runs.id = v.id AND runs.state = 'running'");
             b.build().execute(pool).await.map(|_| ())
         })?;
         Ok(())
@@ -625,12 +630,15 @@ impl Store {
         if batch.is_empty() {
             return Ok(());
         }
+        // One order for every batch, so two batches lock shared rows in the same order.
+        let mut batch: Vec<&(RunId, RunResult)> = batch.iter().collect();
+        batch.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         let pushed = with_tx!(self, tx, q => {
             let hooks = super::webhooks::enabled_hooks!(tx);
             let mut jobs: std::collections::HashMap<String, Option<Job>> = std::collections::HashMap::new();
             let mut pushed = Vec::new();
             let mut deliveries = Vec::new();
-            for (run_id, result) in batch {
+            for (run_id, result) in batch.iter().copied() {
                 let run: Option<RunRow> = sqlx::query_as(concat!(
                     "UPDATE runs SET state = $2, finished_at = $3, duration_ms = $4, exit_code = $5, \
                      output = $6, error = $7, stack_trace = $8, pgid = NULL \
