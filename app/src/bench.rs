@@ -31,8 +31,10 @@
 //! `true` processes, and how busy the whole machine was, since on a small machine the
 //! figures are often bound by CPU rather than by the database.
 //!
-//! `--jobs 0` or `--runs 0` skips that measurement. Logs are quiet (warnings only)
-//! unless `RUST_LOG` says otherwise.
+//! `--jobs 0` or `--runs 0` skips that measurement. Webhook deliveries are measured
+//! too, by [`crate::bench_deliveries`] (`--deliveries 0` skips them); `--only runs` or
+//! `--only deliveries` picks one side. Logs are quiet (warnings only) unless `RUST_LOG`
+//! says otherwise.
 
 use crate::{
     Settings,
@@ -107,6 +109,31 @@ pub struct BenchArgs {
     /// Runs the worker executes at once (default: the worker_concurrency setting).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Run only these benches: `runs` (fire lateness and run throughput) or `deliveries`
+    /// (webhook deliveries). Default: all of them.
+    #[arg(long, value_enum)]
+    pub only: Option<OnlyArg>,
+    /// Deliveries in each delivery throughput scenario: that many events to 1
+    /// subscription, and a hundredth of them to 100 subscriptions (0 skips the delivery
+    /// bench).
+    #[arg(long, default_value_t = 20_000)]
+    pub deliveries: usize,
+    /// Deliveries a second in the steady delivery scenarios: that many events a second
+    /// to 1 subscription, and a tenth of them to 10 subscriptions.
+    #[arg(long, default_value_t = 1_000)]
+    pub delivery_rate: u32,
+    /// Seconds each steady delivery scenario publishes for.
+    #[arg(long, default_value_t = 5)]
+    pub delivery_secs: u64,
+}
+
+/// The benches `--only` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnlyArg {
+    /// Fire lateness and run throughput.
+    Runs,
+    /// Webhook deliveries (see `bench_deliveries`).
+    Deliveries,
 }
 
 /// The databases `--backend` selects.
@@ -122,13 +149,13 @@ pub enum BackendArg {
 
 /// One backend the bench runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BackendName {
+pub(crate) enum BackendName {
     Sqlite,
     Postgres,
 }
 
 impl BackendName {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             BackendName::Sqlite => "sqlite",
             BackendName::Postgres => "postgres",
@@ -149,7 +176,12 @@ pub fn init_quiet_tracing() {
 
 /// Runs the selected benches and prints their figures (stdout) and progress (stderr).
 /// `settings` supply the worker's settings; its database is never touched.
-pub async fn run_bench(args: BenchArgs, settings: Settings) -> anyhow::Result<()> {
+pub async fn run_bench(mut args: BenchArgs, settings: Settings) -> anyhow::Result<()> {
+    match args.only {
+        Some(OnlyArg::Runs) => args.deliveries = 0,
+        Some(OnlyArg::Deliveries) => (args.jobs, args.runs) = (0, 0),
+        None => {}
+    }
     let backends: &[BackendName] = match args.backend {
         BackendArg::Sqlite => &[BackendName::Sqlite],
         BackendArg::Postgres => &[BackendName::Postgres],
@@ -158,6 +190,7 @@ pub async fn run_bench(args: BenchArgs, settings: Settings) -> anyhow::Result<()
     let concurrency = args.concurrency.unwrap_or(settings.worker_concurrency).max(1);
     let (settings, args) = (&settings, &args);
     let mut reports = Vec::new();
+    let mut delivery_reports = Vec::new();
     for &backend in backends {
         let lateness = if args.jobs > 0 {
             let r = on_fresh_database(backend, |url| async move {
@@ -182,8 +215,17 @@ pub async fn run_bench(args: BenchArgs, settings: Settings) -> anyhow::Result<()
             None
         };
         reports.push((backend, lateness, throughput));
+        if args.deliveries > 0 {
+            let r = crate::bench_deliveries::measure_deliveries(backend, settings, args).await?;
+            delivery_reports.push((backend, r));
+        }
     }
-    print_summary(args, concurrency, &reports);
+    if args.jobs > 0 || args.runs > 0 {
+        print_summary(args, concurrency, &reports);
+    }
+    if args.deliveries > 0 {
+        crate::bench_deliveries::print_summary(args, settings, &delivery_reports);
+    }
     Ok(())
 }
 
@@ -266,7 +308,7 @@ impl FreshDatabase {
 
 /// Runs `bench` on a fresh database of `backend`, and removes the database afterwards,
 /// whether the bench succeeded, failed or was interrupted with ctrl-c.
-async fn on_fresh_database<T, F, Fut>(backend: BackendName, bench: F) -> anyhow::Result<T>
+pub(crate) async fn on_fresh_database<T, F, Fut>(backend: BackendName, bench: F) -> anyhow::Result<T>
 where
     F: FnOnce(String) -> Fut,
     Fut: Future<Output = anyhow::Result<T>>,
@@ -382,7 +424,7 @@ async fn runs_of_all(store: &Store, jobs: &[Job]) -> anyhow::Result<Vec<Run>> {
 }
 
 /// The worker's settings: the process's, on the bench database, with `concurrency`.
-fn worker_settings(settings: &Settings, url: &str, concurrency: usize) -> Settings {
+pub(crate) fn worker_settings(settings: &Settings, url: &str, concurrency: usize) -> Settings {
     let mut s = settings.clone();
     s.database_url = url.to_owned();
     s.worker_concurrency = concurrency;
@@ -390,13 +432,13 @@ fn worker_settings(settings: &Settings, url: &str, concurrency: usize) -> Settin
 }
 
 /// A worker running in the background until its token is cancelled.
-struct BackgroundWorker {
+pub(crate) struct BackgroundWorker {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl BackgroundWorker {
-    fn start(store: &Store, settings: Settings) -> Self {
+    pub(crate) fn start(store: &Store, settings: Settings) -> Self {
         let stop = CancellationToken::new();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let (store, token) = (store.clone(), stop.clone());
@@ -413,7 +455,7 @@ impl BackgroundWorker {
         BackgroundWorker { stop, task }
     }
 
-    async fn stop(self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self) -> anyhow::Result<()> {
         self.stop.cancel();
         self.task.await.context("the run worker panicked")?
     }
@@ -425,7 +467,7 @@ impl BackgroundWorker {
 /// CPU time used so far, read from `/proc` (Linux only; `None` elsewhere), to tell
 /// whether a figure is bound by CPU, and whose.
 #[derive(Debug, Clone, Copy)]
-struct CpuSample {
+pub(crate) struct CpuSample {
     /// This process (scheduler, worker, database client; SQLite itself), in ticks.
     process: u64,
     /// Its waited-for children: the `true` processes the runs started, in ticks.
@@ -440,7 +482,7 @@ struct CpuSample {
 const TICKS_PER_SECOND: f64 = 100.0;
 
 impl CpuSample {
-    fn take() -> Option<Self> {
+    pub(crate) fn take() -> Option<Self> {
         let own = std::fs::read_to_string("/proc/self/stat").ok()?;
         // Fields after the command name (which may contain spaces) start at field 3;
         // utime, stime, cutime and cstime are fields 14 to 17.
@@ -471,17 +513,17 @@ impl CpuSample {
 
 /// CPU used between two samples.
 #[derive(Debug, Clone, Copy, Default)]
-struct CpuUse {
+pub(crate) struct CpuUse {
     /// Milliseconds of this process's CPU.
-    process_ms: f64,
+    pub(crate) process_ms: f64,
     /// Milliseconds of its children's CPU.
-    children_ms: f64,
+    pub(crate) children_ms: f64,
     /// Share of the machine's CPU that was busy (all processes), 0 to 1.
-    machine_busy: f64,
+    pub(crate) machine_busy: f64,
 }
 
 impl CpuUse {
-    fn between(a: Option<CpuSample>, b: Option<CpuSample>) -> Option<Self> {
+    pub(crate) fn between(a: Option<CpuSample>, b: Option<CpuSample>) -> Option<Self> {
         let (a, b) = (a?, b?);
         let ms = |ticks: u64| ticks as f64 * 1000.0 / TICKS_PER_SECOND;
         Some(CpuUse {
@@ -509,15 +551,15 @@ impl CpuUse {
 
 /// Count and nearest-rank percentiles of a sample, in milliseconds.
 #[derive(Debug, Clone, Copy, Default)]
-struct Stats {
-    count: usize,
-    p50: i64,
-    p99: i64,
-    max: i64,
+pub(crate) struct Stats {
+    pub(crate) count: usize,
+    pub(crate) p50: i64,
+    pub(crate) p99: i64,
+    pub(crate) max: i64,
 }
 
 impl Stats {
-    fn of(mut sample: Vec<i64>) -> Self {
+    pub(crate) fn of(mut sample: Vec<i64>) -> Self {
         if sample.is_empty() {
             return Stats::default();
         }
@@ -876,33 +918,40 @@ impl Table<'_> {
     }
 
     fn print(&self) {
-        let label_width = self.rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
-        let value_width = self
-            .rows
-            .iter()
-            .flat_map(|r| r.1.iter().map(|v| v.chars().count()))
-            .chain(self.reports.iter().map(|r| r.0.as_str().len()))
-            .max()
-            .unwrap_or(0)
-            .max(8);
-        println!();
-        let mut header = format!("{:label_width$}", "");
-        for (backend, ..) in self.reports {
-            header.push_str(&format!("  {:>value_width$}", backend.as_str()));
+        let columns: Vec<&str> = self.reports.iter().map(|r| r.0.as_str()).collect();
+        print_table(&columns, &self.rows);
+    }
+}
+
+/// Prints a table: a header of `columns`, then per row its label, a value per column and
+/// its target (section rows, without values, print their label alone).
+pub(crate) fn print_table<T: AsRef<str>>(columns: &[&str], rows: &[(String, Vec<String>, T)]) {
+    let label_width = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
+    let value_width = rows
+        .iter()
+        .flat_map(|r| r.1.iter().map(|v| v.chars().count()))
+        .chain(columns.iter().map(|c| c.chars().count()))
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    println!();
+    let mut header = format!("{:label_width$}", "");
+    for column in columns {
+        header.push_str(&format!("  {column:>value_width$}"));
+    }
+    header.push_str("  target");
+    println!("{header}");
+    println!("{}", "-".repeat(header.chars().count()));
+    for (label, values, target) in rows {
+        let target = target.as_ref();
+        let mut line = format!("{label:label_width$}");
+        for v in values {
+            line.push_str(&format!("  {v:>value_width$}"));
         }
-        header.push_str("  target");
-        println!("{header}");
-        println!("{}", "-".repeat(header.chars().count()));
-        for (label, values, target) in &self.rows {
-            let mut line = format!("{label:label_width$}");
-            for v in values {
-                line.push_str(&format!("  {v:>value_width$}"));
-            }
-            if !values.is_empty() && !target.is_empty() {
-                line.push_str(&format!("  {target}"));
-            }
-            println!("{}", line.trim_end());
+        if !values.is_empty() && !target.is_empty() {
+            line.push_str(&format!("  {target}"));
         }
+        println!("{}", line.trim_end());
     }
 }
 
@@ -980,7 +1029,7 @@ fn print_summary(args: &BenchArgs, concurrency: usize, reports: &[BackendReport]
     t.print();
 }
 
-fn yes_no(b: bool) -> String {
+pub(crate) fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.into()
 }
 

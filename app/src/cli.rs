@@ -42,8 +42,9 @@ pub enum Command {
     Migrate,
     /// Print the OpenAPI document (YAML) to stdout.
     Openapi,
-    /// Measure fire lateness and run throughput on fresh SQLite and Postgres databases
-    /// and print the figures (asserts nothing; see `cronflow bench --help`).
+    /// Measure fire lateness, run throughput and webhook deliveries on fresh SQLite and
+    /// Postgres databases and print the figures (asserts nothing; see `cronflow bench
+    /// --help`).
     Bench(crate::bench::BenchArgs),
     /// Manage API keys.
     Keys {

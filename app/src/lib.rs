@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`cli`]: the commands (`serve`, `migrate`, `openapi`, `keys create`, `bench`) and
 //!   [`cli::main_entry`], which `main.rs` calls.
-//! - [`bench`]: `cronflow bench`, which measures fire lateness and run throughput.
+//! - [`bench`]: `cronflow bench`, which measures fire lateness and run throughput;
+//!   [`bench_deliveries`], its webhook delivery scenarios.
 //! - [`config`]: [`Settings`], from defaults, a TOML file and `CRONFLOW_*` variables,
 //!   validated once.
 //! - [`startup`]: [`Application`], which connects, migrates, binds and serves; tests
@@ -13,6 +14,7 @@
 //! - [`telemetry`]: the tracing subscriber.
 
 pub mod bench;
+pub mod bench_deliveries;
 pub mod cli;
 pub mod config;
 pub mod shutdown;

@@ -8,6 +8,13 @@ use std::sync::{Arc, Mutex};
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// The current instant, truncated to milliseconds (the precision CronFlow stores).
     fn now(&self) -> DateTime<Utc>;
+
+    /// Whether this is the real wall clock, the one the queue compares due times with.
+    /// Work that relies on the queue releasing a task at a future time (firing slots
+    /// ahead of time) is only done with the wall clock.
+    fn is_wall_clock(&self) -> bool {
+        true
+    }
 }
 
 /// The operating system's wall clock.
@@ -39,5 +46,9 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_wall_clock(&self) -> bool {
+        false
     }
 }

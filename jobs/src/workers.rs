@@ -1,10 +1,11 @@
 //! The apalis workers of one process: the run worker and the delivery worker, on one
 //! monitor, over whichever backend the store uses.
 //!
-//! Wake-ups: on Postgres, LISTEN/NOTIFY (`with_pubsub`) picks up new tasks within
+//! Wake-ups: on Postgres, LISTEN/NOTIFY (apalis's `Pubsub`) picks up new tasks within
 //! milliseconds; on SQLite (one process), the store signals this process's workers after
-//! every transaction that pushed tasks. Delayed tasks (retries) and crash recovery ride
-//! on the heartbeat.
+//! every transaction that pushed tasks. The run worker is also woken by this process's
+//! scheduler at the instant of each slot it fired ahead of time (on both backends).
+//! Other delayed tasks (retries) and crash recovery ride on the heartbeat.
 
 use crate::{
     Clock, Store,
@@ -15,11 +16,10 @@ use crate::{
     runner::{RunnerConfig, RunnerContext, handle_task},
 };
 use apalis::prelude::*;
+use futures::StreamExt;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Run tasks fetched per poll.
-const RUN_BATCH: usize = 32;
 /// Delivery tasks fetched per poll: attempts are short, and apalis's own bookkeeping
 /// (lock and acknowledge) is batched per fetch, so larger fetches mean fewer round trips.
 const DELIVERY_BATCH: usize = 128;
@@ -61,6 +61,8 @@ pub async fn run_workers_until_stopped(
 ) -> Result<(), WorkerError> {
     let name = runner.worker_name.clone();
     let (run_conc, dlv_conc) = (runner.concurrency, deliveries.concurrency);
+    // Fetch as many run tasks as can start at once, so the runs of one slot start together.
+    let run_batch = run_conc;
     let (heartbeat, missed, stop_after) = (
         runner.heartbeat,
         runner.missed_heartbeats,
@@ -84,7 +86,7 @@ pub async fn run_workers_until_stopped(
                 .missed_heartbeats(missed)
                 .batch_size(batch)
         };
-        let runs = apalis_sqlite::SqliteStorage::<RunTask>::new(pool).with_config(cfg(RUN_QUEUE, RUN_BATCH));
+        let runs = apalis_sqlite::SqliteStorage::<RunTask>::new(pool).with_config(cfg(RUN_QUEUE, run_batch));
         let dlvs = apalis_sqlite::SqliteStorage::<DeliveryTask>::new(pool)
             .with_config(cfg(DELIVERY_QUEUE, DELIVERY_BATCH));
         let (w1, w2) = (store.wake_signal(), store.wake_deliveries_signal());
@@ -114,15 +116,21 @@ pub async fn run_workers_until_stopped(
                 .batch_size(batch)
         };
         let runs =
-            apalis_postgres::PostgresStorage::<RunTask>::new(pool).with_config(cfg(RUN_QUEUE, RUN_BATCH));
+            apalis_postgres::PostgresStorage::<RunTask>::new(pool).with_config(cfg(RUN_QUEUE, run_batch));
+        let (listen_pool, w1) = (pool.clone(), store.wake_signal());
         let dlvs = apalis_postgres::PostgresStorage::<DeliveryTask>::new(pool)
             .with_config(cfg(DELIVERY_QUEUE, DELIVERY_BATCH));
         let (n1, n2) = (format!("{name}-runs"), format!("{name}-deliveries"));
         let (c1, c2) = (run_ctx, dlv_ctx);
         monitor
             .register(move |_| {
+                let notified =
+                    apalis_postgres::Pubsub::new(listen_pool.clone(), RUN_QUEUE.to_owned()).map(|_| ());
                 WorkerBuilder::new(n1.as_str())
-                    .backend(runs.clone().with_pubsub())
+                    .backend(
+                        runs.clone()
+                            .poll_with_stream(futures::stream::select(notified, wakeups(w1.clone()))),
+                    )
                     .data(c1.clone())
                     .concurrency(run_conc)
                     .build(handle_task)

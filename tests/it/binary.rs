@@ -305,11 +305,21 @@ async fn a_worker_killed_mid_run_is_recovered_and_its_processes_stopped(backend:
             r.json::<Value>().await.ok()
         }
     };
-    eventually(30, "the run to be running", || async {
-        let run = get_run(first.base.clone()).await?;
-        (run["state"] == "running" && pidfile.exists()).then_some(())
-    })
+    // The worker records the process group just after spawning it (that is what the
+    // recovering worker kills); kill the worker once it has.
+    let observer = cronflow_jobs::Store::connect(&db.url).await.unwrap();
+    let run_key = cronflow_jobs::domain::RunId::parse(&run_id).unwrap();
+    eventually(
+        30,
+        "the run to be running, its process group recorded",
+        || async {
+            let run = get_run(first.base.clone()).await?;
+            observer.process_group_of(&run_key).await.ok()??;
+            (run["state"] == "running" && pidfile.exists()).then_some(())
+        },
+    )
     .await;
+    observer.close().await;
     let pgid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     let mut first = first;
     first.child.kill().unwrap(); // SIGKILL: no chance to clean up

@@ -5,9 +5,10 @@
 //! `Store::record_attempts`, batched with those of concurrent attempts into one
 //! transaction (`crate::batch`); the reads an attempt needs are batched the same way. A slow
 //! or dead endpoint cannot hold more than
-//! [`DeliveryConfig::per_endpoint`] worker slots: further attempts for it are put back on
-//! the queue a moment later instead of waiting in a slot, so other endpoints' deliveries
-//! keep flowing.
+//! [`DeliveryConfig::per_endpoint`] requests in flight: a further attempt for it waits
+//! up to [`SATURATED_WAIT`] for one of them to finish, and is otherwise put back on the
+//! queue a second later instead of waiting in a worker slot, so other endpoints'
+//! deliveries keep flowing.
 //!
 //! # Layout
 //! - `signer`: `X-CronFlow-Signature` and Standard Webhooks signatures, and verifiers.
@@ -35,6 +36,11 @@ use tokio::sync::Semaphore;
 pub const RESPONSE_EXCERPT_BYTES: usize = 4 * 1024;
 /// How long an attempt waits before trying again when its endpoint is saturated.
 const SATURATED_RETRY: Duration = Duration::from_secs(1);
+/// How long an attempt waits for a slot of its saturated endpoint before it is put back
+/// on the queue: long enough that a busy but healthy endpoint's attempts just queue up
+/// behind each other, short enough that a hung endpoint's attempts hold worker slots
+/// only briefly.
+const SATURATED_WAIT: Duration = Duration::from_millis(250);
 
 /// How deliveries behave.
 #[derive(Debug, Clone)]
@@ -178,7 +184,7 @@ pub(crate) async fn attempt_delivery(ctx: &DeliveryContext, id: &DeliveryId) -> 
         return Ok(());
     };
     let slots = ctx.slots_for(work.webhook.id.as_str());
-    let Ok(_permit) = slots.try_acquire() else {
+    let Ok(Ok(_permit)) = tokio::time::timeout(SATURATED_WAIT, slots.acquire()).await else {
         let later = ctx.clock.now() + chrono::Duration::from_std(SATURATED_RETRY).unwrap_or_default();
         ctx.deferrer.call((id.clone(), later)).await?;
         return Ok(());

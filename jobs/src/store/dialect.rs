@@ -23,12 +23,12 @@ pub(crate) mod sqlite {
         crate::queue::sqlite::push_kind(tx, Kind::Delivery, ids).await
     }
 
-    /// Jobs due at `$1`, at most `$2`.
+    /// Jobs due at `$1` (or by `$3` for overlap `allow`), at most `$2`.
     pub(crate) const DUE_JOBS_SQL: &str = concat!(
         "SELECT ",
         super::super::jobs::job_columns!(),
-        " FROM scheduled_jobs WHERE next_fire_at IS NOT NULL AND next_fire_at <= $1 AND NOT paused ",
-        "ORDER BY next_fire_at LIMIT $2"
+        " FROM scheduled_jobs WHERE next_fire_at IS NOT NULL AND next_fire_at <= $3 AND NOT paused ",
+        "AND (next_fire_at <= $1 OR overlap_policy = 'allow') ORDER BY next_fire_at LIMIT $2"
     );
 }
 
@@ -54,11 +54,12 @@ pub(crate) mod postgres {
         crate::queue::postgres::push_kind(tx, Kind::Delivery, ids).await
     }
 
-    /// Jobs due at `$1`, at most `$2`, locked for this transaction.
+    /// Jobs due at `$1` (or by `$3` for overlap `allow`), at most `$2`, locked for this
+    /// transaction.
     pub(crate) const DUE_JOBS_SQL: &str = concat!(
         "SELECT ",
         super::super::jobs::job_columns!(),
-        " FROM scheduled_jobs WHERE next_fire_at IS NOT NULL AND next_fire_at <= $1 AND NOT paused ",
-        "ORDER BY next_fire_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+        " FROM scheduled_jobs WHERE next_fire_at IS NOT NULL AND next_fire_at <= $3 AND NOT paused ",
+        "AND (next_fire_at <= $1 OR overlap_policy = 'allow') ORDER BY next_fire_at LIMIT $2 FOR UPDATE SKIP LOCKED"
     );
 }

@@ -30,6 +30,9 @@ pub const MAX_CATCH_UP_RUNS: usize = 100;
 const MAX_SLOTS_SCANNED: usize = 100_000;
 /// Due jobs handled per scheduler transaction.
 pub const FIRE_BATCH: i64 = 256;
+/// How long after a slot fired ahead of time the worker is woken (the queue compares due
+/// times in whole seconds of the database's clock; a wake a hair early would find nothing).
+const WAKE_MARGIN: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Why a run operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -239,13 +242,14 @@ struct Plan {
     next: Option<DateTime<Utc>>,
 }
 
-/// Decides, from the job's first due slot, which slots run now and which are recorded as
-/// missed, following its catch-up policy.
-fn plan(job: &Job, first_due: DateTime<Utc>, now: DateTime<Utc>) -> Plan {
+/// Decides, from the job's first due slot, which slots run (those due by `until`, which
+/// is `now` or, ahead of time, later) and which are recorded as missed, following its
+/// catch-up policy.
+fn plan(job: &Job, first_due: DateTime<Utc>, now: DateTime<Utc>, until: DateTime<Utc>) -> Plan {
     let schedule = &job.spec.schedule;
     let mut slots = vec![first_due];
     let mut next = schedule.next_after(first_due);
-    while let Some(t) = next.filter(|t| *t <= now) {
+    while let Some(t) = next.filter(|t| *t <= until) {
         if slots.len() >= MAX_SLOTS_SCANNED {
             // Jump past the rest of the outage in one step.
             next = schedule.next_after(now);
@@ -319,19 +323,37 @@ impl Store {
     /// schedulers skip jobs another holds, and the unique (job, slot, attempt) key makes a
     /// slot fire once even if two passes raced.
     pub async fn fire_due(&self, now: DateTime<Utc>) -> Result<FireReport, StoreError> {
+        self.fire_due_ahead(now, Duration::zero()).await
+    }
+
+    /// [`Store::fire_due`], and also the slots up to `lookahead` ahead of jobs with
+    /// overlap `allow`: their runs are created now, and their tasks are queued to become
+    /// due at the slot's time, when this process's worker is woken to take them. So the
+    /// work of firing (planning, inserting, committing) is done before the slot, and a
+    /// run starts within milliseconds of it. Only `allow` jobs are fired ahead, because
+    /// for `skip` and `queue` whether a slot runs depends on what is running at its time.
+    pub async fn fire_due_ahead(
+        &self,
+        now: DateTime<Utc>,
+        lookahead: Duration,
+    ) -> Result<FireReport, StoreError> {
         let mut report = FireReport::default();
-        let fired = with_tx!(self, tx, q => {
+        let ahead = now + lookahead;
+        let (fired, future) = with_tx!(self, tx, q => {
             let rows: Vec<JobRow> = sqlx::query_as(q::DUE_JOBS_SQL)
                 .bind(ms(now))
                 .bind(FIRE_BATCH)
+                .bind(ms(ahead))
                 .fetch_all(&mut *tx)
                 .await?;
             let mut to_push = Vec::new();
+            let mut future = Vec::new();
             for row in rows {
                 let job = Job::try_from(row)?;
                 let Some(first_due) = job.next_run_at else { continue };
                 report.jobs += 1;
-                let plan = plan(&job, first_due, now);
+                let until = if job.spec.overlap_policy == OverlapPolicy::Allow { ahead } else { now };
+                let plan = plan(&job, first_due, now, until);
                 let job_id = job.id.as_str();
                 if let Some((first, last, count)) = plan.missed {
                     let mut row = NewRun::new(Some(first), RunOrigin::Schedule, RunState::Missed, 1);
@@ -357,7 +379,12 @@ impl Store {
                         RunState::Scheduled => {
                             report.fired += 1;
                             active = true;
-                            to_push.push((run.id.to_string(), None));
+                            if slot > now {
+                                future.push(slot);
+                                to_push.push((run.id.to_string(), Some(slot)));
+                            } else {
+                                to_push.push((run.id.to_string(), None));
+                            }
                         }
                         _ => {
                             report.fired += 1;
@@ -373,18 +400,37 @@ impl Store {
                     .await?;
             }
             q::push(&mut tx, &to_push).await?;
-            !to_push.is_empty()
+            (to_push.len() > future.len(), future)
         });
         if fired {
             self.wake.notify_one();
         }
+        let mut future = future;
+        future.sort();
+        future.dedup();
+        for at in future {
+            self.wake_runs_at(at);
+        }
         Ok(report)
     }
 
-    /// The earliest next fire time of any active job, so the scheduler can sleep until it.
-    pub async fn next_due_at(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+    /// Wakes this process's run worker just after `at` (wall-clock time, which is what
+    /// the queue compares task due times with), to take the tasks due then.
+    fn wake_runs_at(&self, at: DateTime<Utc>) {
+        let wake = self.wake.clone();
+        let delay = (at - Utc::now()).to_std().unwrap_or_default() + WAKE_MARGIN;
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            wake.notify_one();
+        });
+    }
+
+    /// When the next scheduler pass is due: the earliest next fire time of any active job,
+    /// `lookahead` earlier for jobs with overlap `allow` (see [`Store::fire_due_ahead`]).
+    pub async fn next_due_at(&self, lookahead: Duration) -> Result<Option<DateTime<Utc>>, StoreError> {
         let v: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(
-            "SELECT MIN(next_fire_at) FROM scheduled_jobs WHERE next_fire_at IS NOT NULL AND NOT paused")
+            "SELECT MIN(CASE WHEN overlap_policy = 'allow' THEN next_fire_at - $1 ELSE next_fire_at END)              FROM scheduled_jobs WHERE next_fire_at IS NOT NULL AND NOT paused")
+            .bind(lookahead.num_milliseconds())
             .fetch_one(pool)
             .await)?;
         v.map(time).transpose()
