@@ -12,7 +12,6 @@ mod receiver;
 mod activity;
 mod audit;
 mod auth;
-mod bench_deliveries;
 mod binary;
 mod jobs;
 mod metrics;

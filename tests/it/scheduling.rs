@@ -284,3 +284,51 @@ async fn a_job_edited_to_a_new_schedule_fires_on_the_new_one() {
     assert_eq!(app.store.list_jobs(&page).await.unwrap().items.len(), 1);
     app.stop().await;
 }
+
+/// Jobs with overlap `allow` are fired ahead of their slots (runs and tasks written
+/// early, so they start on time); `skip` jobs wait for their slot, since whether they run
+/// depends on what is running then.
+#[tokio::test]
+async fn allow_jobs_are_fired_ahead_of_their_slot_and_skip_jobs_at_it() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let (app, _clock) = spawn_at(backend, "2026-06-01T12:00:00.200Z").await;
+        let mut allow = job_body("ahead");
+        allow["schedule"] = json!("* * * * * *");
+        allow["overlap_policy"] = json!("allow");
+        let allow = app.create_job(&allow).await;
+        let mut skip = job_body("at-slot");
+        skip["schedule"] = json!("* * * * * *");
+        let skip = app.create_job(&skip).await;
+        let (allow_id, skip_id) = (allow["id"].as_str().unwrap(), skip["id"].as_str().unwrap());
+
+        let report = app
+            .store
+            .fire_due_ahead(utc("2026-06-01T12:00:00.200Z"), Duration::milliseconds(1500))
+            .await
+            .unwrap();
+        assert_eq!(report.fired, 1, "{report:?}");
+        let runs = runs_of(&app, allow_id).await;
+        assert_eq!(runs.len(), 1, "{runs:?}");
+        assert_eq!(runs[0]["scheduled_for"], json!("2026-06-01T12:00:01+00:00"));
+        let after: Value = app
+            .get(&format!("/v1/jobs/{allow_id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(after["next_run_at"], json!("2026-06-01T12:00:02+00:00"));
+
+        assert!(
+            runs_of(&app, skip_id).await.is_empty(),
+            "a skip job is not fired ahead"
+        );
+        let after: Value = app
+            .get(&format!("/v1/jobs/{skip_id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(after["next_run_at"], json!("2026-06-01T12:00:01+00:00"));
+        app.stop().await;
+    }
+}
