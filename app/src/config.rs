@@ -16,8 +16,8 @@
 //! | `CRONFLOW_LOG_FORMAT` | `log_format` | `text` (or `json`) |
 //! | `CRONFLOW_SHUTDOWN_TIMEOUT` | `shutdown_timeout` | `30s` |
 //! | `CRONFLOW_WORKER_CONCURRENCY` | `worker_concurrency` | `32` (runs at once per process) |
-//! | `CRONFLOW_DELIVERY_CONCURRENCY` | `delivery_concurrency` | `256` (webhook attempts at once per process) |
-//! | `CRONFLOW_DELIVERY_PER_ENDPOINT` | `delivery_per_endpoint` | `64` (attempts at once to one subscription, per process) |
+//! | `CRONFLOW_DELIVERY_CONCURRENCY` | `delivery_concurrency` | `512` (webhook attempts at once per process) |
+//! | `CRONFLOW_DELIVERY_PER_ENDPOINT` | `delivery_per_endpoint` | `128` (attempts at once to one subscription, per process) |
 //! | `CRONFLOW_JOB_RETRY_BACKOFF` | `job_retry_backoff` | `10s` (first job retry; doubles each time, at most 1h) |
 //! | `CRONFLOW_METRICS_TOKEN` | `metrics_token` | unset: `/metrics` answers loopback clients only |
 //! | `CRONFLOW_WEBHOOK_DISABLE_AFTER` | `webhook_disable_after` | `5d` (a subscription failing this long is disabled) |
@@ -47,8 +47,8 @@ const SETTINGS: [(&str, Option<&str>); 18] = [
     ("log_format", Some("text")),
     ("shutdown_timeout", Some("30s")),
     ("worker_concurrency", Some("32")),
-    ("delivery_concurrency", Some("256")),
-    ("delivery_per_endpoint", Some("64")),
+    ("delivery_concurrency", Some("512")),
+    ("delivery_per_endpoint", Some("128")),
     ("job_retry_backoff", Some("10s")),
     ("metrics_token", None),
     ("webhook_disable_after", Some("5d")),

@@ -2,8 +2,9 @@
 //! monitor, over whichever backend the store uses.
 //!
 //! Wake-ups: on Postgres, LISTEN/NOTIFY (apalis's `Pubsub`) picks up new tasks within
-//! milliseconds; on SQLite (one process), the store signals this process's workers after
-//! every transaction that pushed tasks. The run worker is also woken by this process's
+//! milliseconds, and this process's own pushes wake its workers directly too; on SQLite
+//! (one process), the store signals this process's workers after every transaction that
+//! pushed tasks. The run worker is also woken by this process's
 //! scheduler at the instant of each slot it fired ahead of time (on both backends).
 //! Other delayed tasks (retries) and crash recovery ride on the heartbeat.
 
@@ -20,22 +21,31 @@ use futures::StreamExt;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Delivery tasks fetched per poll: attempts are short, and apalis's own bookkeeping
-/// (lock and acknowledge) is batched per fetch, so larger fetches mean fewer round trips.
-const DELIVERY_BATCH: usize = 128;
-
 /// The workers failed to start or stopped on an error.
 #[derive(Debug, thiserror::Error)]
 #[error("workers: {0}")]
 pub struct WorkerError(String);
 
-/// Wakes a SQLite worker whenever this process pushed tasks to its queue (SQLite has no
-/// LISTEN/NOTIFY, and only one process uses the file).
+/// Wakes a worker whenever this process pushed tasks to its queue, or its scheduler
+/// reached a slot it fired ahead of time. On SQLite (no LISTEN/NOTIFY, one process) this
+/// is the only wake-up; on Postgres it runs beside the notifications.
 fn wakeups(wake: Arc<tokio::sync::Notify>) -> impl futures::Stream<Item = ()> + Unpin + Send + 'static {
     Box::pin(futures::stream::unfold(wake, |w| async move {
         w.notified().await;
         Some(((), w))
     }))
+}
+
+/// Wake-ups from Postgres: apalis's LISTEN on new tasks of `queue`. Its trigger notifies
+/// once per inserted task; a burst (a fan-out of thousands) is coalesced into one
+/// wake-up, since one fetch takes a whole batch.
+fn pg_notifications(
+    pool: sqlx::PgPool,
+    queue: &'static str,
+) -> impl futures::Stream<Item = ()> + Unpin + Send {
+    apalis_postgres::Pubsub::new(pool, queue.to_owned())
+        .ready_chunks(4096)
+        .map(|_| ())
 }
 
 async fn handle_delivery(task: DeliveryTask, ctx: Data<DeliveryContext>) -> Result<(), BoxDynError> {
@@ -61,8 +71,11 @@ pub async fn run_workers_until_stopped(
 ) -> Result<(), WorkerError> {
     let name = runner.worker_name.clone();
     let (run_conc, dlv_conc) = (runner.concurrency, deliveries.concurrency);
-    // Fetch as many run tasks as can start at once, so the runs of one slot start together.
-    let run_batch = run_conc;
+    // Fetch as many tasks as can run at once: the runs of one slot then start together,
+    // and apalis's own bookkeeping (lock, acknowledge), done per fetch, takes fewer round
+    // trips (measured: 128 → 512 delivery tasks a fetch took one endpoint from 2,600 to
+    // 3,000 deliveries/s on SQLite).
+    let (run_batch, delivery_batch) = (run_conc, dlv_conc);
     let (heartbeat, missed, stop_after) = (
         runner.heartbeat,
         runner.missed_heartbeats,
@@ -88,7 +101,7 @@ pub async fn run_workers_until_stopped(
         };
         let runs = apalis_sqlite::SqliteStorage::<RunTask>::new(pool).with_config(cfg(RUN_QUEUE, run_batch));
         let dlvs = apalis_sqlite::SqliteStorage::<DeliveryTask>::new(pool)
-            .with_config(cfg(DELIVERY_QUEUE, DELIVERY_BATCH));
+            .with_config(cfg(DELIVERY_QUEUE, delivery_batch));
         let (w1, w2) = (store.wake_signal(), store.wake_deliveries_signal());
         let (n1, n2) = (format!("{name}-runs"), format!("{name}-deliveries"));
         let (c1, c2) = (run_ctx, dlv_ctx);
@@ -117,27 +130,33 @@ pub async fn run_workers_until_stopped(
         };
         let runs =
             apalis_postgres::PostgresStorage::<RunTask>::new(pool).with_config(cfg(RUN_QUEUE, run_batch));
-        let (listen_pool, w1) = (pool.clone(), store.wake_signal());
+        let (listen_pool, w1, w2) = (pool.clone(), store.wake_signal(), store.wake_deliveries_signal());
         let dlvs = apalis_postgres::PostgresStorage::<DeliveryTask>::new(pool)
-            .with_config(cfg(DELIVERY_QUEUE, DELIVERY_BATCH));
+            .with_config(cfg(DELIVERY_QUEUE, delivery_batch));
         let (n1, n2) = (format!("{name}-runs"), format!("{name}-deliveries"));
         let (c1, c2) = (run_ctx, dlv_ctx);
         monitor
-            .register(move |_| {
-                let notified =
-                    apalis_postgres::Pubsub::new(listen_pool.clone(), RUN_QUEUE.to_owned()).map(|_| ());
-                WorkerBuilder::new(n1.as_str())
-                    .backend(
-                        runs.clone()
-                            .poll_with_stream(futures::stream::select(notified, wakeups(w1.clone()))),
-                    )
-                    .data(c1.clone())
-                    .concurrency(run_conc)
-                    .build(handle_task)
+            .register({
+                let listen_pool = listen_pool.clone();
+                move |_| {
+                    let notified = pg_notifications(listen_pool.clone(), RUN_QUEUE);
+                    WorkerBuilder::new(n1.as_str())
+                        .backend(
+                            runs.clone()
+                                .poll_with_stream(futures::stream::select(notified, wakeups(w1.clone()))),
+                        )
+                        .data(c1.clone())
+                        .concurrency(run_conc)
+                        .build(handle_task)
+                }
             })
             .register(move |_| {
+                let notified = pg_notifications(listen_pool.clone(), DELIVERY_QUEUE);
                 WorkerBuilder::new(n2.as_str())
-                    .backend(dlvs.clone().with_pubsub())
+                    .backend(
+                        dlvs.clone()
+                            .poll_with_stream(futures::stream::select(notified, wakeups(w2.clone()))),
+                    )
                     .data(c2.clone())
                     .concurrency(dlv_conc)
                     .build(handle_delivery)

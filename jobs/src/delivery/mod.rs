@@ -51,9 +51,9 @@ pub struct DeliveryConfig {
     pub timeout: Duration,
     /// Allow loopback/private targets (and plain http).
     pub allow_private_targets: bool,
-    /// Attempts in flight at once in this process (default 256).
+    /// Attempts in flight at once in this process (default 512).
     pub concurrency: usize,
-    /// Attempts in flight at once to one subscription, in this process (default 64, a
+    /// Attempts in flight at once to one subscription, in this process (default 128, a
     /// quarter of `concurrency`: a hung endpoint keeps three quarters of the slots free).
     pub per_endpoint: usize,
     /// A subscription whose every attempt failed for this long is disabled (default 5 days).
@@ -66,8 +66,8 @@ impl Default for DeliveryConfig {
             retry_schedule: [30, 120, 600, 3600, 21600].map(Duration::from_secs).to_vec(),
             timeout: Duration::from_secs(10),
             allow_private_targets: false,
-            concurrency: 256,
-            per_endpoint: 64,
+            concurrency: 512,
+            per_endpoint: 128,
             disable_after: Duration::from_secs(5 * 24 * 3600),
         }
     }
@@ -184,12 +184,14 @@ pub(crate) async fn attempt_delivery(ctx: &DeliveryContext, id: &DeliveryId) -> 
         return Ok(());
     };
     let slots = ctx.slots_for(work.webhook.id.as_str());
-    let Ok(Ok(_permit)) = tokio::time::timeout(SATURATED_WAIT, slots.acquire()).await else {
+    let Ok(Ok(permit)) = tokio::time::timeout(SATURATED_WAIT, slots.acquire()).await else {
         let later = ctx.clock.now() + chrono::Duration::from_std(SATURATED_RETRY).unwrap_or_default();
         ctx.deferrer.call((id.clone(), later)).await?;
         return Ok(());
     };
     let outcome = send(ctx, &work).await;
+    // The cap is on requests to the endpoint: the slot is free while the outcome is stored.
+    drop(permit);
     let (created_at, hook_id) = (work.delivery.created_at, work.webhook.id.clone());
     let (error_kind, duration_ms) = (outcome.error_kind, outcome.duration_ms);
     let status = ctx.recorder.call((work, outcome)).await?;
