@@ -344,12 +344,9 @@ impl Store {
         }
         let rows: Vec<WorkRow> = with_pool!(self, pool => {
             let mut b = sqlx::QueryBuilder::new(concat!(
-                "SELECT x.*, e.payload FROM (SELECT ", delivery_columns!(), ", round_attempts FROM deliveries WHERE id IN ("));
-            let mut list = b.separated(", ");
-            for id in ids {
-                list.push_bind(id.as_str());
-            }
-            b.push(")) x LEFT JOIN events e ON e.id = x.event_id");
+                "SELECT x.*, e.payload FROM (SELECT ", delivery_columns!(), ", round_attempts FROM deliveries WHERE id IN "));
+            super::push_list(&mut b, ids.iter().map(DeliveryId::as_str));
+            b.push(") x LEFT JOIN events e ON e.id = x.event_id");
             b.build_query_as().fetch_all(pool).await
         })?;
         let mut hook_ids: Vec<WebhookId> = rows
@@ -388,12 +385,8 @@ impl Store {
             with_pool!(self, pool => {
                 let mut b = sqlx::QueryBuilder::new(
                     "UPDATE deliveries SET status = 'dead', last_error = 'the subscription or event no longer exists', updated_at = ");
-                b.push_bind(now.timestamp_millis()).push(" WHERE id IN (");
-                let mut list = b.separated(", ");
-                for id in &orphans {
-                    list.push_bind(id.as_str());
-                }
-                b.push(")");
+                b.push_bind(now.timestamp_millis()).push(" WHERE id IN ");
+                super::push_list(&mut b, orphans.iter().map(DeliveryId::as_str));
                 b.build().execute(pool).await.map(|_| ())
             })?;
         }
@@ -483,12 +476,8 @@ impl Store {
             super::audit::append_audit_batch!(tx, &entries, now);
 
             if !succeeded.is_empty() {
-                let mut b = sqlx::QueryBuilder::new("UPDATE webhooks SET failing_since = NULL WHERE failing_since IS NOT NULL AND id IN (");
-                let mut list = b.separated(", ");
-                for id in &succeeded {
-                    list.push_bind(*id);
-                }
-                b.push(")");
+                let mut b = sqlx::QueryBuilder::new("UPDATE webhooks SET failing_since = NULL WHERE failing_since IS NOT NULL AND id IN ");
+                super::push_list(&mut b, succeeded.iter().copied());
                 b.build().execute(&mut *tx).await?;
             }
             let mut to_disable: Vec<(&str, String)> = gone
@@ -497,12 +486,9 @@ impl Store {
                 .collect();
             if !failing.is_empty() {
                 let mut b = sqlx::QueryBuilder::new("UPDATE webhooks SET failing_since = COALESCE(failing_since, ");
-                b.push_bind(at).push(") WHERE id IN (");
-                let mut list = b.separated(", ");
-                for id in &failing {
-                    list.push_bind(*id);
-                }
-                b.push(") RETURNING id, failing_since");
+                b.push_bind(at).push(") WHERE id IN ");
+                super::push_list(&mut b, failing.iter().copied());
+                b.push(" RETURNING id, failing_since");
                 let rows: Vec<(String, Option<i64>)> = b.build_query_as().fetch_all(&mut *tx).await?;
                 for (id, since) in rows {
                     let failing_for = since.map_or(0, |s| at - s);

@@ -164,18 +164,13 @@ impl Store {
         &self,
         ids: &[JobId],
     ) -> Result<std::collections::HashMap<String, Job>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Default::default());
-        }
-        let rows: Vec<JobRow> = with_pool!(self, pool => {
-            let mut b = sqlx::QueryBuilder::new(concat!("SELECT ", columns!(), " FROM scheduled_jobs WHERE id IN ("));
-            let mut list = b.separated(", ");
-            for id in ids {
-                list.push_bind(id.as_str());
-            }
-            b.push(")");
-            b.build_query_as().fetch_all(pool).await
-        })?;
+        let ids: Vec<&str> = ids.iter().map(JobId::as_str).collect();
+        let rows: Vec<JobRow> = self
+            .select_by_ids(
+                concat!("SELECT ", columns!(), " FROM scheduled_jobs WHERE id IN "),
+                &ids,
+            )
+            .await?;
         rows.into_iter()
             .map(|r| Job::try_from(r).map(|j| (j.id.to_string(), j)))
             .collect()

@@ -122,7 +122,46 @@ macro_rules! with_tx {
 }
 pub(crate) use with_tx;
 
+/// Appends `($1, $2, …)` binding each of `ids`: the list of an `IN`.
+pub(crate) fn push_list<'a, DB: sqlx::Database>(
+    b: &mut sqlx::QueryBuilder<DB>,
+    ids: impl IntoIterator<Item = &'a str>,
+) where
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    b.push("(");
+    let mut list = b.separated(", ");
+    for id in ids {
+        list.push_bind(id);
+    }
+    list.push_unseparated(")");
+}
+
 impl Store {
+    /// The rows `select` (a `SELECT … WHERE id IN`, the list left off) finds for `ids`, in
+    /// one query.
+    pub(crate) async fn select_by_ids<R>(
+        &self,
+        select: &'static str,
+        ids: &[&str],
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = with_pool!(self, pool => {
+            let mut b = sqlx::QueryBuilder::new(select);
+            push_list(&mut b, ids.iter().copied());
+            b.build_query_as().fetch_all(pool).await
+        })?;
+        Ok(rows)
+    }
+
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`). A SQLite file is created
     /// if missing and opened in WAL mode; the pragmas are set on every connection.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {

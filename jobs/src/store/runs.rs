@@ -504,29 +504,25 @@ impl Store {
         if run_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let (started, rows): (Vec<String>, Vec<RunRow>) = with_pool!(self, pool => {
+        let started: Vec<String> = with_pool!(self, pool => {
             let mut b = sqlx::QueryBuilder::new("UPDATE runs SET state = 'running', started_at = ");
             b.push_bind(ms(now))
                 .push(", worker = ")
                 .push_bind(worker)
                 .push(", lateness_ms = CASE WHEN scheduled_for IS NULL THEN NULL ELSE ")
                 .push_bind(ms(now))
-                .push(" - scheduled_for END WHERE state = 'scheduled' AND id IN (");
-            let mut list = b.separated(", ");
-            for id in run_ids {
-                list.push_bind(id.as_str());
-            }
-            b.push(") RETURNING id");
-            let started: Vec<String> = b.build_query_scalar().fetch_all(pool).await?;
-            let mut b = sqlx::QueryBuilder::new(concat!("SELECT ", run_columns!(), " FROM runs WHERE id IN ("));
-            let mut list = b.separated(", ");
-            for id in run_ids {
-                list.push_bind(id.as_str());
-            }
-            b.push(")");
-            let rows: Vec<RunRow> = b.build_query_as().fetch_all(pool).await?;
-            Ok::<_, sqlx::Error>((started, rows))
+                .push(" - scheduled_for END WHERE state = 'scheduled' AND id IN ");
+            super::push_list(&mut b, run_ids.iter().map(RunId::as_str));
+            b.push(" RETURNING id");
+            b.build_query_scalar().fetch_all(pool).await
         })?;
+        let ids: Vec<&str> = run_ids.iter().map(RunId::as_str).collect();
+        let rows: Vec<RunRow> = self
+            .select_by_ids(
+                concat!("SELECT ", run_columns!(), " FROM runs WHERE id IN "),
+                &ids,
+            )
+            .await?;
         let started: std::collections::HashSet<String> = started.into_iter().collect();
         let mut runs = std::collections::HashMap::with_capacity(rows.len());
         for row in rows {

@@ -376,18 +376,13 @@ impl Store {
         &self,
         ids: &[WebhookId],
     ) -> Result<std::collections::HashMap<String, Webhook>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Default::default());
-        }
-        let rows: Vec<WebhookRow> = with_pool!(self, pool => {
-            let mut b = sqlx::QueryBuilder::new(concat!("SELECT ", webhook_columns!(), " FROM webhooks WHERE id IN ("));
-            let mut list = b.separated(", ");
-            for id in ids {
-                list.push_bind(id.as_str());
-            }
-            b.push(")");
-            b.build_query_as().fetch_all(pool).await
-        })?;
+        let ids: Vec<&str> = ids.iter().map(WebhookId::as_str).collect();
+        let rows: Vec<WebhookRow> = self
+            .select_by_ids(
+                concat!("SELECT ", webhook_columns!(), " FROM webhooks WHERE id IN "),
+                &ids,
+            )
+            .await?;
         rows.into_iter()
             .map(|r| Webhook::try_from(r).map(|h| (h.id.to_string(), h)))
             .collect()
