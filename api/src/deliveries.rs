@@ -197,14 +197,7 @@ impl DeliveriesApi {
         let page = PageRequest::parse(limit.0, cursor.0.as_deref())?;
         let f = filter(webhook_id.0, job_id.0, event_type.0, status.0, since.0, until.0);
         let page = state.store.list_deliveries(&f, &page).await?;
-        Ok(Json(DeliveryList {
-            items: page
-                .items
-                .into_iter()
-                .map(|d| DeliveryOut::new(d, None))
-                .collect(),
-            next_cursor: page.next_cursor.map(|c| c.encode()),
-        }))
+        Ok(Json(DeliveryList::from_page(page)))
     }
 
     /// Export every attempt of the deliveries matching the filters as CSV (streamed;

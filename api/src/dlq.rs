@@ -54,14 +54,7 @@ impl DlqApi {
     ) -> Result<Json<DeliveryList>, ApiError> {
         let page = PageRequest::parse(limit.0, cursor.0.as_deref())?;
         let page = state.store.list_dlq(&page).await?;
-        Ok(Json(DeliveryList {
-            items: page
-                .items
-                .into_iter()
-                .map(|d| DeliveryOut::new(d, None))
-                .collect(),
-            next_cursor: page.next_cursor.map(|c| c.encode()),
-        }))
+        Ok(Json(DeliveryList::from_page(page)))
     }
 
     /// Replay one dead delivery.

@@ -847,6 +847,20 @@ pub(crate) struct DeliveryList {
     pub(crate) next_cursor: Option<String>,
 }
 
+impl DeliveryList {
+    /// One page of deliveries (without their attempts).
+    pub(crate) fn from_page(page: cronflow_jobs::domain::Page<cronflow_jobs::store::Delivery>) -> Self {
+        DeliveryList {
+            items: page
+                .items
+                .into_iter()
+                .map(|d| DeliveryOut::new(d, None))
+                .collect(),
+            next_cursor: page.next_cursor.map(|c| c.encode()),
+        }
+    }
+}
+
 /// Which dead deliveries to replay; every field narrows the selection.
 #[derive(Debug, Object)]
 #[oai(rename = "DlqReplayIn", deny_unknown_fields)]

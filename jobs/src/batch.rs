@@ -28,6 +28,8 @@ type Waiter<R> = oneshot::Sender<Result<R, Arc<StoreError>>>;
 
 /// How many times a batch that hit a deadlock or serialization conflict is served again.
 pub const CONFLICT_RETRIES: usize = 3;
+/// Requests served by one call at most.
+pub const MAX_BATCH: usize = 256;
 
 /// Serves requests of type `T` in batches; see the module documentation.
 pub(crate) struct Batcher<T, R> {
@@ -44,10 +46,10 @@ impl<T, R> Clone for Batcher<T, R> {
 
 impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// Starts `lanes` loops (batches in flight at once) that call `serve` with up to
-    /// `max` requests; `serve` answers with one result per request, in order (and may be
+    /// [`MAX_BATCH`] requests; `serve` answers with one result per request, in order (and may be
     /// called again with the same batch after a conflict). The loops end when the last
     /// clone of the batcher is dropped.
-    pub(crate) fn spawn<F, Fut>(lanes: usize, max: usize, serve: F) -> Self
+    pub(crate) fn spawn<F, Fut>(lanes: usize, serve: F) -> Self
     where
         T: Sync,
         F: Fn(Arc<Vec<T>>) -> Fut + Clone + Send + Sync + 'static,
@@ -66,7 +68,7 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                             Some(first) => batch.push(first),
                             None => return,
                         }
-                        while batch.len() < max {
+                        while batch.len() < MAX_BATCH {
                             match rx.try_recv() {
                                 Ok(more) => batch.push(more),
                                 Err(_) => break,
@@ -133,7 +135,7 @@ mod tests {
         let seen = sizes.clone();
         let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let open = gate.clone();
-        let b: Batcher<u32, u32> = Batcher::spawn(1, 100, move |reqs: Arc<Vec<u32>>| {
+        let b: Batcher<u32, u32> = Batcher::spawn(1, move |reqs: Arc<Vec<u32>>| {
             let (seen, gate) = (seen.clone(), gate.clone());
             async move {
                 // The first batch waits until every other call is queued behind it.
@@ -171,7 +173,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_batch_fails_each_of_its_calls() {
         let b: Batcher<u32, u32> =
-            Batcher::spawn(1, 100, |_reqs: Arc<Vec<u32>>| async { Err(StoreError::Timeout) });
+            Batcher::spawn(1, |_reqs: Arc<Vec<u32>>| async { Err(StoreError::Timeout) });
         let e = b.call(1).await.unwrap_err();
         assert!(matches!(*e.0, StoreError::Timeout));
     }
@@ -180,7 +182,7 @@ mod tests {
     async fn a_batch_that_met_a_deadlock_is_served_again() {
         let tries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = tries.clone();
-        let b: Batcher<u32, u32> = Batcher::spawn(1, 100, move |reqs: Arc<Vec<u32>>| {
+        let b: Batcher<u32, u32> = Batcher::spawn(1, move |reqs: Arc<Vec<u32>>| {
             let n = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             async move {
                 if n < 2 {

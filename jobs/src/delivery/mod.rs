@@ -86,9 +86,6 @@ pub(crate) struct DeliveryContext {
     deferrer: Batcher<(DeliveryId, DateTime<Utc>), ()>,
 }
 
-/// Requests per batch of database work.
-const BATCH_MAX: usize = 256;
-
 impl DeliveryContext {
     pub(crate) fn new(
         store: Store,
@@ -98,48 +95,36 @@ impl DeliveryContext {
     ) -> reqwest::Result<Self> {
         let http = outbound::client(config.allow_private_targets, config.timeout)?;
         let config = Arc::new(config);
-        // SQLite has one writer: a second batch in flight would only wait for the first.
-        let lanes = match store.backend() {
-            crate::store::Backend::Sqlite => 1,
-            crate::store::Backend::Postgres => 2,
-        };
+        let lanes = store.write_lanes();
         let loader = {
             let (store, clock) = (store.clone(), clock.clone());
-            Batcher::spawn(lanes, BATCH_MAX, move |ids: Arc<Vec<DeliveryId>>| {
+            Batcher::spawn(lanes, move |ids: Arc<Vec<DeliveryId>>| {
                 let (store, now) = (store.clone(), clock.now());
                 async move { store.begin_deliveries(&ids, now).await }
             })
         };
         let recorder = {
             let (store, clock, config) = (store.clone(), clock.clone(), config.clone());
-            Batcher::spawn(
-                lanes,
-                BATCH_MAX,
-                move |batch: Arc<Vec<(DeliveryWork, AttemptOutcome)>>| {
-                    let (store, clock, config) = (store.clone(), clock.clone(), config.clone());
-                    async move {
-                        let policy = DeliveryPolicy {
-                            schedule: &config.retry_schedule,
-                            disable_after: config.disable_after,
-                        };
-                        store.record_attempts(&batch, &policy, clock.now()).await
-                    }
-                },
-            )
+            Batcher::spawn(lanes, move |batch: Arc<Vec<(DeliveryWork, AttemptOutcome)>>| {
+                let (store, clock, config) = (store.clone(), clock.clone(), config.clone());
+                async move {
+                    let policy = DeliveryPolicy {
+                        schedule: &config.retry_schedule,
+                        disable_after: config.disable_after,
+                    };
+                    store.record_attempts(&batch, &policy, clock.now()).await
+                }
+            })
         };
         let deferrer = {
             let store = store.clone();
-            Batcher::spawn(
-                1,
-                BATCH_MAX,
-                move |batch: Arc<Vec<(DeliveryId, DateTime<Utc>)>>| {
-                    let store = store.clone();
-                    async move {
-                        store.defer_deliveries(&batch).await?;
-                        Ok(vec![(); batch.len()])
-                    }
-                },
-            )
+            Batcher::spawn(1, move |batch: Arc<Vec<(DeliveryId, DateTime<Utc>)>>| {
+                let store = store.clone();
+                async move {
+                    store.defer_deliveries(&batch).await?;
+                    Ok(vec![(); batch.len()])
+                }
+            })
         };
         Ok(DeliveryContext {
             metrics,

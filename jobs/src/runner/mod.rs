@@ -89,9 +89,6 @@ pub(crate) struct RunnerContext {
     groups: Batcher<(RunId, u32), ()>,
 }
 
-/// Requests per batch of database work.
-const BATCH_MAX: usize = 256;
-
 impl RunnerContext {
     pub(crate) fn new(
         store: Store,
@@ -101,25 +98,21 @@ impl RunnerContext {
     ) -> reqwest::Result<Self> {
         let http = outbound::client(config.allow_private_targets, Duration::from_secs(10))?;
         let boot_id: Arc<str> = boot_id().into();
-        // SQLite has one writer: a second batch in flight would only wait for the first.
-        let lanes = match store.backend() {
-            crate::store::Backend::Sqlite => 1,
-            crate::store::Backend::Postgres => 2,
-        };
+        let lanes = store.write_lanes();
         let starter = {
             let (store, clock, worker) = (
                 store.clone(),
                 clock.clone(),
                 Arc::<str>::from(config.worker_name.as_str()),
             );
-            Batcher::spawn(lanes, BATCH_MAX, move |ids: Arc<Vec<RunId>>| {
+            Batcher::spawn(lanes, move |ids: Arc<Vec<RunId>>| {
                 let (store, now, worker) = (store.clone(), clock.now(), worker.clone());
                 async move { store.start_runs(&ids, &worker, now).await }
             })
         };
         let finisher = {
             let (store, clock, retry_base) = (store.clone(), clock.clone(), config.retry_base);
-            Batcher::spawn(lanes, BATCH_MAX, move |batch: Arc<Vec<(RunId, RunResult)>>| {
+            Batcher::spawn(lanes, move |batch: Arc<Vec<(RunId, RunResult)>>| {
                 let (store, now) = (store.clone(), clock.now());
                 async move {
                     store.finish_runs(&batch, now, retry_base).await?;
@@ -129,7 +122,7 @@ impl RunnerContext {
         };
         let groups = {
             let (store, boot_id) = (store.clone(), boot_id.clone());
-            Batcher::spawn(1, BATCH_MAX, move |batch: Arc<Vec<(RunId, u32)>>| {
+            Batcher::spawn(1, move |batch: Arc<Vec<(RunId, u32)>>| {
                 let (store, boot_id) = (store.clone(), boot_id.clone());
                 async move {
                     store.record_process_groups(&batch, &boot_id).await?;

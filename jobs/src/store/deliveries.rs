@@ -168,6 +168,20 @@ pub struct ExportRow {
     pub response_excerpt: Option<String>,
 }
 
+/// Binds a [`DeliveryFilter`] as `$1`–`$6` (subscription, job, event type, status,
+/// since, until; empty or unbounded when unset) of a listing or export query.
+macro_rules! bind_filter {
+    ($q:expr, $filter:expr) => {{
+        let f: &DeliveryFilter = $filter;
+        $q.bind(f.webhook_id.as_deref().unwrap_or(""))
+            .bind(f.job_id.as_deref().unwrap_or(""))
+            .bind(f.event_type.as_deref().unwrap_or(""))
+            .bind(f.status.map_or("", DeliveryStatus::as_str))
+            .bind(f.since.map_or(i64::MIN, |t| t.timestamp_millis()))
+            .bind(f.until.map_or(i64::MAX, |t| t.timestamp_millis()))
+    }};
+}
+
 /// Where an export resumes: after this (delivery creation time, delivery id, attempt).
 pub type ExportCursor = (i64, String, i64);
 
@@ -594,17 +608,11 @@ impl Store {
             .after
             .as_ref()
             .map_or((i64::MAX, "~"), |c| (c.created_at_ms, c.id.as_str()));
-        let rows: Vec<DeliveryRow> = with_pool!(self, pool => sqlx::query_as(concat!(
+        let rows: Vec<DeliveryRow> = with_pool!(self, pool => bind_filter!(sqlx::query_as(concat!(
             "SELECT ", delivery_columns!(), " FROM deliveries WHERE ",
             "($1 = '' OR webhook_id = $1) AND ($2 = '' OR job_id = $2) AND ($3 = '' OR event_type = $3) ",
             "AND ($4 = '' OR status = $4) AND created_at >= $5 AND created_at < $6 ",
-            "AND (created_at < $7 OR (created_at = $7 AND id < $8)) ORDER BY created_at DESC, id DESC LIMIT $9"))
-            .bind(filter.webhook_id.as_deref().unwrap_or(""))
-            .bind(filter.job_id.as_deref().unwrap_or(""))
-            .bind(filter.event_type.as_deref().unwrap_or(""))
-            .bind(filter.status.map_or("", DeliveryStatus::as_str))
-            .bind(filter.since.map_or(i64::MIN, |t| t.timestamp_millis()))
-            .bind(filter.until.map_or(i64::MAX, |t| t.timestamp_millis()))
+            "AND (created_at < $7 OR (created_at = $7 AND id < $8)) ORDER BY created_at DESC, id DESC LIMIT $9")), filter)
             .bind(before_ms)
             .bind(before_id)
             .bind(i64::from(page.limit) + 1)
@@ -628,7 +636,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ExportRow>, StoreError> {
         let (k_at, k_id, k_attempt) = after.map_or((i64::MIN, "", -1), |(a, b, c)| (*a, b.as_str(), *c));
-        let rows: Vec<ExportRow> = with_pool!(self, pool => sqlx::query_as(
+        let rows: Vec<ExportRow> = with_pool!(self, pool => bind_filter!(sqlx::query_as(
             "SELECT d.id AS delivery_id, d.event_id, d.webhook_id, d.event_type, d.job_id, \
              d.status AS delivery_status, d.created_at AS delivery_created_at, COALESCE(a.attempt, 0) AS attempt, \
              a.started_at AS attempted_at, a.duration_ms, a.status_code, a.error_kind, a.error, a.response_excerpt \
@@ -636,13 +644,7 @@ impl Store {
              ($1 = '' OR d.webhook_id = $1) AND ($2 = '' OR d.job_id = $2) AND ($3 = '' OR d.event_type = $3) \
              AND ($4 = '' OR d.status = $4) AND d.created_at >= $5 AND d.created_at < $6 \
              AND (d.created_at > $7 OR (d.created_at = $7 AND (d.id > $8 OR (d.id = $8 AND COALESCE(a.attempt, 0) > $9)))) \
-             ORDER BY d.created_at, d.id, COALESCE(a.attempt, 0) LIMIT $10")
-            .bind(filter.webhook_id.as_deref().unwrap_or(""))
-            .bind(filter.job_id.as_deref().unwrap_or(""))
-            .bind(filter.event_type.as_deref().unwrap_or(""))
-            .bind(filter.status.map_or("", DeliveryStatus::as_str))
-            .bind(filter.since.map_or(i64::MIN, |t| t.timestamp_millis()))
-            .bind(filter.until.map_or(i64::MAX, |t| t.timestamp_millis()))
+             ORDER BY d.created_at, d.id, COALESCE(a.attempt, 0) LIMIT $10"), filter)
             .bind(k_at)
             .bind(k_id)
             .bind(k_attempt)

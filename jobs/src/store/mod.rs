@@ -204,6 +204,16 @@ impl Store {
         }
     }
 
+    /// How many write transactions of one kind are worth running at once: one on SQLite
+    /// (one writer; a second would only wait for the first), two on Postgres (one
+    /// commits while the next is built).
+    pub(crate) fn write_lanes(&self) -> usize {
+        match self.db {
+            Db::Sqlite(_) => 1,
+            Db::Postgres(_) => 2,
+        }
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         match self.db {

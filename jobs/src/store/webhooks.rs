@@ -321,20 +321,17 @@ impl Store {
     pub async fn publish_events(&self, events: &[NewEvent], now: DateTime<Utc>) -> Result<usize, StoreError> {
         /// Rows per multi-row INSERT (8 parameters each, well under both databases' limits).
         const ROWS: usize = 500;
-        let hooks = self.enabled_webhooks().await?;
         let ids: Vec<EventId> = events.iter().map(|_| EventId::generate()).collect();
-        let mut deliveries = Vec::new();
-        for (event, event_id) in events.iter().zip(&ids) {
-            let job = event.job_id.as_ref().map_or("", JobId::as_str);
-            for hook in hooks
-                .iter()
-                .filter(|h| h.filter.matches(event.kind, job, &event.environment))
-            {
-                deliveries.push((DeliveryId::generate(), event_id, hook.id.as_str(), event));
-            }
-        }
         let at = now.timestamp_millis();
-        with_tx!(self, tx, q => {
+        let queued = with_tx!(self, tx, q => {
+            let hooks = enabled_hooks!(tx);
+            let mut deliveries = Vec::new();
+            for (event, event_id) in events.iter().zip(&ids) {
+                let job = event.job_id.as_ref().map_or("", JobId::as_str);
+                for hook in hooks.iter().filter(|h| h.filter.matches(event.kind, job, &event.environment)) {
+                    deliveries.push((DeliveryId::generate(), event_id, hook.id.as_str(), event));
+                }
+            }
             for chunk in events.iter().zip(&ids).collect::<Vec<_>>().chunks(ROWS) {
                 let mut b = sqlx::QueryBuilder::new("INSERT INTO events (id, job_id, run_id, event_type, payload, created_at) ");
                 b.push_values(chunk, |mut row, (e, id)| {
@@ -364,11 +361,12 @@ impl Store {
                 let tasks: Vec<_> = chunk.iter().map(|(id, ..)| (id.to_string(), None)).collect();
                 q::push_deliveries(&mut tx, &tasks).await?;
             }
+            deliveries.len()
         });
-        if !deliveries.is_empty() {
+        if queued > 0 {
             self.wake_deliveries.notify_one();
         }
-        Ok(deliveries.len())
+        Ok(queued)
     }
 
     /// The subscriptions with these ids that exist, by id.
@@ -386,15 +384,6 @@ impl Store {
         rows.into_iter()
             .map(|r| Webhook::try_from(r).map(|h| (h.id.to_string(), h)))
             .collect()
-    }
-
-    /// Every enabled subscription.
-    async fn enabled_webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
-        let rows: Vec<WebhookRow> = with_pool!(self, pool => sqlx::query_as(
-            concat!("SELECT ", webhook_columns!(), " FROM webhooks WHERE enabled"))
-            .fetch_all(pool)
-            .await)?;
-        rows.into_iter().map(Webhook::try_from).collect()
     }
 }
 
