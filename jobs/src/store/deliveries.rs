@@ -742,7 +742,7 @@ pub struct Gauges {
     pub dlq_size: i64,
     /// Disabled subscriptions.
     pub disabled_webhooks: i64,
-    /// Waiting tasks per queue.
+    /// Tasks waiting per queue (due or delayed; not those a worker has taken).
     pub queue_depth: Vec<(String, i64)>,
 }
 
@@ -757,10 +757,10 @@ impl Store {
             .await)?;
         let sql = match self.backend() {
             super::Backend::Sqlite => {
-                "SELECT job_type, COUNT(*) FROM Jobs WHERE status IN ('Pending', 'Queued') GROUP BY job_type"
+                "SELECT job_type, COUNT(*) FROM Jobs WHERE status = 'Pending' GROUP BY job_type"
             }
             super::Backend::Postgres => {
-                "SELECT job_type, COUNT(*) FROM apalis.jobs WHERE status IN ('Pending', 'Queued') GROUP BY job_type"
+                "SELECT job_type, COUNT(*) FROM apalis.jobs WHERE status = 'Pending' GROUP BY job_type"
             }
         };
         let depth: Vec<(String, i64)> = with_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await)?;
