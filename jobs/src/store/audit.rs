@@ -60,32 +60,6 @@ pub struct NewAuditEntry<'a> {
     pub detail: Value,
 }
 
-/// Appends `$entry` inside transaction `$tx`, taking the next sequence number.
-macro_rules! append_audit {
-    ($tx:expr, $entry:expr, $now:expr) => {{
-        let e: &$crate::store::audit::NewAuditEntry<'_> = $entry;
-        let seq: i64 =
-            sqlx::query_scalar("UPDATE audit_counter SET last = last + 1 WHERE id = 1 RETURNING last")
-                .fetch_one(&mut *$tx)
-                .await?;
-        sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor, action, object_type, object_id, source, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(seq)
-        .bind($now.timestamp_millis())
-        .bind(e.actor)
-        .bind(e.action)
-        .bind(e.object_type)
-        .bind(e.object_id)
-        .bind(e.source)
-        .bind(e.detail.to_string())
-        .execute(&mut *$tx)
-        .await?;
-    }};
-}
-pub(crate) use append_audit;
-
 /// Appends the entries of the slice `$entries` inside transaction `$tx`, taking their
 /// sequence numbers with one counter update and writing them with multi-row inserts.
 macro_rules! append_audit_batch {
@@ -131,7 +105,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         super::with_tx!(self, tx, q => {
-            append_audit!(tx, entry, now);
+            append_audit_batch!(tx, std::slice::from_ref(entry), now);
         });
         Ok(())
     }

@@ -486,9 +486,6 @@ impl Store {
             let retries: Vec<_> = plans.iter().filter_map(|p| Some((p.id.to_owned(), Some(p.next?)))).collect();
             q::push_deliveries(&mut tx, &retries).await?;
 
-            let entries: Vec<_> = plans.iter().map(|p| p.audit_entry()).collect();
-            super::audit::append_audit_batch!(tx, &entries, now);
-
             if !succeeded.is_empty() {
                 let mut b = sqlx::QueryBuilder::new("UPDATE webhooks SET failing_since = NULL WHERE failing_since IS NOT NULL AND id IN ");
                 super::push_list(&mut b, succeeded.iter().copied());
@@ -517,6 +514,7 @@ impl Store {
                     }
                 }
             }
+            let mut entries: Vec<_> = plans.iter().map(|p| p.audit_entry()).collect();
             for (hook_id, reason) in &to_disable {
                 let n = sqlx::query(
                     "UPDATE webhooks SET enabled = FALSE, disabled_reason = $2, updated_at = $3 WHERE id = $1 AND enabled")
@@ -528,17 +526,19 @@ impl Store {
                     .rows_affected();
                 if n == 1 {
                     tracing::warn!(webhook_id = %hook_id, %reason, "webhook subscription disabled");
-                    let entry = super::audit::NewAuditEntry {
+                    entries.push(super::audit::NewAuditEntry {
                         actor: "system",
                         action: "webhook.disabled",
                         object_type: "webhook",
                         object_id: Some(hook_id),
                         source: None,
                         detail: serde_json::json!({ "reason": reason }),
-                    };
-                    super::audit::append_audit!(tx, &entry, now);
+                    });
                 }
             }
+            // Last, just before the commit: taking sequence numbers locks the audit
+            // counter until then, and every transaction that audits waits for it.
+            super::audit::append_audit_batch!(tx, &entries, now);
         });
         Ok(plans.iter().map(|p| p.status).collect())
     }
