@@ -45,7 +45,8 @@ pub(crate) enum Kind {
     Delivery,
 }
 
-fn task_bytes(kind: Kind, id: &str, run_at: Option<DateTime<Utc>>) -> apalis::prelude::Task<Vec<u8>> {
+/// A task's payload and how many times apalis may hand it out.
+fn payload(kind: Kind, id: &str) -> (Vec<u8>, usize) {
     let (body, attempts) = match kind {
         Kind::Run => (
             serde_json::to_vec(&RunTask {
@@ -60,11 +61,19 @@ fn task_bytes(kind: Kind, id: &str, run_at: Option<DateTime<Utc>>) -> apalis::pr
             DELIVERY_TASK_ATTEMPTS,
         ),
     };
-    let mut b = TaskBuilder::new(body.unwrap_or_default()).max_attempts(attempts);
+    (body.unwrap_or_default(), attempts)
+}
+
+/// A not-before time in apalis's whole seconds, rounded up so a task never runs early.
+fn run_at_secs(at: DateTime<Utc>) -> i64 {
+    at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0)
+}
+
+fn task_bytes(kind: Kind, id: &str, run_at: Option<DateTime<Utc>>) -> apalis::prelude::Task<Vec<u8>> {
+    let (body, attempts) = payload(kind, id);
+    let mut b = TaskBuilder::new(body).max_attempts(attempts);
     if let Some(at) = run_at {
-        // apalis keeps whole seconds: round up, so a task never runs early.
-        let secs = at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0);
-        b = b.run_at_timestamp(u64::try_from(secs).unwrap_or_default());
+        b = b.run_at_timestamp(u64::try_from(run_at_secs(at)).unwrap_or_default());
     }
     b.build()
 }
@@ -86,19 +95,42 @@ fn queue_error(e: impl std::error::Error + Send + Sync + 'static) -> StoreError 
 pub(crate) mod sqlite {
     use super::*;
 
-    /// Pushes the tasks for `ids` (id, not-before time) inside `tx`.
+    /// Rows per INSERT (8 parameters each, under SQLite's 32,766).
+    const ROWS: usize = 1000;
+
+    /// Pushes the tasks for `ids` (id, not-before time) inside `tx`, with multi-row
+    /// INSERTs. apalis-sqlite's own `push_tasks` writes one statement per task, and on
+    /// SQLite every statement is a round trip to the connection's thread; the rows
+    /// written here are exactly those of its `sink.sql` (a fresh ULID as id, empty
+    /// metadata), which is why apalis is pinned to one version.
     pub(crate) async fn push_kind(
         tx: &mut sqlx::SqliteConnection,
         kind: Kind,
         ids: &[(String, Option<DateTime<Utc>>)],
     ) -> Result<(), StoreError> {
-        if ids.is_empty() {
-            return Ok(());
+        let now = Utc::now();
+        for chunk in ids.chunks(ROWS) {
+            let mut b = sqlx::QueryBuilder::new(
+                "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority, \
+                 metadata, idempotency_key) ",
+            );
+            b.push_values(chunk, |mut row, (id, at)| {
+                let (body, attempts) = payload(kind, id);
+                row.push_bind(body)
+                    .push_bind(ulid::Ulid::generate().to_string())
+                    .push_bind(kind.queue())
+                    .push("'Pending'")
+                    .push("0")
+                    .push_bind(i64::try_from(attempts).unwrap_or(i64::MAX))
+                    .push_bind(at.map_or(now.timestamp(), run_at_secs))
+                    .push("0")
+                    .push("'{}'")
+                    .push("NULL");
+            });
+            b.push(" ON CONFLICT (job_type, idempotency_key) DO NOTHING");
+            b.build().execute(&mut *tx).await?;
         }
-        let tasks: Vec<_> = ids.iter().map(|(id, at)| task_bytes(kind, id, *at)).collect();
-        apalis_sqlite::queries::push_tasks(tx, kind.queue(), &tasks)
-            .await
-            .map_err(queue_error)
+        Ok(())
     }
 }
 
