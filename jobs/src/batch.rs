@@ -79,6 +79,7 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                     let n = requests.len();
                     let requests = Arc::new(requests);
                     let mut tries = 0;
+                    let started = std::time::Instant::now();
                     let result = loop {
                         match serve(requests.clone()).await {
                             Err(e) if e.is_conflict() && tries < CONFLICT_RETRIES => {
@@ -88,6 +89,13 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                             r => break r,
                         }
                     };
+                    tracing::debug!(
+                        requests = std::any::type_name::<T>(),
+                        n,
+                        ms = started.elapsed().as_secs_f64() * 1000.0,
+                        ok = result.is_ok(),
+                        "batch served"
+                    );
                     match result {
                         Ok(results) if results.len() == n => {
                             for (w, r) in waiters.into_iter().zip(results) {

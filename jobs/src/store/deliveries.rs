@@ -6,7 +6,7 @@
 //! in the database and holds no worker) or, when the schedule is exhausted, marks the
 //! delivery `dead`, which puts it in the DLQ until it is replayed or acknowledged.
 
-use super::{Store, with_pool, with_tx};
+use super::{Store, with_pool, with_tx, with_writer};
 use crate::StoreError;
 use crate::domain::{Cursor, DeliveryId, Page, PageRequest, Webhook, WebhookId};
 use chrono::{DateTime, Duration, Utc};
@@ -396,7 +396,7 @@ impl Store {
             }
         }
         if !orphans.is_empty() {
-            with_pool!(self, pool => {
+            with_writer!(self, pool => {
                 let mut b = sqlx::QueryBuilder::new(
                     "UPDATE deliveries SET status = 'dead', last_error = 'the subscription or event no longer exists', updated_at = ");
                 b.push_bind(now.timestamp_millis()).push(" WHERE id IN ");
@@ -723,7 +723,7 @@ impl Store {
     /// Acknowledges a dead delivery: it leaves the DLQ list (and stays on record).
     /// `false` if there is no dead delivery with this id.
     pub async fn acknowledge_dead(&self, id: &DeliveryId, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let n = with_pool!(self, pool => sqlx::query(
+        let n = with_writer!(self, pool => sqlx::query(
             "UPDATE deliveries SET acknowledged = TRUE, updated_at = $2 WHERE id = $1 AND status = 'dead'")
             .bind(id.as_str())
             .bind(now.timestamp_millis())

@@ -3,7 +3,7 @@
 //! `next_fire_at` is the scheduler's source of truth: it is set here when a job is
 //! created, resumed or rescheduled, and cleared while the job is paused.
 
-use super::{Store, with_pool};
+use super::{Store, with_pool, with_writer};
 use crate::domain::{
     CatchUpPolicy, Cursor, Environment, Job, JobId, JobPatch, JobSpec, OverlapPolicy, Page, PageRequest,
     Schedule, Target,
@@ -129,7 +129,7 @@ impl Store {
             ") ",
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         );
-        with_pool!(self, pool => sqlx::query(sql)
+        with_writer!(self, pool => sqlx::query(sql)
             .bind(job.id.as_str())
             .bind(s.name.as_str())
             .bind(s.schedule.expr())
@@ -217,7 +217,7 @@ impl Store {
         let sql = "UPDATE scheduled_jobs SET name = $2, schedule = $3, timezone = $4, target = $5, \
                    timeout_seconds = $6, max_retries = $7, environment = $8, overlap_policy = $9, \
                    catch_up = $10, tags = $11, next_fire_at = $12, updated_at = $13 WHERE id = $1";
-        let done = with_pool!(self, pool => sqlx::query(sql)
+        let done = with_writer!(self, pool => sqlx::query(sql)
             .bind(job.id.as_str())
             .bind(s.name.as_str())
             .bind(s.schedule.expr())
@@ -261,7 +261,7 @@ impl Store {
         };
         job.updated_at = now;
         let sql = "UPDATE scheduled_jobs SET paused = $2, next_fire_at = $3, updated_at = $4 WHERE id = $1";
-        let done = with_pool!(self, pool => sqlx::query(sql)
+        let done = with_writer!(self, pool => sqlx::query(sql)
             .bind(job.id.as_str())
             .bind(paused)
             .bind(job.next_run_at.map(ms))
@@ -277,7 +277,7 @@ impl Store {
 
     /// Deletes a job; `false` if there was none.
     pub async fn delete_job(&self, id: &JobId) -> Result<bool, StoreError> {
-        let n = with_pool!(self, pool => sqlx::query("DELETE FROM scheduled_jobs WHERE id = $1")
+        let n = with_writer!(self, pool => sqlx::query("DELETE FROM scheduled_jobs WHERE id = $1")
             .bind(id.as_str())
             .execute(pool)
             .await.map(|r| r.rows_affected()))?;

@@ -1,6 +1,6 @@
 //! API keys: stored hashed, looked up by the id embedded in the token.
 
-use super::{Store, with_pool};
+use super::{Store, with_pool, with_writer};
 use crate::StoreError;
 use crate::domain::{
     ApiKey, ApiKeyId, Cursor, NewApiKey, Page, PageRequest, Scope,
@@ -34,7 +34,7 @@ impl Store {
     /// Stores a new key (its hash only).
     pub async fn insert_api_key(&self, new: &NewApiKey) -> Result<(), StoreError> {
         let k = &new.key;
-        with_pool!(self, pool => sqlx::query(
+        with_writer!(self, pool => sqlx::query(
             "INSERT INTO api_keys (id, name, scope, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(k.id.as_str())
             .bind(&k.name)
@@ -69,7 +69,7 @@ impl Store {
             return Ok(None);
         };
         // Best effort, and at most once a minute per key, to keep reads cheap.
-        let _ = with_pool!(self, pool => sqlx::query(
+        let _ = with_writer!(self, pool => sqlx::query(
             "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)")
             .bind(id.as_str())
             .bind(now.timestamp_millis())
@@ -104,7 +104,7 @@ impl Store {
 
     /// Revokes a key; `false` if there was none.
     pub async fn delete_api_key(&self, id: &ApiKeyId) -> Result<bool, StoreError> {
-        let n = with_pool!(self, pool => sqlx::query("DELETE FROM api_keys WHERE id = $1")
+        let n = with_writer!(self, pool => sqlx::query("DELETE FROM api_keys WHERE id = $1")
             .bind(id.as_str())
             .execute(pool)
             .await.map(|r| r.rows_affected()))?;

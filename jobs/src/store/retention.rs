@@ -3,7 +3,7 @@
 //! scans) stay small without long locks. Nothing unfinished is ever deleted, and a dead
 //! delivery stays until acknowledged or its own, longer, retention has passed.
 
-use super::{Store, with_pool};
+use super::{Store, with_pool, with_writer};
 use crate::StoreError;
 use chrono::{DateTime, Duration, Utc};
 
@@ -89,7 +89,7 @@ impl Store {
             }
             let n = ids.len() as u64;
             for id in &ids {
-                with_pool!(self, pool => {
+                with_writer!(self, pool => {
                     sqlx::query("DELETE FROM delivery_attempts WHERE delivery_id = $1").bind(id).execute(pool).await?;
                     sqlx::query("DELETE FROM deliveries WHERE id = $1").bind(id).execute(pool).await.map(|_| ())
                 })?;
@@ -147,7 +147,7 @@ impl Store {
     async fn delete_in_batches(&self, sql: &'static str, cutoff: i64) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
-            let n = with_pool!(self, pool => sqlx::query(sql)
+            let n = with_writer!(self, pool => sqlx::query(sql)
                 .bind(cutoff)
                 .bind(BATCH)
                 .execute(pool)

@@ -9,7 +9,7 @@ use super::{
     Store,
     jobs::{JobRow, job_columns},
     webhooks::fan_out,
-    with_pool, with_tx,
+    with_pool, with_tx, with_writer,
 };
 use crate::domain::{
     CatchUpPolicy, Cursor, EventId, EventType, Job, JobId, OverlapPolicy, Page, PageRequest, Run, RunId,
@@ -504,7 +504,7 @@ impl Store {
         if run_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let started: Vec<String> = with_pool!(self, pool => {
+        let started: Vec<String> = with_writer!(self, pool => {
             let mut b = sqlx::QueryBuilder::new("UPDATE runs SET state = 'running', started_at = ");
             b.push_bind(ms(now))
                 .push(", worker = ")
@@ -581,7 +581,7 @@ impl Store {
         if groups.is_empty() {
             return Ok(());
         }
-        with_pool!(self, pool => {
+        with_writer!(self, pool => {
             let mut b = sqlx::QueryBuilder::new("WITH v (id, pgid) AS (");
             b.push_values(groups, |mut row, (id, pgid)| {
                 row.push_bind(id.as_str()).push_bind(i64::from(*pgid));

@@ -1,6 +1,6 @@
 //! Webhook subscriptions, and the fan-out of events to them.
 
-use super::{Store, with_pool, with_tx};
+use super::{Store, with_pool, with_tx, with_writer};
 use crate::StoreError;
 use crate::domain::{
     Cursor, DeliveryId, Environment, EventFilter, EventId, EventType, JobId, Page, PageRequest, Webhook,
@@ -157,7 +157,7 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
-        with_pool!(self, pool => sqlx::query(concat!(
+        with_writer!(self, pool => sqlx::query(concat!(
             "INSERT INTO webhooks (", webhook_columns!(), ") ",
             "VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, $9, NULL, $10, $10)"))
             .bind(hook.id.as_str())
@@ -216,7 +216,7 @@ impl Store {
         spec: WebhookSpec,
         now: DateTime<Utc>,
     ) -> Result<Option<Webhook>, StoreError> {
-        let n = with_pool!(self, pool => sqlx::query(
+        let n = with_writer!(self, pool => sqlx::query(
             "UPDATE webhooks SET url = $2, events = $3, environment = $4, job_ids = $5, headers = $6, \
              description = $7, enabled = $8, \
              disabled_reason = CASE WHEN $8 THEN NULL ELSE disabled_reason END, \
@@ -241,7 +241,7 @@ impl Store {
     /// Deletes a subscription; `false` if there was none. Its pending deliveries end
     /// `dead` at their next attempt.
     pub async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, StoreError> {
-        let n = with_pool!(self, pool => sqlx::query("DELETE FROM webhooks WHERE id = $1")
+        let n = with_writer!(self, pool => sqlx::query("DELETE FROM webhooks WHERE id = $1")
             .bind(id.as_str())
             .execute(pool)
             .await.map(|r| r.rows_affected()))?;
@@ -256,7 +256,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<Webhook>, StoreError> {
         let until = now + Duration::hours(ROTATION_GRACE_HOURS);
-        let n = with_pool!(self, pool => sqlx::query(
+        let n = with_writer!(self, pool => sqlx::query(
             "UPDATE webhooks SET previous_secret = secret, previous_secret_until = $3, secret = $2, updated_at = $4 \
              WHERE id = $1")
             .bind(id.as_str())
