@@ -18,7 +18,7 @@ use crate::{
 };
 use apalis::prelude::*;
 use futures::StreamExt;
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
 /// The workers failed to start or stopped on an error.
@@ -34,6 +34,43 @@ fn wakeups(wake: Arc<tokio::sync::Notify>) -> impl futures::Stream<Item = ()> + 
         w.notified().await;
         Some(((), w))
     }))
+}
+
+/// When each wake-up of [`echoed`] is repeated.
+const ECHOES: [Duration; 2] = [Duration::from_millis(25), Duration::from_millis(250)];
+
+/// Repeats each wake-up of `inner` [`ECHOES`] later (a newer wake-up starts the echoes
+/// over). apalis's stream strategy only re-polls the worker when a wake-up arrives and
+/// drops the item: one that arrives while a fetch is already running is lost, and if
+/// that fetch's snapshot predates the new tasks it finds nothing, so they would wait for
+/// the next wake-up or heartbeat (measured on Postgres: a whole slot's runs started a
+/// second late). An echo arrives after that fetch and costs at most an empty fetch.
+fn echoed<S>(inner: S) -> impl futures::Stream<Item = ()> + Unpin + Send + 'static
+where
+    S: futures::Stream<Item = ()> + Unpin + Send + 'static,
+{
+    let start = (inner, Vec::<tokio::time::Instant>::new());
+    Box::pin(futures::stream::unfold(
+        start,
+        |(mut inner, mut echoes)| async move {
+            let woken = match echoes.first().copied() {
+                None => inner.next().await.is_some(),
+                Some(at) => tokio::select! {
+                    item = inner.next() => item.is_some(),
+                    () = tokio::time::sleep_until(at) => {
+                        echoes.remove(0);
+                        return Some(((), (inner, echoes)));
+                    }
+                },
+            };
+            if !woken {
+                return None;
+            }
+            let now = tokio::time::Instant::now();
+            echoes = ECHOES.iter().map(|d| now + *d).collect();
+            Some(((), (inner, echoes)))
+        },
+    ))
 }
 
 /// Wake-ups from Postgres: apalis's LISTEN on new tasks of `queue`. Its trigger notifies
@@ -113,14 +150,14 @@ pub async fn run_workers_until_stopped(
         monitor
             .register(move |_| {
                 WorkerBuilder::new(n1.as_str())
-                    .backend(runs.clone().poll_with_stream(wakeups(w1.clone())))
+                    .backend(runs.clone().poll_with_stream(echoed(wakeups(w1.clone()))))
                     .data(c1.clone())
                     .concurrency(run_conc)
                     .build(handle_task)
             })
             .register(move |_| {
                 WorkerBuilder::new(n2.as_str())
-                    .backend(dlvs.clone().poll_with_stream(wakeups(w2.clone())))
+                    .backend(dlvs.clone().poll_with_stream(echoed(wakeups(w2.clone()))))
                     .data(c2.clone())
                     .concurrency(dlv_conc)
                     .build(handle_delivery)
@@ -148,8 +185,10 @@ pub async fn run_workers_until_stopped(
                     let notified = pg_notifications(listen_pool.clone(), RUN_QUEUE);
                     WorkerBuilder::new(n1.as_str())
                         .backend(
-                            runs.clone()
-                                .poll_with_stream(futures::stream::select(notified, wakeups(w1.clone()))),
+                            runs.clone().poll_with_stream(echoed(futures::stream::select(
+                                notified,
+                                wakeups(w1.clone()),
+                            ))),
                         )
                         .data(c1.clone())
                         .concurrency(run_conc)
@@ -161,7 +200,7 @@ pub async fn run_workers_until_stopped(
                 WorkerBuilder::new(n2.as_str())
                     .backend(
                         dlvs.clone()
-                            .poll_with_stream(futures::stream::select(notified, wakeups(w2.clone()))),
+                            .poll_with_stream(echoed(futures::stream::select(notified, wakeups(w2.clone())))),
                     )
                     .data(c2.clone())
                     .concurrency(dlv_conc)
@@ -174,4 +213,55 @@ pub async fn run_workers_until_stopped(
         .run_with_signal(signal)
         .await
         .map_err(|e| WorkerError(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    /// Whether `stream` yields within `wait` (of paused, auto-advancing test time).
+    async fn yields_within(stream: &mut (impl futures::Stream<Item = ()> + Unpin), wait: Duration) -> bool {
+        tokio::time::timeout(wait, stream.next()).await.is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_up_is_echoed_twice_and_a_newer_one_starts_the_echoes_over() {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<()>();
+        let mut woken = echoed(rx);
+        assert!(woken.next().now_or_never().is_none(), "nothing before a wake-up");
+
+        tx.unbounded_send(()).unwrap();
+        assert!(
+            yields_within(&mut woken, Duration::from_millis(1)).await,
+            "the wake-up itself"
+        );
+        assert!(!yields_within(&mut woken, Duration::from_millis(20)).await);
+        assert!(
+            yields_within(&mut woken, Duration::from_millis(10)).await,
+            "first echo at 25 ms"
+        );
+        assert!(!yields_within(&mut woken, Duration::from_millis(200)).await);
+        // A new wake-up before the second echo replaces the pending echoes.
+        tx.unbounded_send(()).unwrap();
+        assert!(
+            yields_within(&mut woken, Duration::from_millis(1)).await,
+            "the new wake-up"
+        );
+        assert!(
+            yields_within(&mut woken, Duration::from_millis(30)).await,
+            "its first echo"
+        );
+        assert!(
+            yields_within(&mut woken, Duration::from_millis(230)).await,
+            "its second echo"
+        );
+        assert!(
+            !yields_within(&mut woken, Duration::from_secs(10)).await,
+            "then silence"
+        );
+
+        drop(tx);
+        assert_eq!(woken.next().await, None, "ends with its source");
+    }
 }

@@ -159,18 +159,21 @@ impl Store {
         row.map(Job::try_from).transpose()
     }
 
-    /// The jobs with these ids that exist, by id (one query).
-    pub(super) async fn jobs_by_id(
+    /// The jobs of the runs with these ids, by job id (in one query).
+    pub(super) async fn jobs_of_runs(
         &self,
-        ids: &[JobId],
+        run_ids: &[&str],
     ) -> Result<std::collections::HashMap<String, Job>, StoreError> {
-        let ids: Vec<&str> = ids.iter().map(JobId::as_str).collect();
-        let rows: Vec<JobRow> = self
-            .select_by_ids(
-                concat!("SELECT ", columns!(), " FROM scheduled_jobs WHERE id IN "),
-                &ids,
-            )
-            .await?;
+        if run_ids.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        let rows: Vec<JobRow> = with_pool!(self, pool => {
+            let mut b = sqlx::QueryBuilder::new(concat!(
+                "SELECT ", columns!(), " FROM scheduled_jobs WHERE id IN (SELECT job_id FROM runs WHERE id IN "));
+            super::push_list(&mut b, run_ids.iter().copied());
+            b.push(")");
+            b.build_query_as().fetch_all(pool).await
+        })?;
         rows.into_iter()
             .map(|r| Job::try_from(r).map(|j| (j.id.to_string(), j)))
             .collect()

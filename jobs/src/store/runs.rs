@@ -493,8 +493,11 @@ impl Store {
         }))
     }
 
-    /// Workers picked up the tasks of `run_ids`: moves those runs to `running`, with one
-    /// UPDATE and two reads for the whole batch, and says for each (in order) what to do.
+    /// Workers picked up the tasks of `run_ids`: moves those runs to `running` with one
+    /// UPDATE that returns them, while their jobs are read beside it (another
+    /// connection; a job does not change with its run's state), and says for each (in
+    /// order) what to do. Runs the UPDATE did not take (already running elsewhere,
+    /// cancelled, gone) are read afterwards, which is rare.
     pub async fn start_runs(
         &self,
         run_ids: &[RunId],
@@ -504,39 +507,43 @@ impl Store {
         if run_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let started: Vec<String> = with_writer!(self, pool => {
-            let mut b = sqlx::QueryBuilder::new("UPDATE runs SET state = 'running', started_at = ");
-            b.push_bind(ms(now))
-                .push(", worker = ")
-                .push_bind(worker)
-                .push(", lateness_ms = CASE WHEN scheduled_for IS NULL THEN NULL ELSE ")
-                .push_bind(ms(now))
-                .push(" - scheduled_for END WHERE state = 'scheduled' AND id IN ");
-            super::push_list(&mut b, run_ids.iter().map(RunId::as_str));
-            b.push(" RETURNING id");
-            b.build_query_scalar().fetch_all(pool).await
-        })?;
+        let start = async {
+            with_writer!(self, pool => {
+                let mut b = sqlx::QueryBuilder::new("UPDATE runs SET state = 'running', started_at = ");
+                b.push_bind(ms(now))
+                    .push(", worker = ")
+                    .push_bind(worker)
+                    .push(", lateness_ms = CASE WHEN scheduled_for IS NULL THEN NULL ELSE ")
+                    .push_bind(ms(now))
+                    .push(" - scheduled_for END WHERE state = 'scheduled' AND id IN ");
+                super::push_list(&mut b, run_ids.iter().map(RunId::as_str));
+                b.push(concat!(" RETURNING ", run_columns!()));
+                b.build_query_as::<RunRow>().fetch_all(pool).await
+            })
+        };
         let ids: Vec<&str> = run_ids.iter().map(RunId::as_str).collect();
-        let rows: Vec<RunRow> = self
+        let jobs = self.jobs_of_runs(&ids);
+        let (started, jobs) = tokio::join!(start, jobs);
+        let (started, jobs) = (started?, jobs?);
+        let mut runs = std::collections::HashMap::with_capacity(run_ids.len());
+        let mut taken = std::collections::HashSet::with_capacity(started.len());
+        for row in started {
+            let run = Run::try_from(row)?;
+            taken.insert(run.id.to_string());
+            runs.insert(run.id.to_string(), run);
+        }
+        let rest: Vec<&str> = ids.iter().copied().filter(|id| !taken.contains(*id)).collect();
+        let others: Vec<RunRow> = self
             .select_by_ids(
                 concat!("SELECT ", run_columns!(), " FROM runs WHERE id IN "),
-                &ids,
+                &rest,
             )
             .await?;
-        let started: std::collections::HashSet<String> = started.into_iter().collect();
-        let mut runs = std::collections::HashMap::with_capacity(rows.len());
-        for row in rows {
+        for row in others {
             let run = Run::try_from(row)?;
             runs.insert(run.id.to_string(), run);
         }
-        let mut job_ids: Vec<JobId> = runs
-            .values()
-            .filter(|r| started.contains(r.id.as_str()))
-            .map(|r| r.job_id.clone())
-            .collect();
-        job_ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-        job_ids.dedup();
-        let jobs = self.jobs_by_id(&job_ids).await?;
+        let started = taken;
         let mut out = Vec::with_capacity(run_ids.len());
         for id in run_ids {
             let Some(run) = runs.remove(id.as_str()) else {
@@ -581,14 +588,32 @@ impl Store {
         if groups.is_empty() {
             return Ok(());
         }
+        // On Postgres the rows are locked in id order first, the order `finish_runs` locks
+        // them in: a run that exits at once is finished while its group is recorded, and
+        // two orders deadlock (Postgres then waits its deadlock_timeout, 1 s, to break it).
+        let (lock_in_order, locked) = if self.backend() == super::Backend::Postgres {
+            (
+                ", locked AS MATERIALIZED (SELECT id FROM runs WHERE id IN (SELECT id FROM v) \
+                 AND state = 'running' ORDER BY id FOR UPDATE)",
+                " JOIN locked ON locked.id = v.id",
+            )
+        } else {
+            ("", "")
+        };
+        let mut groups: Vec<&(RunId, u32)> = groups.iter().collect();
+        groups.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         with_writer!(self, pool => {
             let mut b = sqlx::QueryBuilder::new("WITH v (id, pgid) AS (");
-            b.push_values(groups, |mut row, (id, pgid)| {
+            b.push_values(&groups, |mut row, (id, pgid)| {
                 row.push_bind(id.as_str()).push_bind(i64::from(*pgid));
             });
-            b.push(") UPDATE runs SET pgid = v.pgid, boot_id = ")
+            b.push(")")
+                .push(lock_in_order)
+                .push(" UPDATE runs SET pgid = v.pgid, boot_id = ")
                 .push_bind(boot_id)
-                .push(" FROM v WHERE runs.id = v.id AND runs.state = 'running'");
+                .push(" FROM v")
+                .push(locked)
+                .push(" WHERE runs.id = v.id AND runs.state = 'running'");
             b.build().execute(pool).await.map(|_| ())
         })?;
         Ok(())
