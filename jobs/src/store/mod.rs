@@ -103,16 +103,25 @@ struct SqlitePools {
     read: SqlitePool,
 }
 
-/// Runs `$body` with `$pool` bound to a pool for reads, whichever the backend.
-macro_rules! with_pool {
-    ($store:expr, $pool:ident => $body:expr) => {
+/// Runs `$body` with `$pool` bound to the SQLite pool `$side` (`read` or `write`), or to
+/// the one Postgres pool.
+macro_rules! with_pool_for {
+    ($store:expr, $side:ident, $pool:ident => $body:expr) => {
         match &$store.db {
             $crate::store::Db::Sqlite(pools) => {
-                let $pool = &pools.read;
+                let $pool = &pools.$side;
                 $body
             }
             $crate::store::Db::Postgres($pool) => $body,
         }
+    };
+}
+pub(crate) use with_pool_for;
+
+/// Runs `$body` with `$pool` bound to a pool for reads, whichever the backend.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        $crate::store::with_pool_for!($store, read, $pool => $body)
     };
 }
 pub(crate) use with_pool;
@@ -121,13 +130,7 @@ pub(crate) use with_pool;
 /// in [`with_tx`]), whichever the backend.
 macro_rules! with_writer {
     ($store:expr, $pool:ident => $body:expr) => {
-        match &$store.db {
-            $crate::store::Db::Sqlite(pools) => {
-                let $pool = &pools.write;
-                $body
-            }
-            $crate::store::Db::Postgres($pool) => $body,
-        }
+        $crate::store::with_pool_for!($store, write, $pool => $body)
     };
 }
 pub(crate) use with_writer;
