@@ -8,7 +8,7 @@
 use super::{
     Store,
     jobs::{JobRow, job_columns},
-    webhooks::fan_out,
+    webhooks::{deliveries_for, insert_deliveries},
     with_pool, with_tx, with_writer,
 };
 use crate::domain::{
@@ -704,7 +704,8 @@ impl Store {
             let hooks = super::webhooks::enabled_hooks!(tx);
             let mut jobs: std::collections::HashMap<String, Option<Job>> = std::collections::HashMap::new();
             let mut pushed = Vec::new();
-            let mut deliveries = Vec::new();
+            // (event id, type, job id, environment) of each event, fanned out after the loop.
+            let mut events: Vec<(EventId, EventType, String, String)> = Vec::new();
             for (run_id, result) in batch.iter().copied() {
                 let run: Option<RunRow> = sqlx::query_as(concat!(
                     "UPDATE runs SET state = $2, finished_at = $3, duration_ms = $4, exit_code = $5, \
@@ -751,7 +752,7 @@ impl Store {
                     .bind(ms(now))
                     .execute(&mut *tx)
                     .await?;
-                    fan_out!(tx, &hooks, event_id.as_str(), kind, job.id.as_str(), job.spec.environment.as_str(), now, deliveries);
+                    events.push((event_id, kind, job.id.to_string(), job.spec.environment.as_str().to_owned()));
                 }
                 if will_retry {
                     let exp = 2_i32.saturating_pow(run.attempt.saturating_sub(1).min(20));
@@ -765,7 +766,11 @@ impl Store {
                 }
             }
             q::push(&mut tx, &pushed).await?;
-            q::push_deliveries(&mut tx, &deliveries).await?;
+            let deliveries: Vec<_> = events
+                .iter()
+                .flat_map(|(id, kind, job, env)| deliveries_for(&hooks, id.as_str(), *kind, job, env))
+                .collect();
+            insert_deliveries!(tx, q, &deliveries, now);
             (!pushed.is_empty(), !deliveries.is_empty())
         });
         if pushed.0 {

@@ -106,35 +106,65 @@ macro_rules! enabled_hooks {
 }
 pub(crate) use enabled_hooks;
 
-/// Creates one delivery (and its queue task, added to `$pushed`) for every subscription
-/// of `$hooks` (the enabled ones, from [`enabled_hooks`]) whose filter matches the event.
-macro_rules! fan_out {
-    ($tx:expr, $hooks:expr, $event_id:expr, $kind:expr, $job_id:expr, $environment:expr, $now:expr, $pushed:expr) => {{
-        let hooks: &[$crate::domain::Webhook] = $hooks;
-        for hook in hooks {
-            if hook.filter.matches($kind, $job_id, $environment) {
-                let id = $crate::domain::DeliveryId::generate();
-                let n = sqlx::query(
-                    "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, 'pending', $6, $6) ON CONFLICT (event_id, webhook_id) DO NOTHING",
-                )
-                .bind(id.as_str())
-                .bind($event_id)
-                .bind(hook.id.as_str())
-                .bind($kind.as_str())
-                .bind(Some($job_id).filter(|j: &&str| !j.is_empty()))
-                .bind($now.timestamp_millis())
-                .execute(&mut *$tx)
-                .await?
-                .rows_affected();
-                if n == 1 {
-                    $pushed.push((id.to_string(), None));
-                }
-            }
+/// A delivery to create: one event for one subscription.
+pub(crate) struct NewDelivery<'a> {
+    pub(crate) id: DeliveryId,
+    pub(crate) event_id: &'a str,
+    pub(crate) webhook_id: &'a str,
+    pub(crate) kind: EventType,
+    pub(crate) job_id: Option<&'a str>,
+}
+
+/// The deliveries of one event: one for every subscription of `hooks` (the enabled
+/// ones, from [`enabled_hooks`]) whose filter matches it. `job_id` is empty for an event
+/// about no job.
+pub(crate) fn deliveries_for<'a>(
+    hooks: &'a [Webhook],
+    event_id: &'a str,
+    kind: EventType,
+    job_id: &'a str,
+    environment: &str,
+) -> impl Iterator<Item = NewDelivery<'a>> {
+    hooks
+        .iter()
+        .filter(move |h| h.filter.matches(kind, job_id, environment))
+        .map(move |h| NewDelivery {
+            id: DeliveryId::generate(),
+            event_id,
+            webhook_id: h.id.as_str(),
+            kind,
+            job_id: Some(job_id).filter(|j| !j.is_empty()),
+        })
+}
+
+/// Stores the deliveries of the slice `$deliveries` inside `$tx` with multi-row inserts
+/// and queues a task for each (with `$q`, the dialect module of [`super::with_tx`]).
+macro_rules! insert_deliveries {
+    ($tx:expr, $q:ident, $deliveries:expr, $now:expr) => {{
+        /// Rows per multi-row INSERT (8 parameters each, well under both databases' limits).
+        const ROWS: usize = 500;
+        let deliveries: &[$crate::store::webhooks::NewDelivery<'_>] = $deliveries;
+        let at = $now.timestamp_millis();
+        for chunk in deliveries.chunks(ROWS) {
+            let mut b = sqlx::QueryBuilder::new(
+                "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, created_at, updated_at) ");
+            b.push_values(chunk, |mut row, d| {
+                row.push_bind(d.id.as_str())
+                    .push_bind(d.event_id)
+                    .push_bind(d.webhook_id)
+                    .push_bind(d.kind.as_str())
+                    .push_bind(d.job_id)
+                    .push_bind("pending")
+                    .push_bind(at)
+                    .push_bind(at);
+            });
+            b.build().execute(&mut *$tx).await?;
+            let tasks: Vec<_> = chunk.iter().map(|d| (d.id.to_string(), None)).collect();
+            $q::push_deliveries(&mut $tx, &tasks).await?;
         }
     }};
 }
-pub(crate) use fan_out;
+pub(crate) use insert_deliveries;
 
 impl Store {
     /// Stores a new subscription with `secret`.
@@ -319,19 +349,20 @@ impl Store {
     /// Job results go through the run's own transaction instead (`finish_run`); this is
     /// for events made elsewhere (the delivery benchmark publishes its load with it).
     pub async fn publish_events(&self, events: &[NewEvent], now: DateTime<Utc>) -> Result<usize, StoreError> {
-        /// Rows per multi-row INSERT (8 parameters each, well under both databases' limits).
+        /// Events per multi-row INSERT (6 parameters each, well under both databases' limits).
         const ROWS: usize = 500;
         let ids: Vec<EventId> = events.iter().map(|_| EventId::generate()).collect();
         let at = now.timestamp_millis();
         let queued = with_tx!(self, tx, q => {
             let hooks = enabled_hooks!(tx);
-            let mut deliveries = Vec::new();
-            for (event, event_id) in events.iter().zip(&ids) {
-                let job = event.job_id.as_ref().map_or("", JobId::as_str);
-                for hook in hooks.iter().filter(|h| h.filter.matches(event.kind, job, &event.environment)) {
-                    deliveries.push((DeliveryId::generate(), event_id, hook.id.as_str(), event));
-                }
-            }
+            let deliveries: Vec<NewDelivery<'_>> = events
+                .iter()
+                .zip(&ids)
+                .flat_map(|(e, id)| {
+                    let job = e.job_id.as_ref().map_or("", JobId::as_str);
+                    deliveries_for(&hooks, id.as_str(), e.kind, job, &e.environment)
+                })
+                .collect();
             for chunk in events.iter().zip(&ids).collect::<Vec<_>>().chunks(ROWS) {
                 let mut b = sqlx::QueryBuilder::new("INSERT INTO events (id, job_id, run_id, event_type, payload, created_at) ");
                 b.push_values(chunk, |mut row, (e, id)| {
@@ -344,23 +375,7 @@ impl Store {
                 });
                 b.build().execute(&mut *tx).await?;
             }
-            for chunk in deliveries.chunks(ROWS) {
-                let mut b = sqlx::QueryBuilder::new(
-                    "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, created_at, updated_at) ");
-                b.push_values(chunk, |mut row, (id, event_id, hook, e)| {
-                    row.push_bind(id.as_str())
-                        .push_bind(event_id.as_str())
-                        .push_bind(*hook)
-                        .push_bind(e.kind.as_str())
-                        .push_bind(e.job_id.as_ref().map(JobId::as_str))
-                        .push_bind("pending")
-                        .push_bind(at)
-                        .push_bind(at);
-                });
-                b.build().execute(&mut *tx).await?;
-                let tasks: Vec<_> = chunk.iter().map(|(id, ..)| (id.to_string(), None)).collect();
-                q::push_deliveries(&mut tx, &tasks).await?;
-            }
+            insert_deliveries!(tx, q, &deliveries, now);
             deliveries.len()
         });
         if queued > 0 {
