@@ -6,7 +6,9 @@
 //! (one process), the store signals this process's workers after every transaction that
 //! pushed tasks. The run worker is also woken by this process's
 //! scheduler at the instant of each slot it fired ahead of time (on both backends).
-//! Other delayed tasks (retries) and crash recovery ride on the heartbeat.
+//! Other delayed tasks (retries) and crash recovery ride on the heartbeat. Every
+//! wake-up stream goes through [`wake_worker`], which works around two faults of
+//! apalis's poll strategy that otherwise leave a worker asleep until its heartbeat.
 
 use crate::{
     Clock, Store,
