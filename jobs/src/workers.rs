@@ -128,6 +128,16 @@ fn pg_notifications(
         .map(|_| ())
 }
 
+/// A Postgres worker's wake-ups: notifications of new tasks in `queue`, and this
+/// process's own pushes and slots (`wake`).
+fn pg_wakeups(
+    pool: sqlx::PgPool,
+    queue: &'static str,
+    wake: Arc<tokio::sync::Notify>,
+) -> impl futures::Stream<Item = ()> + Unpin + Send + 'static {
+    futures::stream::select(pg_notifications(pool, queue), wakeups(wake))
+}
+
 async fn handle_delivery(task: DeliveryTask, ctx: Data<DeliveryContext>) -> Result<(), BoxDynError> {
     let Some(id) = DeliveryId::parse(&task.delivery_id) else {
         tracing::error!(delivery_id = %task.delivery_id, "a delivery task names no valid delivery; dropped");
@@ -225,24 +235,18 @@ pub async fn run_workers_until_stopped(
             .register({
                 let listen_pool = listen_pool.clone();
                 move |_| {
-                    let notified = pg_notifications(listen_pool.clone(), RUN_QUEUE);
+                    let woken = pg_wakeups(listen_pool.clone(), RUN_QUEUE, w1.clone());
                     WorkerBuilder::new(n1.as_str())
-                        .backend(runs.clone().poll_with_stream(wake_worker(futures::stream::select(
-                            notified,
-                            wakeups(w1.clone()),
-                        ))))
+                        .backend(runs.clone().poll_with_stream(wake_worker(woken)))
                         .data(c1.clone())
                         .concurrency(run_conc)
                         .build(handle_task)
                 }
             })
             .register(move |_| {
-                let notified = pg_notifications(listen_pool.clone(), DELIVERY_QUEUE);
+                let woken = pg_wakeups(listen_pool.clone(), DELIVERY_QUEUE, w2.clone());
                 WorkerBuilder::new(n2.as_str())
-                    .backend(dlvs.clone().poll_with_stream(wake_worker(futures::stream::select(
-                        notified,
-                        wakeups(w2.clone()),
-                    ))))
+                    .backend(dlvs.clone().poll_with_stream(wake_worker(woken)))
                     .data(c2.clone())
                     .concurrency(dlv_conc)
                     .build(handle_delivery)

@@ -105,7 +105,7 @@ async fn a_revoked_key_stops_working(app: &TestApp) {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
-    let listed: Value = app.get("/v1/keys").await.json().await.unwrap();
+    let listed: Value = app.get_json("/v1/keys").await;
     let items = listed["items"].as_array().unwrap();
     assert!(items.iter().any(|k| k["id"] == created["id"]));
     assert!(

@@ -259,6 +259,11 @@ impl TestApp {
         self.request(Method::GET, path).send().await.expect("request")
     }
 
+    /// GET `path` and its JSON body (whatever the status).
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).await.json().await.expect("a JSON body")
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> Response {
         self.request(Method::POST, path)
             .json(body)

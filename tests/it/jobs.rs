@@ -41,7 +41,7 @@ async fn a_job_round_trips_through_create_get_patch_and_delete(app: &TestApp) {
     assert_eq!(job["next_run_times"].as_array().unwrap().len(), 5);
     assert_eq!(job["next_run_at"], job["next_run_times"][0]);
 
-    let fetched: Value = app.get(&format!("/v1/jobs/{id}")).await.json().await.unwrap();
+    let fetched: Value = app.get_json(&format!("/v1/jobs/{id}")).await;
     assert_eq!(fetched, job);
 
     let r = app.patch(&format!("/v1/jobs/{id}"), &json!({"name": "renamed", "target": {"type": "http", "url": "http://127.0.0.1:9/hook", "method": "POST"}})).await;
@@ -195,7 +195,7 @@ async fn invalid_jobs_are_refused_with_the_field_named_and_nothing_stored(app: &
     assert_eq!(status, 400, "{err}");
     assert_eq!(err["code"], "bad_request");
 
-    let listed: Value = app.get("/v1/jobs").await.json().await.unwrap();
+    let listed: Value = app.get_json("/v1/jobs").await;
     assert_eq!(
         listed["items"].as_array().unwrap().len(),
         0,
@@ -216,11 +216,8 @@ async fn invalid_jobs_are_refused_with_the_field_named_and_nothing_stored(app: &
     let (status, err) = status_and_json(r).await;
     assert_eq!((status, err["field"].as_str()), (422, Some("timezone")));
     let unchanged: Value = app
-        .get(&format!("/v1/jobs/{}", job["id"].as_str().unwrap()))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/v1/jobs/{}", job["id"].as_str().unwrap()))
+        .await;
     assert_eq!(unchanged["timezone"], "UTC", "a refused patch changes nothing");
 }
 
@@ -240,7 +237,7 @@ async fn an_oversized_body_is_refused_with_413(app: &TestApp) {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
-    let listed: Value = app.get("/v1/jobs").await.json().await.unwrap();
+    let listed: Value = app.get_json("/v1/jobs").await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 0);
 }
 
@@ -270,7 +267,7 @@ async fn jobs_are_listed_page_by_page_without_gaps_or_repeats(app: &TestApp) {
             Some(c) => format!("/v1/jobs?limit=3&cursor={c}"),
             None => "/v1/jobs?limit=3".to_owned(),
         };
-        let page: Value = app.get(&path).await.json().await.unwrap();
+        let page: Value = app.get_json(&path).await;
         pages += 1;
         let items = page["items"].as_array().unwrap();
         assert!(items.len() <= 3);

@@ -135,12 +135,7 @@ async fn a_failing_job_is_retried_with_each_attempt_recorded(app: &TestApp) {
     let job_id = job["id"].as_str().unwrap();
     app.trigger(job_id).await;
     let runs = eventually(60, "three failed attempts", || async {
-        let list: Value = app
-            .get(&format!("/v1/jobs/{job_id}/runs"))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let list: Value = app.get_json(&format!("/v1/jobs/{job_id}/runs")).await;
         let items = list["items"].as_array().unwrap().clone();
         (items.len() == 3 && items.iter().all(|r| r["state"] == "failed")).then_some(items)
     })

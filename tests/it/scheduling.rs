@@ -29,7 +29,7 @@ async fn runs_of(app: &TestApp, job_id: &str) -> Vec<Value> {
             Some(c) => format!("/v1/jobs/{job_id}/runs?limit=500&cursor={c}"),
             None => format!("/v1/jobs/{job_id}/runs?limit=500"),
         };
-        let page: Value = app.get(&path).await.json().await.unwrap();
+        let page: Value = app.get_json(&path).await;
         out.extend(page["items"].as_array().unwrap().iter().cloned());
         match page.get("next_cursor").and_then(Value::as_str) {
             Some(c) => cursor = Some(c.to_owned()),
@@ -109,7 +109,7 @@ async fn catch_up(backend: Backend, policy: &str) -> Vec<Value> {
     clock.set(now);
     app.store.fire_due(now).await.unwrap();
     let runs = runs_of(&app, job_id).await;
-    let after: Value = app.get(&format!("/v1/jobs/{job_id}")).await.json().await.unwrap();
+    let after: Value = app.get_json(&format!("/v1/jobs/{job_id}")).await;
     assert_eq!(
         after["next_run_at"],
         json!("2026-06-01T12:11:00+00:00"),
@@ -167,11 +167,8 @@ async fn a_long_outage_is_one_missed_row_not_a_cliff() {
         runs[0]
     );
     let after: Value = app
-        .get(&format!("/v1/jobs/{}", job["id"].as_str().unwrap()))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/v1/jobs/{}", job["id"].as_str().unwrap()))
+        .await;
     assert_eq!(after["next_run_at"], json!("2026-06-03T00:00:01+00:00"));
     app.stop().await;
 }
@@ -310,24 +307,14 @@ async fn allow_jobs_are_fired_ahead_of_their_slot_and_skip_jobs_at_it() {
         let runs = runs_of(&app, allow_id).await;
         assert_eq!(runs.len(), 1, "{runs:?}");
         assert_eq!(runs[0]["scheduled_for"], json!("2026-06-01T12:00:01+00:00"));
-        let after: Value = app
-            .get(&format!("/v1/jobs/{allow_id}"))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let after: Value = app.get_json(&format!("/v1/jobs/{allow_id}")).await;
         assert_eq!(after["next_run_at"], json!("2026-06-01T12:00:02+00:00"));
 
         assert!(
             runs_of(&app, skip_id).await.is_empty(),
             "a skip job is not fired ahead"
         );
-        let after: Value = app
-            .get(&format!("/v1/jobs/{skip_id}"))
-            .await
-            .json()
-            .await
-            .unwrap();
+        let after: Value = app.get_json(&format!("/v1/jobs/{skip_id}")).await;
         assert_eq!(after["next_run_at"], json!("2026-06-01T12:00:01+00:00"));
         app.stop().await;
     }

@@ -153,12 +153,7 @@ async fn six_failed_attempts_make_a_dead_delivery_that_replays_with_the_same_key
     .await;
     let id = dead["id"].as_str().unwrap().to_owned();
     assert_eq!(dead["status"], "dead");
-    let detail: Value = app
-        .get(&format!("/v1/deliveries/{id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let detail: Value = app.get_json(&format!("/v1/deliveries/{id}")).await;
     let attempts = detail["attempt_history"].as_array().unwrap();
     assert_eq!(attempts.len(), 6, "the first attempt and five retries: {detail}");
     let codes: Vec<i64> = attempts
@@ -191,7 +186,7 @@ async fn six_failed_attempts_make_a_dead_delivery_that_replays_with_the_same_key
         seen.iter().all(|s| s.headers["x-cronflow-idempotency-key"] == id),
         "one key for every attempt and the replay"
     );
-    let dlq: Value = app.get("/v1/dlq").await.json().await.unwrap();
+    let dlq: Value = app.get_json("/v1/dlq").await;
     assert!(dlq["items"].as_array().unwrap().is_empty());
 }
 
@@ -228,12 +223,7 @@ async fn a_rotated_secret_signs_beside_the_old_one(app: &TestApp) {
     let body: Value = serde_json::from_slice(&seen.body).unwrap();
     assert_eq!(body["event"], "webhook.test");
     assert_eq!(body.as_object().unwrap().len(), 5);
-    let got: Value = app
-        .get(&format!("/v1/webhooks/{hook_id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let got: Value = app.get_json(&format!("/v1/webhooks/{hook_id}")).await;
     assert!(got.get("secret").is_none(), "the secret is not shown again");
 }
 
@@ -472,12 +462,7 @@ async fn a_410_disables_the_subscription_with_its_reason(app: &TestApp) {
     })
     .await;
     assert_eq!(d["attempts"], 1, "a 410 is not retried");
-    let hook: Value = app
-        .get(&format!("/v1/webhooks/{hook_id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let hook: Value = app.get_json(&format!("/v1/webhooks/{hook_id}")).await;
     assert_eq!(hook["enabled"], false);
     assert!(
         hook["disabled_reason"].as_str().unwrap().contains("410"),
@@ -543,11 +528,8 @@ async fn sustained_failure_disables_a_subscription() {
     let run = app.trigger(job["id"].as_str().unwrap()).await;
     app.finished_run(run["id"].as_str().unwrap(), 30).await;
     let deliveries: Value = app
-        .get(&format!("/v1/deliveries?webhook_id={hook_id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
+        .get_json(&format!("/v1/deliveries?webhook_id={hook_id}"))
+        .await;
     assert_eq!(
         deliveries["items"].as_array().unwrap().len(),
         1,

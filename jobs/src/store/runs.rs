@@ -525,39 +525,35 @@ impl Store {
         let jobs = self.jobs_of_runs(&ids);
         let (started, jobs) = tokio::join!(start, jobs);
         let (started, jobs) = (started?, jobs?);
-        let mut runs = std::collections::HashMap::with_capacity(run_ids.len());
-        let mut taken = std::collections::HashSet::with_capacity(started.len());
-        for row in started {
-            let run = Run::try_from(row)?;
-            taken.insert(run.id.to_string());
-            runs.insert(run.id.to_string(), run);
-        }
-        let rest: Vec<&str> = ids.iter().copied().filter(|id| !taken.contains(*id)).collect();
-        let others: Vec<RunRow> = self
-            .select_by_ids(
+        let by_id = |rows: Vec<RunRow>| {
+            rows.into_iter()
+                .map(|row| Run::try_from(row).map(|run| (run.id.to_string(), run)))
+                .collect::<Result<std::collections::HashMap<String, Run>, StoreError>>()
+        };
+        let mut started = by_id(started)?;
+        let rest: Vec<&str> = ids
+            .iter()
+            .copied()
+            .filter(|id| !started.contains_key(*id))
+            .collect();
+        let mut others = by_id(
+            self.select_by_ids(
                 concat!("SELECT ", run_columns!(), " FROM runs WHERE id IN "),
                 &rest,
             )
-            .await?;
-        for row in others {
-            let run = Run::try_from(row)?;
-            runs.insert(run.id.to_string(), run);
-        }
-        let started = taken;
+            .await?,
+        )?;
         let mut out = Vec::with_capacity(run_ids.len());
         for id in run_ids {
-            let Some(run) = runs.remove(id.as_str()) else {
-                out.push(StartOutcome::Nothing);
-                continue;
-            };
-            if !started.contains(id.as_str()) {
-                out.push(if run.state == RunState::Running {
-                    StartOutcome::Orphaned(Box::new(run))
-                } else {
-                    StartOutcome::Nothing
+            let Some(run) = started.remove(id.as_str()) else {
+                // Not taken: running elsewhere (a crashed worker's, to recover), or not
+                // to run any more.
+                out.push(match others.remove(id.as_str()) {
+                    Some(run) if run.state == RunState::Running => StartOutcome::Orphaned(Box::new(run)),
+                    _ => StartOutcome::Nothing,
                 });
                 continue;
-            }
+            };
             match jobs.get(run.job_id.as_str()) {
                 Some(job) => out.push(StartOutcome::Start(Box::new((run, job.clone())))),
                 None => {
