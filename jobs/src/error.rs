@@ -45,9 +45,6 @@ pub enum StoreError {
     /// The database URL is neither `sqlite://` nor `postgres://`.
     #[error("unsupported database URL (expected sqlite://PATH or postgres://...)")]
     UnsupportedUrl,
-    /// The queue (apalis) refused a task.
-    #[error("queue error")]
-    Queue(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A database call did not answer within its deadline.
     #[error("database call timed out")]
     Timeout,

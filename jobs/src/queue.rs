@@ -7,7 +7,6 @@
 //! a worker crash or a transient database error.
 
 use crate::StoreError;
-use apalis::prelude::TaskBuilder;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +26,34 @@ const DELIVERY_TASK_ATTEMPTS: usize = 1;
 pub struct RunTask {
     /// The run to execute.
     pub run_id: String,
+    /// For a run queued to become due a little before its slot (see
+    /// `store::dialect::postgres::RUN_LEAD`), the slot: the worker that takes the task
+    /// holds it until then, so the run starts at its slot, not after a fetch that began
+    /// at it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at: Option<DateTime<Utc>>,
+}
+
+/// One task to push.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NewTask<'a> {
+    /// The run's or delivery's id.
+    pub(crate) id: &'a str,
+    /// When the queue may hand the task out (`None`: now).
+    pub(crate) due: Option<DateTime<Utc>>,
+    /// A run's slot, when it is queued ahead of it ([`RunTask::start_at`]).
+    pub(crate) start_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> NewTask<'a> {
+    /// A task for `id` due at `due` (`None`: now).
+    pub(crate) fn at(id: &'a str, due: Option<DateTime<Utc>>) -> Self {
+        NewTask {
+            id,
+            due,
+            start_at: None,
+        }
+    }
 }
 
 /// The payload of a delivery task: one attempt of one delivery.
@@ -46,17 +73,18 @@ pub(crate) enum Kind {
 }
 
 /// A task's payload and how many times apalis may hand it out.
-fn payload(kind: Kind, id: &str) -> (Vec<u8>, usize) {
+fn payload(kind: Kind, task: &NewTask<'_>) -> (Vec<u8>, usize) {
     let (body, attempts) = match kind {
         Kind::Run => (
             serde_json::to_vec(&RunTask {
-                run_id: id.to_owned(),
+                run_id: task.id.to_owned(),
+                start_at: task.start_at,
             }),
             MAX_DELIVERIES,
         ),
         Kind::Delivery => (
             serde_json::to_vec(&DeliveryTask {
-                delivery_id: id.to_owned(),
+                delivery_id: task.id.to_owned(),
             }),
             DELIVERY_TASK_ATTEMPTS,
         ),
@@ -69,15 +97,6 @@ fn run_at_secs(at: DateTime<Utc>) -> i64 {
     at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0)
 }
 
-fn task_bytes(kind: Kind, id: &str, run_at: Option<DateTime<Utc>>) -> apalis::prelude::Task<Vec<u8>> {
-    let (body, attempts) = payload(kind, id);
-    let mut b = TaskBuilder::new(body).max_attempts(attempts);
-    if let Some(at) = run_at {
-        b = b.run_at_timestamp(u64::try_from(run_at_secs(at)).unwrap_or_default());
-    }
-    b.build()
-}
-
 impl Kind {
     fn queue(self) -> &'static str {
         match self {
@@ -85,10 +104,6 @@ impl Kind {
             Kind::Delivery => DELIVERY_QUEUE,
         }
     }
-}
-
-fn queue_error(e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
-    StoreError::Queue(Box::new(e))
 }
 
 /// Pushing on SQLite.
@@ -106,23 +121,23 @@ pub(crate) mod sqlite {
     pub(crate) async fn push_kind(
         tx: &mut sqlx::SqliteConnection,
         kind: Kind,
-        ids: &[(String, Option<DateTime<Utc>>)],
+        tasks: &[NewTask<'_>],
     ) -> Result<(), StoreError> {
         let now = Utc::now();
-        for chunk in ids.chunks(ROWS) {
+        for chunk in tasks.chunks(ROWS) {
             let mut b = sqlx::QueryBuilder::new(
                 "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority, \
                  metadata, idempotency_key) ",
             );
-            b.push_values(chunk, |mut row, (id, at)| {
-                let (body, attempts) = payload(kind, id);
+            b.push_values(chunk, |mut row, task| {
+                let (body, attempts) = payload(kind, task);
                 row.push_bind(body)
                     .push_bind(ulid::Ulid::generate().to_string())
                     .push_bind(kind.queue())
                     .push("'Pending'")
                     .push("0")
                     .push_bind(i64::try_from(attempts).unwrap_or(i64::MAX))
-                    .push_bind(at.map_or(now.timestamp(), run_at_secs))
+                    .push_bind(task.due.map_or(now.timestamp(), run_at_secs))
                     .push("0")
                     .push("'{}'")
                     .push("NULL");
@@ -138,18 +153,40 @@ pub(crate) mod sqlite {
 pub(crate) mod postgres {
     use super::*;
 
-    /// Pushes the tasks for `ids` (id, not-before time) inside `tx`, in one statement.
+    /// Pushes `tasks` inside `tx`, in one statement. The rows are those of
+    /// apalis-postgres's `sink.sql` (a fresh ULID as id, empty metadata) except for the
+    /// due time, which is kept to the microsecond (apalis rounds it to whole seconds);
+    /// a task due now gets the database's `now()`, so apalis's insert trigger notifies
+    /// the listening workers.
     pub(crate) async fn push_kind(
         tx: &mut sqlx::PgConnection,
         kind: Kind,
-        ids: &[(String, Option<DateTime<Utc>>)],
+        tasks: &[NewTask<'_>],
     ) -> Result<(), StoreError> {
-        if ids.is_empty() {
+        if tasks.is_empty() {
             return Ok(());
         }
-        let tasks: Vec<_> = ids.iter().map(|(id, at)| task_bytes(kind, id, *at)).collect();
-        apalis_postgres::queries::push_tasks(tx, kind.queue(), tasks)
-            .await
-            .map_err(queue_error)
+        let (mut ids, mut bodies, mut attempts, mut due) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for task in tasks {
+            let (body, max) = payload(kind, task);
+            ids.push(ulid::Ulid::generate().to_string());
+            bodies.push(body);
+            attempts.push(i32::try_from(max).unwrap_or(i32::MAX));
+            due.push(task.due);
+        }
+        sqlx::query(
+            "INSERT INTO apalis.jobs (id, job_type, job, status, attempts, max_attempts, run_at, priority, \
+             metadata, idempotency_key) \
+             SELECT t.id, $2, t.job, 'Pending', 0, t.max_attempts, COALESCE(t.run_at, now()), 0, ''::hstore, NULL \
+             FROM unnest($1::text[], $3::bytea[], $4::integer[], $5::timestamptz[]) AS t(id, job, max_attempts, run_at)",
+        )
+        .bind(&ids)
+        .bind(kind.queue())
+        .bind(&bodies)
+        .bind(&attempts)
+        .bind(&due)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
     }
 }

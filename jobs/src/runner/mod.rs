@@ -1,6 +1,7 @@
 //! The run worker: takes run tasks off the apalis queue and executes them.
 //!
-//! For each task: move the run to `running` (a run already `running` means its previous
+//! For each task: wait for the run's slot if the task was queued just ahead of it
+//! ([`RunTask::start_at`]), move the run to `running` (a run already `running` means its previous
 //! worker died: recover it), execute the target under its timeout while watching for a
 //! cancel request, then store the final state, its event, any retry and the release of a
 //! queued run in one transaction (`Store::finish_runs`). The database work of runs
@@ -40,6 +41,10 @@ use tokio_util::sync::CancellationToken;
 
 /// How often a running run checks whether a user asked to cancel it.
 const CANCEL_POLL: Duration = Duration::from_millis(250);
+/// The longest a handler holds a task queued ahead of its slot ([`RunTask::start_at`]).
+/// The lead is 50 ms; a longer wait means this host's clock is behind the database's,
+/// and the run then starts early rather than holding a worker slot indefinitely.
+const MAX_HOLD: Duration = Duration::from_secs(1);
 
 /// How the worker behaves.
 #[derive(Debug, Clone)]
@@ -175,6 +180,13 @@ pub(crate) async fn handle_task(task: RunTask, ctx: Data<RunnerContext>) -> Resu
         tracing::error!(run_id = %task.run_id, "a run task names no valid run; dropped");
         return Ok(());
     };
+    if let Some(slot) = task.start_at {
+        // Queued to become due just before its slot: wait for it (wall-clock time, which
+        // is what the queue's due times are compared with).
+        if let Ok(wait) = (slot - chrono::Utc::now()).to_std() {
+            tokio::time::sleep(wait.min(MAX_HOLD)).await;
+        }
+    }
     ctx.execute(&run_id).await.map_err(|e| {
         tracing::error!(run_id = %run_id, error = ?e, "run task failed; apalis will redeliver it");
         Box::new(e) as BoxDynError

@@ -2,25 +2,59 @@
 //! few statements whose SQL is not the same on both. [`super::with_tx`] binds one of these
 //! modules for its body.
 
+use crate::queue::NewTask;
+use chrono::{DateTime, Duration, Utc};
+
+/// Tasks due at the given times.
+fn due_at(ids: &[(String, Option<DateTime<Utc>>)]) -> Vec<NewTask<'_>> {
+    ids.iter().map(|(id, at)| NewTask::at(id, *at)).collect()
+}
+
+/// Run tasks due `lead` before their slots, carrying the slot.
+fn ahead_of(slots: &[(String, DateTime<Utc>)], lead: Duration) -> Vec<NewTask<'_>> {
+    slots
+        .iter()
+        .map(|(id, slot)| NewTask {
+            id,
+            due: Some(*slot - lead),
+            start_at: Some(*slot),
+        })
+        .collect()
+}
+
 /// SQLite: one process, so no row locking is needed (the transaction is `IMMEDIATE`).
 pub(crate) mod sqlite {
     use crate::{StoreError, queue::Kind};
-    use chrono::{DateTime, Utc};
+    use chrono::{DateTime, Duration, Utc};
 
-    /// Pushes run tasks.
+    /// How long before its slot a run fired ahead becomes due: none, because apalis-sqlite
+    /// compares due times in whole seconds (a lead would make the task due up to a second
+    /// early, holding a worker slot all that time). The worker is woken just after the slot.
+    pub(crate) const RUN_LEAD: Duration = Duration::zero();
+
+    /// Pushes run tasks (id, due time; `None`: now).
     pub(crate) async fn push(
         tx: &mut sqlx::SqliteConnection,
         ids: &[(String, Option<DateTime<Utc>>)],
     ) -> Result<(), StoreError> {
-        crate::queue::sqlite::push_kind(tx, Kind::Run, ids).await
+        crate::queue::sqlite::push_kind(tx, Kind::Run, &super::due_at(ids)).await
     }
 
-    /// Pushes delivery attempt tasks.
+    /// Pushes the tasks of runs fired ahead of their slots (id, slot): due [`RUN_LEAD`]
+    /// before the slot, held by the worker until it.
+    pub(crate) async fn push_ahead(
+        tx: &mut sqlx::SqliteConnection,
+        slots: &[(String, DateTime<Utc>)],
+    ) -> Result<(), StoreError> {
+        crate::queue::sqlite::push_kind(tx, Kind::Run, &super::ahead_of(slots, RUN_LEAD)).await
+    }
+
+    /// Pushes delivery attempt tasks (id, due time; `None`: now).
     pub(crate) async fn push_deliveries(
         tx: &mut sqlx::SqliteConnection,
         ids: &[(String, Option<DateTime<Utc>>)],
     ) -> Result<(), StoreError> {
-        crate::queue::sqlite::push_kind(tx, Kind::Delivery, ids).await
+        crate::queue::sqlite::push_kind(tx, Kind::Delivery, &super::due_at(ids)).await
     }
 
     /// Jobs due at `$1` (or by `$3` for overlap `allow`), at most `$2`.
@@ -36,22 +70,39 @@ pub(crate) mod sqlite {
 /// those another holds.
 pub(crate) mod postgres {
     use crate::{StoreError, queue::Kind};
-    use chrono::{DateTime, Utc};
+    use chrono::{DateTime, Duration, Utc};
 
-    /// Pushes run tasks.
+    /// How long before its slot a run fired ahead becomes due (Postgres keeps due times to
+    /// the microsecond). This process's worker is woken then and fetches the slot's tasks
+    /// (a few milliseconds for a slot of hundreds), and each handler waits for the slot
+    /// before starting its run: the fetch is done before the slot, not after it. The
+    /// price is a worker slot held for at most this long per run, whichever worker
+    /// (of any process) fetched the task.
+    pub(crate) const RUN_LEAD: Duration = Duration::milliseconds(50);
+
+    /// Pushes run tasks (id, due time; `None`: now).
     pub(crate) async fn push(
         tx: &mut sqlx::PgConnection,
         ids: &[(String, Option<DateTime<Utc>>)],
     ) -> Result<(), StoreError> {
-        crate::queue::postgres::push_kind(tx, Kind::Run, ids).await
+        crate::queue::postgres::push_kind(tx, Kind::Run, &super::due_at(ids)).await
     }
 
-    /// Pushes delivery attempt tasks.
+    /// Pushes the tasks of runs fired ahead of their slots (id, slot): due [`RUN_LEAD`]
+    /// before the slot, held by the worker until it.
+    pub(crate) async fn push_ahead(
+        tx: &mut sqlx::PgConnection,
+        slots: &[(String, DateTime<Utc>)],
+    ) -> Result<(), StoreError> {
+        crate::queue::postgres::push_kind(tx, Kind::Run, &super::ahead_of(slots, RUN_LEAD)).await
+    }
+
+    /// Pushes delivery attempt tasks (id, due time; `None`: now).
     pub(crate) async fn push_deliveries(
         tx: &mut sqlx::PgConnection,
         ids: &[(String, Option<DateTime<Utc>>)],
     ) -> Result<(), StoreError> {
-        crate::queue::postgres::push_kind(tx, Kind::Delivery, ids).await
+        crate::queue::postgres::push_kind(tx, Kind::Delivery, &super::due_at(ids)).await
     }
 
     /// Jobs due at `$1` (or by `$3` for overlap `allow`), at most `$2`, locked for this

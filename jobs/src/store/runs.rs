@@ -346,8 +346,7 @@ impl Store {
                 .bind(ms(ahead))
                 .fetch_all(&mut *tx)
                 .await?;
-            let mut to_push = Vec::new();
-            let mut future = Vec::new();
+            let (mut to_push, mut early) = (Vec::new(), Vec::new());
             for row in rows {
                 let job = Job::try_from(row)?;
                 let Some(first_due) = job.next_run_at else { continue };
@@ -380,8 +379,7 @@ impl Store {
                             report.fired += 1;
                             active = true;
                             if slot > now {
-                                future.push(slot);
-                                to_push.push((run.id.to_string(), Some(slot)));
+                                early.push((run.id.to_string(), slot));
                             } else {
                                 to_push.push((run.id.to_string(), None));
                             }
@@ -400,14 +398,15 @@ impl Store {
                     .await?;
             }
             q::push(&mut tx, &to_push).await?;
-            (to_push.len() > future.len(), future)
+            q::push_ahead(&mut tx, &early).await?;
+            let mut future: Vec<_> = early.iter().map(|(_, slot)| *slot - q::RUN_LEAD).collect();
+            future.sort();
+            future.dedup();
+            (!to_push.is_empty(), future)
         });
         if fired {
             self.wake.notify_one();
         }
-        let mut future = future;
-        future.sort();
-        future.dedup();
         for at in future {
             self.wake_runs_at(at);
         }
@@ -415,7 +414,8 @@ impl Store {
     }
 
     /// Wakes this process's run worker just after `at` (wall-clock time, which is what
-    /// the queue compares task due times with), to take the tasks due then.
+    /// the queue compares task due times with), to take the tasks due then (on Postgres
+    /// [`RUN_LEAD`](super::dialect::postgres::RUN_LEAD) before their slot).
     fn wake_runs_at(&self, at: DateTime<Utc>) {
         let wake = self.wake.clone();
         let delay = (at - Utc::now()).to_std().unwrap_or_default() + WAKE_MARGIN;
