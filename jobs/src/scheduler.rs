@@ -10,8 +10,9 @@
 //!
 //! Jobs with overlap `allow` are fired [`LOOKAHEAD`] ahead of their slots
 //! ([`Store::fire_due_ahead`]): their runs and queue tasks already exist when the slot
-//! comes, and this process's worker is woken at that instant, so a run starts within
-//! milliseconds of its slot even when many fall due together. Consequently a change to
+//! comes, and this process's worker is woken at that instant (on Postgres 50 ms before
+//! it, the worker holding each task until its slot: `store::dialect::postgres::RUN_LEAD`),
+//! so a run starts within milliseconds of its slot even when many fall due together. Consequently a change to
 //! such a job (pause, new schedule, delete) applies to slots more than [`LOOKAHEAD`]
 //! away; runs already created for nearer slots still run (those of a deleted job
 //! do not). With an injected clock (tests) nothing is fired ahead.
