@@ -29,35 +29,43 @@ async fn delivery_status(app: &TestApp, hook_id: &str) -> Value {
     .await
 }
 
-#[tokio::test]
-async fn the_readme_node_receiver_accepts_a_delivery_and_refuses_a_bad_signature() {
-    if Command::new("node").arg("--version").output().is_err() {
-        assert!(std::env::var_os("CI").is_none(), "CI needs node for this test");
-        eprintln!("warning: node is not installed; skipping the README receiver check");
-        return;
-    }
-    let app = TestApp::spawn(Backend::Sqlite).await;
-    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+/// A free port on 127.0.0.1 for a receiver to listen on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
-    let code = readme_block("js")
-        .replace(
-            "const SECRET = \"whsec_…\";",
-            &format!("const SECRET = \"{secret}\";"),
-        )
-        .replace(".listen(3000)", &format!(".listen({port}, \"127.0.0.1\")"));
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("receiver.js");
-    std::fs::write(&file, code).unwrap();
-    let mut node = Command::new("node")
-        .arg(&file)
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    eventually(20, "the node receiver to listen", || async {
+        .port()
+}
+
+/// Whether `program` runs; outside CI a missing one skips the check with a warning.
+fn available(program: &str, version_arg: &str) -> bool {
+    if Command::new(program).arg(version_arg).output().is_ok() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "CI needs {program} for this test"
+    );
+    eprintln!("warning: {program} is not installed; skipping the README receiver check");
+    false
+}
+
+/// A receiver process, stopped when the test ends (also when an assertion fails).
+struct Receiver(std::process::Child);
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits for the receiver on `port`, then checks that it accepts a delivery signed with
+/// `secret` (204) and refuses one signed with another secret (401).
+async fn assert_receiver_checks_signatures(_receiver: Receiver, port: u16, secret: &str) {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    eventually(20, "the receiver to listen", || async {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .ok()
@@ -84,7 +92,61 @@ async fn the_readme_node_receiver_accepts_a_delivery_and_refuses_a_bad_signature
         d["attempt_history"][0]["status_code"], 401,
         "another secret's signature is refused: {d}"
     );
-    let _ = node.kill();
-    let _ = node.wait();
     app.stop().await;
+}
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+#[tokio::test]
+async fn the_readme_node_receiver_accepts_a_delivery_and_refuses_a_bad_signature() {
+    if !available("node", "--version") {
+        return;
+    }
+    let port = free_port();
+    let code = readme_block("js")
+        .replace(
+            "const SECRET = \"whsec_…\";",
+            &format!("const SECRET = \"{SECRET}\";"),
+        )
+        .replace(".listen(3000)", &format!(".listen({port}, \"127.0.0.1\")"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("receiver.js");
+    std::fs::write(&file, code).unwrap();
+    let node = Receiver(
+        Command::new("node")
+            .arg(&file)
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    assert_receiver_checks_signatures(node, port, SECRET).await;
+}
+
+/// Run as the README says (`flask --app receiver run`), with the Standard Webhooks check
+/// done by the official package.
+#[tokio::test]
+async fn the_readme_python_receiver_accepts_a_delivery_and_refuses_a_bad_signature() {
+    if !available("python3", "--version") {
+        return;
+    }
+    let port = free_port();
+    let code = readme_block("python").replace("SECRET = \"whsec_…\"", &format!("SECRET = \"{SECRET}\""));
+    assert!(
+        code.contains(SECRET),
+        "the README's Python receiver names its secret"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("receiver.py"), code).unwrap();
+    let flask = Receiver(
+        Command::new("python3")
+            .args(["-m", "flask", "--app", "receiver", "run", "--host", "127.0.0.1"])
+            .arg("--port")
+            .arg(port.to_string())
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert_receiver_checks_signatures(flask, port, SECRET).await;
 }
