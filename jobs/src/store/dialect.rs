@@ -1,6 +1,6 @@
-//! What differs between the backends inside a transaction: pushing queue tasks, and the
-//! few statements whose SQL is not the same on both. [`super::with_tx`] binds one of these
-//! modules for its body.
+//! What differs between the backends: pushing queue tasks, and the few statements whose
+//! SQL is not the same on both. [`super::with_tx`] binds one of these modules for its
+//! body, and so does [`super::with_writer`] when asked (`with_writer!(store, pool, q => …)`).
 
 use crate::queue::NewTask;
 use chrono::{DateTime, Duration, Utc};
@@ -22,6 +22,37 @@ fn ahead_of(slots: &[(String, DateTime<Utc>)], lead: Duration) -> Vec<NewTask<'_
         .collect()
 }
 
+/// The task-pushing functions of a dialect: the same three over the backend's connection
+/// type and its `crate::queue` module, with the dialect's `RUN_LEAD`.
+macro_rules! push_fns {
+    ($conn:ty, $queue:ident) => {
+        /// Pushes run tasks (id, due time; `None`: now).
+        pub(crate) async fn push(
+            tx: &mut $conn,
+            ids: &[(String, Option<DateTime<Utc>>)],
+        ) -> Result<(), StoreError> {
+            crate::queue::$queue::push_kind(tx, Kind::Run, &super::due_at(ids)).await
+        }
+
+        /// Pushes the tasks of runs fired ahead of their slots (id, slot): due [`RUN_LEAD`]
+        /// before the slot, held by the worker until it.
+        pub(crate) async fn push_ahead(
+            tx: &mut $conn,
+            slots: &[(String, DateTime<Utc>)],
+        ) -> Result<(), StoreError> {
+            crate::queue::$queue::push_kind(tx, Kind::Run, &super::ahead_of(slots, RUN_LEAD)).await
+        }
+
+        /// Pushes delivery attempt tasks (id, due time; `None`: now).
+        pub(crate) async fn push_deliveries(
+            tx: &mut $conn,
+            ids: &[(String, Option<DateTime<Utc>>)],
+        ) -> Result<(), StoreError> {
+            crate::queue::$queue::push_kind(tx, Kind::Delivery, &super::due_at(ids)).await
+        }
+    };
+}
+
 /// SQLite: one process, so no row locking is needed (the transaction is `IMMEDIATE`).
 pub(crate) mod sqlite {
     use crate::{StoreError, queue::Kind};
@@ -32,30 +63,12 @@ pub(crate) mod sqlite {
     /// early, holding a worker slot all that time). The worker is woken just after the slot.
     pub(crate) const RUN_LEAD: Duration = Duration::zero();
 
-    /// Pushes run tasks (id, due time; `None`: now).
-    pub(crate) async fn push(
-        tx: &mut sqlx::SqliteConnection,
-        ids: &[(String, Option<DateTime<Utc>>)],
-    ) -> Result<(), StoreError> {
-        crate::queue::sqlite::push_kind(tx, Kind::Run, &super::due_at(ids)).await
-    }
+    /// `Store::record_process_groups`: no row locks to order (one writer).
+    pub(crate) const LOCK_GROUP_RUNS: &str = "";
+    /// The join on [`LOCK_GROUP_RUNS`]'s rows: none.
+    pub(crate) const JOIN_LOCKED_GROUP_RUNS: &str = "";
 
-    /// Pushes the tasks of runs fired ahead of their slots (id, slot): due [`RUN_LEAD`]
-    /// before the slot, held by the worker until it.
-    pub(crate) async fn push_ahead(
-        tx: &mut sqlx::SqliteConnection,
-        slots: &[(String, DateTime<Utc>)],
-    ) -> Result<(), StoreError> {
-        crate::queue::sqlite::push_kind(tx, Kind::Run, &super::ahead_of(slots, RUN_LEAD)).await
-    }
-
-    /// Pushes delivery attempt tasks (id, due time; `None`: now).
-    pub(crate) async fn push_deliveries(
-        tx: &mut sqlx::SqliteConnection,
-        ids: &[(String, Option<DateTime<Utc>>)],
-    ) -> Result<(), StoreError> {
-        crate::queue::sqlite::push_kind(tx, Kind::Delivery, &super::due_at(ids)).await
-    }
+    push_fns!(sqlx::SqliteConnection, sqlite);
 
     /// Jobs due at `$1` (or by `$3` for overlap `allow`), at most `$2`.
     pub(crate) const DUE_JOBS_SQL: &str = concat!(
@@ -80,30 +93,16 @@ pub(crate) mod postgres {
     /// (of any process) fetched the task.
     pub(crate) const RUN_LEAD: Duration = Duration::milliseconds(50);
 
-    /// Pushes run tasks (id, due time; `None`: now).
-    pub(crate) async fn push(
-        tx: &mut sqlx::PgConnection,
-        ids: &[(String, Option<DateTime<Utc>>)],
-    ) -> Result<(), StoreError> {
-        crate::queue::postgres::push_kind(tx, Kind::Run, &super::due_at(ids)).await
-    }
+    /// `Store::record_process_groups` locks the runs `v` names in id order first, the
+    /// order `finish_runs` locks them in: a run that exits at once is finished while its
+    /// group is recorded, and two orders deadlock (Postgres then waits its
+    /// deadlock_timeout, 1 s, to break it).
+    pub(crate) const LOCK_GROUP_RUNS: &str = ", locked AS MATERIALIZED (SELECT id FROM runs WHERE id IN (SELECT id FROM v) \
+         AND state = 'running' ORDER BY id FOR UPDATE)";
+    /// The join on [`LOCK_GROUP_RUNS`]'s rows.
+    pub(crate) const JOIN_LOCKED_GROUP_RUNS: &str = " JOIN locked ON locked.id = v.id";
 
-    /// Pushes the tasks of runs fired ahead of their slots (id, slot): due [`RUN_LEAD`]
-    /// before the slot, held by the worker until it.
-    pub(crate) async fn push_ahead(
-        tx: &mut sqlx::PgConnection,
-        slots: &[(String, DateTime<Utc>)],
-    ) -> Result<(), StoreError> {
-        crate::queue::postgres::push_kind(tx, Kind::Run, &super::ahead_of(slots, RUN_LEAD)).await
-    }
-
-    /// Pushes delivery attempt tasks (id, due time; `None`: now).
-    pub(crate) async fn push_deliveries(
-        tx: &mut sqlx::PgConnection,
-        ids: &[(String, Option<DateTime<Utc>>)],
-    ) -> Result<(), StoreError> {
-        crate::queue::postgres::push_kind(tx, Kind::Delivery, &super::due_at(ids)).await
-    }
+    push_fns!(sqlx::PgConnection, postgres);
 
     /// Jobs due at `$1` (or by `$3` for overlap `allow`), at most `$2`, locked for this
     /// transaction.

@@ -104,15 +104,21 @@ struct SqlitePools {
 }
 
 /// Runs `$body` with `$pool` bound to the SQLite pool `$side` (`read` or `write`), or to
-/// the one Postgres pool.
+/// the one Postgres pool, and `$q` to the backend's [`dialect`] module.
 macro_rules! with_pool_for {
-    ($store:expr, $side:ident, $pool:ident => $body:expr) => {
+    ($store:expr, $side:ident, $pool:ident, $q:ident => $body:expr) => {
         match &$store.db {
             $crate::store::Db::Sqlite(pools) => {
+                #[allow(unused_imports)]
+                use $crate::store::dialect::sqlite as $q;
                 let $pool = &pools.$side;
                 $body
             }
-            $crate::store::Db::Postgres($pool) => $body,
+            $crate::store::Db::Postgres($pool) => {
+                #[allow(unused_imports)]
+                use $crate::store::dialect::postgres as $q;
+                $body
+            }
         }
     };
 }
@@ -121,16 +127,19 @@ pub(crate) use with_pool_for;
 /// Runs `$body` with `$pool` bound to a pool for reads, whichever the backend.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
-        $crate::store::with_pool_for!($store, read, $pool => $body)
+        $crate::store::with_pool_for!($store, read, $pool, _q => $body)
     };
 }
 pub(crate) use with_pool;
 
 /// Runs `$body` with `$pool` bound to a pool for writes (a single statement; several go
-/// in [`with_tx`]), whichever the backend.
+/// in [`with_tx`]), whichever the backend; optionally `$q` bound to its [`dialect`].
 macro_rules! with_writer {
     ($store:expr, $pool:ident => $body:expr) => {
-        $crate::store::with_pool_for!($store, write, $pool => $body)
+        $crate::store::with_pool_for!($store, write, $pool, _q => $body)
+    };
+    ($store:expr, $pool:ident, $q:ident => $body:expr) => {
+        $crate::store::with_pool_for!($store, write, $pool, $q => $body)
     };
 }
 pub(crate) use with_writer;

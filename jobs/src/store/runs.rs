@@ -584,31 +584,20 @@ impl Store {
         if groups.is_empty() {
             return Ok(());
         }
-        // On Postgres the rows are locked in id order first, the order `finish_runs` locks
-        // them in: a run that exits at once is finished while its group is recorded, and
-        // two orders deadlock (Postgres then waits its deadlock_timeout, 1 s, to break it).
-        let (lock_in_order, locked) = if self.backend() == super::Backend::Postgres {
-            (
-                ", locked AS MATERIALIZED (SELECT id FROM runs WHERE id IN (SELECT id FROM v) \
-                 AND state = 'running' ORDER BY id FOR UPDATE)",
-                " JOIN locked ON locked.id = v.id",
-            )
-        } else {
-            ("", "")
-        };
         let mut groups: Vec<&(RunId, u32)> = groups.iter().collect();
         groups.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        with_writer!(self, pool => {
+        with_writer!(self, pool, q => {
             let mut b = sqlx::QueryBuilder::new("WITH v (id, pgid) AS (");
             b.push_values(&groups, |mut row, (id, pgid)| {
                 row.push_bind(id.as_str()).push_bind(i64::from(*pgid));
             });
+            // Postgres locks the rows in id order first (`dialect::postgres::LOCK_GROUP_RUNS`).
             b.push(")")
-                .push(lock_in_order)
+                .push(q::LOCK_GROUP_RUNS)
                 .push(" UPDATE runs SET pgid = v.pgid, boot_id = ")
                 .push_bind(boot_id)
                 .push(" FROM v")
-                .push(locked)
+                .push(q::JOIN_LOCKED_GROUP_RUNS)
                 .push(" WHERE runs.id = v.id AND runs.state = 'running'");
             b.build().execute(pool).await.map(|_| ())
         })?;
