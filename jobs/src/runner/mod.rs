@@ -162,7 +162,8 @@ pub fn default_worker_name() -> String {
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "host".into());
     let id = crate::domain::RunId::generate();
-    format!("cronflow-{host}-{}-{}", std::process::id(), &id.as_str()[4..10])
+    let random = &id.as_str()[id.as_str().len() - 6..];
+    format!("cronflow-{host}-{}-{random}", std::process::id())
 }
 
 /// Why a run task failed (apalis redelivers it).
