@@ -138,12 +138,36 @@ fn pg_wakeups(
     futures::stream::select(pg_notifications(pool, queue), wakeups(wake))
 }
 
+/// Runs `work` as a task of its own and waits for it; dropping the returned future aborts
+/// the task, as dropping `work` itself would have stopped it.
+///
+/// apalis polls every handler future of a worker inside one task (a `FuturesUnordered`
+/// in its worker loop), so whatever a handler does itself (signing, building requests,
+/// reading results, supervising a child) would run on one core at a time, however many
+/// tasks are in flight. Spawned, each task's work is spread over all of the runtime's
+/// threads (measured: see the README's benchmark notes). The task keeps the handler's
+/// tracing span; a panic in `work` is resumed here, as if it had happened in the handler.
+pub(crate) async fn on_own_task<F>(work: F) -> F::Output
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    use tracing::Instrument;
+    match tokio_util::task::AbortOnDropHandle::new(tokio::spawn(work.in_current_span())).await {
+        Ok(out) => out,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only an abort cancels the task, and only dropping this future aborts it.
+        Err(e) => unreachable!("a handler task was cancelled while awaited: {e}"),
+    }
+}
+
 async fn handle_delivery(task: DeliveryTask, ctx: Data<DeliveryContext>) -> Result<(), BoxDynError> {
     let Some(id) = DeliveryId::parse(&task.delivery_id) else {
         tracing::error!(delivery_id = %task.delivery_id, "a delivery task names no valid delivery; dropped");
         return Ok(());
     };
-    delivery::attempt_delivery(&ctx, &id)
+    let ctx: DeliveryContext = (*ctx).clone();
+    on_own_task(async move { delivery::attempt_delivery(&ctx, &id).await })
         .await
         .map_err(|e| Box::new(e) as BoxDynError)
 }

@@ -435,3 +435,25 @@ impl TestApp {
         }
     }
 }
+
+/// Whether `python3` can import each of `modules` (Python packages `.ci/run` installs with
+/// pip). Under CI a missing one fails the test; elsewhere the caller skips its check, and
+/// a warning says what to install.
+pub fn python_modules_available(modules: &[&str]) -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &format!("import {}", modules.join(", "))])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must install the Python packages {modules:?} (pip)"
+        );
+        eprintln!(
+            "warning: python3 cannot import {modules:?}; `pip install {}` to run this check",
+            modules.join(" ")
+        );
+    }
+    ok
+}

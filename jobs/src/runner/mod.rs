@@ -195,24 +195,33 @@ pub(crate) async fn handle_task(task: RunTask, ctx: Data<RunnerContext>) -> Resu
 }
 
 impl RunnerContext {
+    /// Starts the run from apalis's worker task, so that the runs of one slot join one
+    /// start batch (spawned first, they reached it over several batches, and the last
+    /// started later); then runs and finishes it on a task of its own
+    /// ([`on_own_task`](crate::workers::on_own_task)), so that runs use every core.
     async fn execute(&self, run_id: &RunId) -> Result<(), RunTaskError> {
         match self.starter.call(run_id.clone()).await? {
             StartOutcome::Nothing => Ok(()),
             StartOutcome::Orphaned(run) => self.recover(&run).await,
             StartOutcome::Start(started) => {
-                let (run, job) = *started;
-                tracing::debug!(run_id = %run.id, job_id = %job.id, "run started");
-                let result = self.run_target(&run, &job).await;
-                let (state, duration_ms) = (result.state, result.duration_ms);
-                self.finisher.call((run.id.clone(), result)).await?;
-                self.metrics.run_finished(
-                    state.as_str(),
-                    duration_ms as f64 / 1000.0,
-                    run.lateness_ms.map(|l| l as f64 / 1000.0),
-                );
-                Ok(())
+                let ctx = self.clone();
+                crate::workers::on_own_task(async move { ctx.run_started(*started).await }).await
             }
         }
+    }
+
+    /// Runs a started run's target and records how it ended.
+    async fn run_started(&self, (run, job): (Run, Job)) -> Result<(), RunTaskError> {
+        tracing::debug!(run_id = %run.id, job_id = %job.id, "run started");
+        let result = self.run_target(&run, &job).await;
+        let (state, duration_ms) = (result.state, result.duration_ms);
+        self.finisher.call((run.id.clone(), result)).await?;
+        self.metrics.run_finished(
+            state.as_str(),
+            duration_ms as f64 / 1000.0,
+            run.lateness_ms.map(|l| l as f64 / 1000.0),
+        );
+        Ok(())
     }
 
     /// The run was `running` when its task came back: its worker died. Kill what is left
