@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::{
     io::{BufRead, BufReader},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::mpsc,
     time::Duration,
 };
@@ -26,7 +26,8 @@ fn cronflow(dir: &Path, db_url: &str) -> Command {
 
 /// A running `cronflow serve` and the lines it printed up to the end of its banner.
 struct Served {
-    child: Child,
+    /// Killed when the test ends, also when it fails midway.
+    child: KillOnDrop,
     base: String,
     banner: Vec<String>,
 }
@@ -66,14 +67,10 @@ fn serve_with(mut command: Command) -> Served {
         .unwrap_or_else(|| panic!("no listening line in {banner:?}"))
         .trim()
         .to_owned();
-    Served { child, base, banner }
-}
-
-/// A test that fails midway must not leave its server running.
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    Served {
+        child: KillOnDrop(child),
+        base,
+        banner,
     }
 }
 
@@ -87,8 +84,8 @@ impl Served {
     }
 
     fn terminate(mut self) -> std::process::ExitStatus {
-        nix::sys::signal::kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM).unwrap();
-        self.child.wait().unwrap()
+        nix::sys::signal::kill(Pid::from_raw(self.child.0.id() as i32), Signal::SIGTERM).unwrap();
+        self.child.0.wait().unwrap()
     }
 }
 
@@ -322,8 +319,8 @@ async fn a_worker_killed_mid_run_is_recovered_and_its_processes_stopped(backend:
     observer.close().await;
     let pgid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
     let mut first = first;
-    first.child.kill().unwrap(); // SIGKILL: no chance to clean up
-    first.child.wait().unwrap();
+    first.child.0.kill().unwrap(); // SIGKILL: no chance to clean up
+    first.child.0.wait().unwrap();
     assert!(
         group_has_live_members(pgid),
         "the job outlives its killed worker until recovery"
@@ -418,8 +415,8 @@ async fn a_worker_killed_mid_delivery_delivers_after_restart(backend: Backend) {
         (!receiver.requests().is_empty()).then_some(())
     })
     .await;
-    first.child.kill().unwrap(); // SIGKILL while the request is in flight
-    first.child.wait().unwrap();
+    first.child.0.kill().unwrap(); // SIGKILL while the request is in flight
+    first.child.0.wait().unwrap();
 
     let second = serve_with(start(dir.path()));
     let d = eventually(60, "the delivery after the restart", || async {

@@ -436,24 +436,42 @@ impl TestApp {
     }
 }
 
-/// Whether `python3` can import each of `modules` (Python packages `.ci/run` installs with
-/// pip). Under CI a missing one fails the test; elsewhere the caller skips its check, and
-/// a warning says what to install.
-pub fn python_modules_available(modules: &[&str]) -> bool {
-    let ok = std::process::Command::new("python3")
-        .args(["-c", &format!("import {}", modules.join(", "))])
+/// A child process that is killed (and reaped) when dropped, so that a test failing
+/// midway leaves nothing running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether `what`, a tool some tests need, is installed: `check` runs and exits 0.
+/// `.ci/run` installs every such tool, so under CI a missing one fails the test;
+/// elsewhere the caller skips its check, and a warning says what is missing.
+pub fn tool_available(mut check: std::process::Command, what: &str) -> bool {
+    let ok = check
+        .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install the Python packages {modules:?} (pip)"
-        );
-        eprintln!(
-            "warning: python3 cannot import {modules:?}; `pip install {}` to run this check",
-            modules.join(" ")
-        );
+        assert!(std::env::var_os("CI").is_none(), "CI must install {what}");
+        eprintln!("warning: {what} is not installed; skipping a check that needs it");
     }
     ok
+}
+
+/// Whether `python3` can import each of `modules` (see [`tool_available`]).
+pub fn python_modules_available(modules: &[&str]) -> bool {
+    let mut check = std::process::Command::new("python3");
+    check.args(["-c", &format!("import {}", modules.join(", "))]);
+    tool_available(
+        check,
+        &format!(
+            "the Python packages {modules:?} (pip install {})",
+            modules.join(" ")
+        ),
+    )
 }

@@ -38,32 +38,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Whether `program` runs; outside CI a missing one skips the check with a warning.
-fn available(program: &str, version_arg: &str) -> bool {
-    if Command::new(program).arg(version_arg).output().is_ok() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "CI needs {program} for this test"
-    );
-    eprintln!("warning: {program} is not installed; skipping the README receiver check");
-    false
-}
-
-/// A receiver process, stopped when the test ends (also when an assertion fails).
-struct Receiver(std::process::Child);
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Waits for the receiver on `port`, then checks that it accepts a delivery signed with
 /// `secret` (204) and refuses one signed with another secret (401).
-async fn assert_receiver_checks_signatures(_receiver: Receiver, port: u16, secret: &str) {
+async fn assert_receiver_checks_signatures(_receiver: KillOnDrop, port: u16, secret: &str) {
     let app = TestApp::spawn(Backend::Sqlite).await;
     eventually(20, "the receiver to listen", || async {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -99,7 +76,9 @@ const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 #[tokio::test]
 async fn the_readme_node_receiver_accepts_a_delivery_and_refuses_a_bad_signature() {
-    if !available("node", "--version") {
+    let mut check = Command::new("node");
+    check.arg("--version");
+    if !tool_available(check, "node") {
         return;
     }
     let port = free_port();
@@ -112,7 +91,7 @@ async fn the_readme_node_receiver_accepts_a_delivery_and_refuses_a_bad_signature
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("receiver.js");
     std::fs::write(&file, code).unwrap();
-    let node = Receiver(
+    let node = KillOnDrop(
         Command::new("node")
             .arg(&file)
             .stderr(Stdio::inherit())
@@ -137,7 +116,7 @@ async fn the_readme_python_receiver_accepts_a_delivery_and_refuses_a_bad_signatu
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("receiver.py"), code).unwrap();
-    let flask = Receiver(
+    let flask = KillOnDrop(
         Command::new("python3")
             .args(["-m", "flask", "--app", "receiver", "run", "--host", "127.0.0.1"])
             .arg("--port")
