@@ -173,6 +173,69 @@ async fn six_failed_attempts_make_a_dead_delivery_that_replays_with_the_same_key
     );
     let dlq: Value = app.get_json("/v1/dlq").await;
     assert!(dlq["items"].as_array().unwrap().is_empty());
+
+    // Two more dead deliveries: one acknowledged (it leaves the DLQ, nothing is sent
+    // again), the other replayed in bulk by its subscription (the same key again).
+    let replayed = TestReceiver::start(&[500, 500, 500, 500, 500, 500, 200]).await;
+    let acknowledged = TestReceiver::start(&[500]).await;
+    let (replay_hook, _) = subscribe(app, &replayed.url("/bulk")).await;
+    let (ack_hook, _) = subscribe(app, &acknowledged.url("/ack")).await;
+    run_once(app, "exit 5").await;
+    let dead = eventually(90, "two dead deliveries", || async {
+        let dlq: Value = app.get("/v1/dlq").await.json().await.ok()?;
+        let items = dlq["items"].as_array()?.clone();
+        (items.len() == 2).then_some(items)
+    })
+    .await;
+    let of = |hook: &str| {
+        dead.iter()
+            .find(|d| d["webhook_id"] == hook)
+            .and_then(|d| d["id"].as_str())
+            .unwrap()
+            .to_owned()
+    };
+    let (replay_id, ack_id) = (of(&replay_hook), of(&ack_hook));
+    assert_eq!(app.delete(&format!("/v1/dlq/{ack_id}")).await.status(), 204);
+    let dlq: Value = app.get_json("/v1/dlq").await;
+    let listed: Vec<&str> = dlq["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert_eq!(listed, [replay_id.as_str()], "the acknowledged one left the DLQ");
+
+    let r = app
+        .post("/v1/dlq/replay", &json!({"webhook_id": replay_hook}))
+        .await;
+    let (status, body) = status_and_json(r).await;
+    assert_eq!((status, &body["replayed"]), (200, &json!(1)), "{body}");
+    eventually(30, "the bulk replay to be delivered", || async {
+        let d: Value = app
+            .get(&format!("/v1/deliveries/{replay_id}"))
+            .await
+            .json()
+            .await
+            .ok()?;
+        (d["status"] == "delivered").then_some(())
+    })
+    .await;
+    let seen = replayed.requests();
+    assert_eq!(seen.len(), 7);
+    assert!(
+        seen.iter()
+            .all(|s| s.headers["x-cronflow-idempotency-key"] == replay_id),
+        "the bulk replay keeps the key"
+    );
+    let ack: Value = app.get_json(&format!("/v1/deliveries/{ack_id}")).await;
+    assert_eq!(ack["status"], "dead", "{ack}");
+    assert_eq!(
+        acknowledged.requests().len(),
+        6,
+        "an acknowledged delivery is not sent again"
+    );
+    let dlq: Value = app.get_json("/v1/dlq").await;
+    assert!(dlq["items"].as_array().unwrap().is_empty());
 }
 
 async fn a_rotated_secret_signs_beside_the_old_one(app: &TestApp) {
