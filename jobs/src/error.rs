@@ -67,6 +67,33 @@ impl StoreError {
         }
     }
 
+    /// Whether trying the same call again later may well succeed: the database is
+    /// unreachable or restarting, busy, or the transaction lost a conflict (as opposed
+    /// to a query that is wrong or data that is corrupt).
+    pub fn is_transient(&self) -> bool {
+        self.is_unavailable()
+            || self.is_conflict()
+            || match self {
+                StoreError::Database(sqlx::Error::Database(e)) => {
+                    let code = e.code();
+                    let code = code.as_deref().unwrap_or("");
+                    // Postgres (five-character SQLSTATEs): connection exceptions (08…),
+                    // shutting down or starting up (57P01–57P03), out of resources (53…).
+                    // SQLite (result codes of up to four digits): BUSY and LOCKED, and
+                    // their extended codes.
+                    if code.len() == 5 {
+                        code.starts_with("08")
+                            || code.starts_with("53")
+                            || matches!(code, "57P01" | "57P02" | "57P03")
+                    } else {
+                        code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+                    }
+                }
+                StoreError::Database(sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed) => true,
+                _ => false,
+            }
+    }
+
     /// Whether the database is unreachable (as opposed to a query failing), so callers
     /// can answer "try again later" rather than "bug".
     pub fn is_unavailable(&self) -> bool {

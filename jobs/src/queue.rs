@@ -92,6 +92,37 @@ fn payload(kind: Kind, task: &NewTask<'_>) -> (Vec<u8>, usize) {
     (body.unwrap_or_default(), attempts)
 }
 
+/// How a delivery task ends: CronFlow acknowledges delivery tasks itself, in the
+/// transaction that stores what the task did (see `workers`), instead of leaving it to
+/// apalis's acknowledgement, which costs a transaction of its own per batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TaskEnd {
+    /// The task did its work (`Done`; retention deletes it later).
+    Done,
+    /// The delivery it attempted is dead: the task stays in apalis's `Failed` state, the
+    /// dead letter queue, with its attempts used up so apalis never hands it out again.
+    Failed,
+}
+
+impl TaskEnd {
+    /// apalis's status name.
+    fn status(self) -> &'static str {
+        match self {
+            TaskEnd::Done => "Done",
+            TaskEnd::Failed => "Failed",
+        }
+    }
+
+    /// The `last_result` apalis would have stored (its JSON encoding of the handler's
+    /// `Result<(), String>`).
+    fn result(self) -> &'static str {
+        match self {
+            TaskEnd::Done => r#"{"Ok":null}"#,
+            TaskEnd::Failed => r#"{"Err":"the delivery exhausted its retries and is dead"}"#,
+        }
+    }
+}
+
 /// A not-before time in apalis's whole seconds, rounded up so a task never runs early.
 fn run_at_secs(at: DateTime<Utc>) -> i64 {
     at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0)
@@ -147,6 +178,26 @@ pub(crate) mod sqlite {
         }
         Ok(())
     }
+
+    /// Ends the tasks `ends` names (task id, how it ended) inside `tx`, as apalis-sqlite's
+    /// acknowledgement would (`ack.sql`), with one statement per [`ROWS`].
+    pub(crate) async fn finish(
+        tx: &mut sqlx::SqliteConnection,
+        ends: &[(&str, TaskEnd)],
+    ) -> Result<(), StoreError> {
+        for chunk in ends.chunks(ROWS) {
+            let mut b = sqlx::QueryBuilder::new("WITH t (id, status, result) AS (");
+            b.push_values(chunk, |mut row, (id, end)| {
+                row.push_bind(*id).push_bind(end.status()).push_bind(end.result());
+            });
+            b.push(
+                ") UPDATE Jobs SET status = t.status, attempts = CASE t.status WHEN 'Failed' THEN MAX(Jobs.attempts + 1, Jobs.max_attempts) ELSE Jobs.attempts + 1 END, \
+                 last_result = t.result, done_at = strftime('%s', 'now') FROM t WHERE Jobs.id = t.id",
+            );
+            b.build().execute(&mut *tx).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Pushing on Postgres.
@@ -185,6 +236,34 @@ pub(crate) mod postgres {
         .bind(&bodies)
         .bind(&attempts)
         .bind(&due)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Ends the tasks `ends` names (task id, how it ended) inside `tx`, in one statement,
+    /// as apalis-postgres's acknowledgement would (`handle_result.sql`).
+    pub(crate) async fn finish(
+        tx: &mut sqlx::PgConnection,
+        ends: &[(&str, TaskEnd)],
+    ) -> Result<(), StoreError> {
+        if ends.is_empty() {
+            return Ok(());
+        }
+        let (mut ids, mut statuses, mut results) = (Vec::new(), Vec::new(), Vec::new());
+        for (id, end) in ends {
+            ids.push(*id);
+            statuses.push(end.status());
+            results.push(end.result());
+        }
+        sqlx::query(
+            "UPDATE apalis.jobs AS jobs SET status = t.status, attempts = CASE t.status WHEN 'Failed' THEN GREATEST(jobs.attempts + 1, jobs.max_attempts) ELSE jobs.attempts + 1 END, \
+             last_result = t.result::jsonb, done_at = now() \
+             FROM unnest($1::text[], $2::text[], $3::text[]) AS t(id, status, result) WHERE jobs.id = t.id",
+        )
+        .bind(&ids)
+        .bind(&statuses)
+        .bind(&results)
         .execute(&mut *tx)
         .await?;
         Ok(())

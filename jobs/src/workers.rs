@@ -161,13 +161,25 @@ where
     }
 }
 
-async fn handle_delivery(task: DeliveryTask, ctx: Data<DeliveryContext>) -> Result<(), BoxDynError> {
+/// One delivery task: one attempt. The task is acknowledged by the attempt's own
+/// transaction (see `delivery`), not by apalis.
+async fn handle_delivery(
+    task: DeliveryTask,
+    ctx: Data<DeliveryContext>,
+    task_id: TaskId,
+) -> Result<(), BoxDynError> {
+    let ctx: DeliveryContext = (*ctx).clone();
     let Some(id) = DeliveryId::parse(&task.delivery_id) else {
         tracing::error!(delivery_id = %task.delivery_id, "a delivery task names no valid delivery; dropped");
-        return Ok(());
+        let dropped = crate::store::Unattempted {
+            task_id: task_id.to_string(),
+            again_at: None,
+        };
+        return on_own_task(async move { delivery::finish_unattempted(&ctx, dropped).await })
+            .await
+            .map_err(|e| Box::new(e) as BoxDynError);
     };
-    let ctx: DeliveryContext = (*ctx).clone();
-    on_own_task(async move { delivery::attempt_delivery(&ctx, &id).await })
+    on_own_task(async move { delivery::attempt_delivery(&ctx, &id, task_id.to_string()).await })
         .await
         .map_err(|e| Box::new(e) as BoxDynError)
 }
@@ -194,6 +206,9 @@ pub async fn run_workers_until_stopped(
     // `lock_by`, which is all that orphan recovery and the acknowledgement look at; the
     // default second UPDATE to `Running` only cost a statement per batch (on SQLite
     // without statistics it scanned every pending task).
+    // `persist_results(false)` for deliveries: apalis's acknowledgement is a transaction
+    // of its own per batch; CronFlow acknowledges each delivery task in the transaction
+    // that records its attempt (`Store::record_attempts`), which must happen anyway.
     let (heartbeat, missed, stop_after) = (
         runner.heartbeat,
         runner.missed_heartbeats,
@@ -220,7 +235,7 @@ pub async fn run_workers_until_stopped(
         };
         let runs = apalis_sqlite::SqliteStorage::<RunTask>::new(pool).with_config(cfg(RUN_QUEUE, run_batch));
         let dlvs = apalis_sqlite::SqliteStorage::<DeliveryTask>::new(pool)
-            .with_config(cfg(DELIVERY_QUEUE, delivery_batch));
+            .with_config(cfg(DELIVERY_QUEUE, delivery_batch).persist_results(false));
         let (w1, w2) = (store.wake_signal(), store.wake_deliveries_signal());
         let (n1, n2) = (format!("{name}-runs"), format!("{name}-deliveries"));
         let (c1, c2) = (run_ctx, dlv_ctx);
@@ -252,7 +267,7 @@ pub async fn run_workers_until_stopped(
             apalis_postgres::PostgresStorage::<RunTask>::new(pool).with_config(cfg(RUN_QUEUE, run_batch));
         let (listen_pool, w1, w2) = (pool.clone(), store.wake_signal(), store.wake_deliveries_signal());
         let dlvs = apalis_postgres::PostgresStorage::<DeliveryTask>::new(pool)
-            .with_config(cfg(DELIVERY_QUEUE, delivery_batch));
+            .with_config(cfg(DELIVERY_QUEUE, delivery_batch).persist_results(false));
         let (n1, n2) = (format!("{name}-runs"), format!("{name}-deliveries"));
         let (c1, c2) = (run_ctx, dlv_ctx);
         monitor

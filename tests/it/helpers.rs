@@ -413,6 +413,25 @@ pub fn http_client() -> reqwest::Client {
 }
 
 impl TestApp {
+    /// The first column, as text, of the rows `sql` selects from the app's database.
+    pub async fn query_strings(&self, sql: &str) -> Vec<String> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self.db.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.db.url).await.expect("sqlite");
+                let rows = sqlx::query_scalar(sql).fetch_all(&pool).await.expect("query");
+                pool.close().await;
+                rows
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.db.url).await.expect("postgres");
+                let rows = sqlx::query_scalar(sql).fetch_all(&pool).await.expect("query");
+                pool.close().await;
+                rows
+            }
+        }
+    }
+
     /// Runs fixture SQL on the app's database (for bulk test data only).
     pub async fn execute_sql(&self, sql: &str) {
         match self.db.backend {

@@ -7,23 +7,8 @@ use chrono::{Duration, Utc};
 use cronflow_jobs::store::RetentionPolicy;
 
 async fn ids(app: &TestApp, table: &str) -> Vec<String> {
-    let sql = format!("SELECT id FROM {table} ORDER BY id");
-    match app.db.backend {
-        Backend::Sqlite => {
-            let pool = sqlx::SqlitePool::connect(&app.db.url).await.unwrap();
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .fetch_all(&pool)
-                .await
-                .unwrap()
-        }
-        Backend::Postgres => {
-            let pool = sqlx::PgPool::connect(&app.db.url).await.unwrap();
-            sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                .fetch_all(&pool)
-                .await
-                .unwrap()
-        }
-    }
+    app.query_strings(&format!("SELECT id FROM {table} ORDER BY id"))
+        .await
 }
 
 async fn retention_removes_only_what_is_old(app: &TestApp) {

@@ -236,6 +236,26 @@ async fn six_failed_attempts_make_a_dead_delivery_that_replays_with_the_same_key
     );
     let dlq: Value = app.get_json("/v1/dlq").await;
     assert!(dlq["items"].as_array().unwrap().is_empty());
+
+    // CronFlow acknowledges delivery tasks itself: every task has ended, and each death
+    // (three: the first delivery, then the two others) left its task in apalis's
+    // `Failed` state.
+    let mut ends = delivery_task_statuses(app).await;
+    ends.dedup_by(|a, b| a == b && a == "Done");
+    assert_eq!(ends, ["Done", "Failed", "Failed", "Failed"]);
+}
+
+/// The statuses of every delivery queue task, sorted.
+async fn delivery_task_statuses(app: &TestApp) -> Vec<String> {
+    let table = match app.db.backend {
+        Backend::Sqlite => "Jobs",
+        Backend::Postgres => "apalis.jobs",
+    };
+    app.query_strings(&format!(
+        "SELECT status FROM {table} WHERE job_type = '{}' ORDER BY status",
+        cronflow_jobs::queue::DELIVERY_QUEUE
+    ))
+    .await
 }
 
 async fn a_rotated_secret_signs_beside_the_old_one(app: &TestApp) {

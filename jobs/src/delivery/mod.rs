@@ -3,7 +3,11 @@
 //! One queue task is one attempt ([`attempt_delivery`]). Its outcome and consequence
 //! (delivered, retry scheduled, or dead) are stored atomically by
 //! `Store::record_attempts`, batched with those of concurrent attempts into one
-//! transaction (`crate::batch`); the reads an attempt needs are batched the same way. A slow
+//! transaction (`crate::batch`); the reads an attempt needs are batched the same way.
+//! That transaction also acknowledges the task (apalis's own acknowledgement is off for
+//! deliveries: it cost a transaction of its own per batch), so a task is finished
+//! exactly when its attempt is stored. A database that fails meanwhile is waited out
+//! ([`stored`]): giving up would leave the task taken but never finished. A slow
 //! or dead endpoint cannot hold more than
 //! [`DeliveryConfig::per_endpoint`] requests in flight: a further attempt for it waits
 //! up to [`SATURATED_WAIT`] for one of them to finish, and is otherwise put back on the
@@ -22,9 +26,8 @@ use crate::{
     domain::DeliveryId,
     metrics::Metrics,
     outbound,
-    store::{AttemptOutcome, DeliveryPolicy, DeliveryStatus, DeliveryWork},
+    store::{AttemptOutcome, AttemptRecord, DeliveryPolicy, DeliveryStatus, DeliveryWork, Unattempted},
 };
-use chrono::{DateTime, Utc};
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -82,8 +85,8 @@ pub(crate) struct DeliveryContext {
     pub(crate) http: reqwest::Client,
     slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
     loader: Batcher<DeliveryId, Option<DeliveryWork>>,
-    recorder: Batcher<(DeliveryWork, AttemptOutcome), DeliveryStatus>,
-    deferrer: Batcher<(DeliveryId, DateTime<Utc>), ()>,
+    recorder: Batcher<Arc<AttemptRecord>, DeliveryStatus>,
+    finisher: Batcher<Unattempted, ()>,
 }
 
 impl DeliveryContext {
@@ -105,7 +108,7 @@ impl DeliveryContext {
         };
         let recorder = {
             let (store, clock, config) = (store.clone(), clock.clone(), config.clone());
-            Batcher::spawn(lanes, move |batch: Arc<Vec<(DeliveryWork, AttemptOutcome)>>| {
+            Batcher::spawn(lanes, move |batch: Arc<Vec<Arc<AttemptRecord>>>| {
                 let (store, clock, config) = (store.clone(), clock.clone(), config.clone());
                 async move {
                     let policy = DeliveryPolicy {
@@ -116,12 +119,12 @@ impl DeliveryContext {
                 }
             })
         };
-        let deferrer = {
+        let finisher = {
             let store = store.clone();
-            Batcher::spawn(1, move |batch: Arc<Vec<(DeliveryId, DateTime<Utc>)>>| {
+            Batcher::spawn(1, move |batch: Arc<Vec<Unattempted>>| {
                 let store = store.clone();
                 async move {
-                    store.defer_deliveries(&batch).await?;
+                    store.finish_unattempted(&batch).await?;
                     Ok(vec![(); batch.len()])
                 }
             })
@@ -134,7 +137,7 @@ impl DeliveryContext {
             slots: Arc::default(),
             loader,
             recorder,
-            deferrer,
+            finisher,
         })
     }
 
@@ -163,23 +166,40 @@ pub(crate) enum AttemptError {
     Batch(#[from] BatchError),
 }
 
-/// Makes one attempt of delivery `id`, records it, and schedules what follows.
-pub(crate) async fn attempt_delivery(ctx: &DeliveryContext, id: &DeliveryId) -> Result<(), AttemptError> {
-    let Some(work) = ctx.loader.call(id.clone()).await? else {
-        return Ok(());
+/// Makes one attempt of delivery `id` as queue task `task_id`, records it, schedules
+/// what follows, and acknowledges the task.
+pub(crate) async fn attempt_delivery(
+    ctx: &DeliveryContext,
+    id: &DeliveryId,
+    task_id: String,
+) -> Result<(), AttemptError> {
+    let Some(work) = stored(|| ctx.loader.call(id.clone())).await? else {
+        let unattempted = Unattempted {
+            task_id,
+            again_at: None,
+        };
+        return finish_unattempted(ctx, unattempted).await;
     };
     let slots = ctx.slots_for(work.webhook.id.as_str());
     let Ok(Ok(permit)) = tokio::time::timeout(SATURATED_WAIT, slots.acquire()).await else {
         let later = ctx.clock.now() + chrono::Duration::from_std(SATURATED_RETRY).unwrap_or_default();
-        ctx.deferrer.call((id.clone(), later)).await?;
-        return Ok(());
+        let unattempted = Unattempted {
+            task_id,
+            again_at: Some((id.clone(), later)),
+        };
+        return finish_unattempted(ctx, unattempted).await;
     };
     let outcome = send(ctx, &work).await;
     // The cap is on requests to the endpoint: the slot is free while the outcome is stored.
     drop(permit);
     let (created_at, hook_id) = (work.delivery.created_at, work.webhook.id.clone());
     let (error_kind, duration_ms) = (outcome.error_kind, outcome.duration_ms);
-    let status = ctx.recorder.call((work, outcome)).await?;
+    let record = Arc::new(AttemptRecord {
+        work,
+        outcome,
+        task_id,
+    });
+    let status = stored(|| ctx.recorder.call(record.clone())).await?;
     let since_event = (status == DeliveryStatus::Delivered)
         .then(|| (ctx.clock.now() - created_at).num_milliseconds() as f64 / 1000.0);
     ctx.metrics.attempt_finished(
@@ -192,6 +212,41 @@ pub(crate) async fn attempt_delivery(ctx: &DeliveryContext, id: &DeliveryId) -> 
         return Err(DeadDelivery(id.to_string()).into());
     }
     Ok(())
+}
+
+/// Acknowledges a task that makes no attempt (`Done`).
+pub(crate) async fn finish_unattempted(ctx: &DeliveryContext, task: Unattempted) -> Result<(), AttemptError> {
+    stored(|| ctx.finisher.call(task.clone())).await?;
+    Ok(())
+}
+
+/// The first wait of [`stored`] after a failed call; each further wait doubles, up to
+/// [`STORE_RETRY_MAX`].
+const STORE_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest wait of [`stored`] between calls.
+const STORE_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Calls `call` (a batched read or write of the attempt) until it succeeds, as long as
+/// it fails because the database is unreachable or busy (a restart, a lost connection):
+/// the task is acknowledged only by what the attempt stores, so giving up would leave it
+/// taken by this worker and unfinished until the worker stops. Any other error is
+/// returned at once (the task is then handed out again after this worker stops).
+async fn stored<T, F, Fut>(mut call: F) -> Result<T, BatchError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BatchError>>,
+{
+    let mut wait = STORE_RETRY_FIRST;
+    loop {
+        match call().await {
+            Err(e) if e.0.is_transient() => {
+                tracing::warn!(error = %e.0, retry_in_ms = wait.as_millis() as u64, "the database failed a delivery's call; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(STORE_RETRY_MAX);
+            }
+            r => return r,
+        }
+    }
 }
 
 async fn send(ctx: &DeliveryContext, work: &crate::store::DeliveryWork) -> AttemptOutcome {
@@ -326,4 +381,47 @@ fn classify(e: &reqwest::Error) -> (&'static str, String) {
         "connect"
     };
     (kind, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn failing(e: StoreError) -> BatchError {
+        BatchError(Arc::new(e))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_call_is_repeated_while_the_database_is_away_with_growing_waits() {
+        let calls = AtomicUsize::new(0);
+        let started = tokio::time::Instant::now();
+        let got = stored(|| async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(failing(StoreError::Timeout)),
+                1 => Err(failing(StoreError::Database(sqlx::Error::PoolTimedOut))),
+                _ => Ok(7),
+            }
+        })
+        .await;
+        assert_eq!(got.unwrap(), 7);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            started.elapsed(),
+            STORE_RETRY_FIRST * 3,
+            "waits of 100 ms, then 200 ms"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_call_that_fails_for_good_is_not_repeated() {
+        let calls = AtomicUsize::new(0);
+        let got: Result<(), _> = stored(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(failing(StoreError::Corrupt("a bad row".into())))
+        })
+        .await;
+        assert!(matches!(*got.unwrap_err().0, StoreError::Corrupt(_)));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
 }

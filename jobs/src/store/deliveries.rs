@@ -9,7 +9,9 @@
 use super::{Store, with_pool, with_tx, with_writer};
 use crate::StoreError;
 use crate::domain::{Cursor, DeliveryId, Page, PageRequest, Webhook, WebhookId};
+use crate::queue::TaskEnd;
 use chrono::{DateTime, Duration, Utc};
+use std::borrow::Borrow;
 
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,6 +257,29 @@ pub struct AttemptOutcome {
     pub retry_after: Option<std::time::Duration>,
 }
 
+/// One attempt to record: what it needed, how it went, and the queue task that made it,
+/// which the same transaction acknowledges.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    /// The delivery as the attempt began.
+    pub work: DeliveryWork,
+    /// How the attempt went.
+    pub outcome: AttemptOutcome,
+    /// The apalis task that carried the attempt.
+    pub task_id: String,
+}
+
+/// A delivery task that made no attempt: its delivery needed none (already delivered,
+/// dead or gone), or its endpoint had its maximum of attempts in flight and the attempt
+/// is queued again for `again_at`.
+#[derive(Debug, Clone)]
+pub struct Unattempted {
+    /// The apalis task.
+    pub task_id: String,
+    /// The delivery, and when to try it again.
+    pub again_at: Option<(DeliveryId, DateTime<Utc>)>,
+}
+
 /// Upper bound on a receiver's `Retry-After`.
 pub const MAX_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
@@ -419,9 +444,14 @@ impl Store {
     /// `policy.disable_after`, disable it with the reason recorded (and in the audit
     /// log). A `Retry-After` on a 429 or 503 delays the retry to at least that (at most
     /// [`MAX_RETRY_AFTER`]); a 410 makes the delivery dead at once.
+    ///
+    /// Each attempt's task is acknowledged in the same transaction: `Done`, or `Failed`
+    /// (apalis's dead letter state) for a delivery that is now dead. A crash before the
+    /// commit leaves both the attempt unrecorded and its task taken, and the task is
+    /// handed out again once this worker's lease lapses (at least once).
     pub async fn record_attempts(
         &self,
-        batch: &[(DeliveryWork, AttemptOutcome)],
+        batch: &[impl Borrow<AttemptRecord>],
         policy: &DeliveryPolicy<'_>,
         now: DateTime<Utc>,
     ) -> Result<Vec<DeliveryStatus>, StoreError> {
@@ -429,7 +459,7 @@ impl Store {
         const ROWS: usize = 500;
         let plans: Vec<AttemptPlan<'_>> = batch
             .iter()
-            .map(|(w, o)| AttemptPlan::new(w, o, policy, now))
+            .map(|r| AttemptPlan::new(&r.borrow().work, &r.borrow().outcome, policy, now))
             .collect();
         let mut succeeded: Vec<&str> = plans.iter().filter(|p| p.delivered).map(|p| p.hook_id).collect();
         succeeded.sort_unstable();
@@ -514,6 +544,15 @@ impl Store {
                     }
                 }
             }
+            let ends: Vec<_> = batch
+                .iter()
+                .zip(&plans)
+                .map(|(r, p)| {
+                    let end = if p.status == DeliveryStatus::Dead { TaskEnd::Failed } else { TaskEnd::Done };
+                    (r.borrow().task_id.as_str(), end)
+                })
+                .collect();
+            q::finish_tasks(&mut tx, &ends).await?;
             let mut entries: Vec<_> = plans.iter().map(|p| p.audit_entry()).collect();
             for (hook_id, reason) in &to_disable {
                 let n = sqlx::query(
@@ -543,18 +582,24 @@ impl Store {
         Ok(plans.iter().map(|p| p.status).collect())
     }
 
-    /// Queues another try of the same attempts, each at its time, without recording
-    /// anything (used when a subscription already has its maximum of attempts in flight).
-    pub async fn defer_deliveries(&self, deferred: &[(DeliveryId, DateTime<Utc>)]) -> Result<(), StoreError> {
-        let tasks: Vec<_> = deferred
+    /// Acknowledges delivery tasks that made no attempt (`Done`), queuing a new task for
+    /// each that has a time to try again, in one transaction.
+    pub async fn finish_unattempted(&self, tasks: &[Unattempted]) -> Result<(), StoreError> {
+        let again: Vec<_> = tasks
             .iter()
-            .map(|(id, at)| (id.to_string(), Some(*at)))
+            .filter_map(|t| t.again_at.as_ref().map(|(id, at)| (id.to_string(), Some(*at))))
+            .collect();
+        let ends: Vec<_> = tasks
+            .iter()
+            .map(|t| (t.task_id.as_str(), TaskEnd::Done))
             .collect();
         with_tx!(self, tx, q => {
-            q::push_deliveries(&mut tx, &tasks).await?;
+            q::push_deliveries(&mut tx, &again).await?;
+            q::finish_tasks(&mut tx, &ends).await?;
         });
         Ok(())
     }
+
     /// A delivery and its attempts, oldest first.
     pub async fn get_delivery(
         &self,

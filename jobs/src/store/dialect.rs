@@ -22,7 +22,7 @@ fn ahead_of(slots: &[(String, DateTime<Utc>)], lead: Duration) -> Vec<NewTask<'_
         .collect()
 }
 
-/// The task-pushing functions of a dialect: the same three over the backend's connection
+/// The task functions of a dialect: the same four over the backend's connection
 /// type and its `crate::queue` module, with the dialect's `RUN_LEAD`.
 macro_rules! push_fns {
     ($conn:ty, $queue:ident) => {
@@ -50,12 +50,20 @@ macro_rules! push_fns {
         ) -> Result<(), StoreError> {
             crate::queue::$queue::push_kind(tx, Kind::Delivery, &super::due_at(ids)).await
         }
+
+        /// Ends tasks (task id, how it ended): CronFlow's acknowledgement of delivery tasks.
+        pub(crate) async fn finish_tasks(tx: &mut $conn, ends: &[(&str, TaskEnd)]) -> Result<(), StoreError> {
+            crate::queue::$queue::finish(tx, ends).await
+        }
     };
 }
 
 /// SQLite: one process, so no row locking is needed (the transaction is `IMMEDIATE`).
 pub(crate) mod sqlite {
-    use crate::{StoreError, queue::Kind};
+    use crate::{
+        StoreError,
+        queue::{Kind, TaskEnd},
+    };
     use chrono::{DateTime, Duration, Utc};
 
     /// How long before its slot a run fired ahead becomes due: none, because apalis-sqlite
@@ -82,7 +90,10 @@ pub(crate) mod sqlite {
 /// Postgres: schedulers in several processes each lock the due jobs they take and skip
 /// those another holds.
 pub(crate) mod postgres {
-    use crate::{StoreError, queue::Kind};
+    use crate::{
+        StoreError,
+        queue::{Kind, TaskEnd},
+    };
     use chrono::{DateTime, Duration, Utc};
 
     /// How long before its slot a run fired ahead becomes due (Postgres keeps due times to

@@ -27,8 +27,8 @@ pub(crate) mod webhooks;
 
 pub use audit::{AuditEntry, NewAuditEntry};
 pub use deliveries::{
-    Attempt, AttemptOutcome, Delivery, DeliveryFilter, DeliveryPolicy, DeliveryStatus, DeliveryWork,
-    ExportCursor, ExportRow, MAX_RETRY_AFTER, ReplayFilter,
+    Attempt, AttemptOutcome, AttemptRecord, Delivery, DeliveryFilter, DeliveryPolicy, DeliveryStatus,
+    DeliveryWork, ExportCursor, ExportRow, MAX_RETRY_AFTER, ReplayFilter, Unattempted,
 };
 pub use jobs::JobError;
 pub use retention::{PruneReport, RetentionPolicy};
