@@ -16,6 +16,7 @@ mod binary;
 mod jobs;
 mod metrics;
 mod openapi;
+mod queue;
 mod readme_receivers;
 mod retention;
 mod runs;
