@@ -13,7 +13,6 @@
 use crate::{
     Clock, Store,
     delivery::{self, DeliveryConfig, DeliveryContext},
-    domain::DeliveryId,
     metrics::Metrics,
     queue::{DELIVERY_QUEUE, DeliveryTask, RUN_QUEUE, RunTask},
     runner::{RunnerConfig, RunnerContext, handle_task},
@@ -169,17 +168,7 @@ async fn handle_delivery(
     task_id: TaskId,
 ) -> Result<(), BoxDynError> {
     let ctx: DeliveryContext = (*ctx).clone();
-    let Some(id) = DeliveryId::parse(&task.delivery_id) else {
-        tracing::error!(delivery_id = %task.delivery_id, "a delivery task names no valid delivery; dropped");
-        let dropped = crate::store::Unattempted {
-            task_id: task_id.to_string(),
-            again_at: None,
-        };
-        return on_own_task(async move { delivery::finish_unattempted(&ctx, dropped).await })
-            .await
-            .map_err(|e| Box::new(e) as BoxDynError);
-    };
-    on_own_task(async move { delivery::attempt_delivery(&ctx, &id, task_id.to_string()).await })
+    on_own_task(async move { delivery::attempt_task(&ctx, &task.delivery_id, task_id.to_string()).await })
         .await
         .map_err(|e| Box::new(e) as BoxDynError)
 }

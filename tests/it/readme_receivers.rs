@@ -23,7 +23,7 @@ async fn delivery_status(app: &TestApp, hook_id: &str) -> Value {
         .unwrap();
     let id = sent["delivery_id"].as_str().unwrap().to_owned();
     eventually(30, "an attempt", || async {
-        let d: Value = app.get(&format!("/v1/deliveries/{id}")).await.json().await.ok()?;
+        let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
         (d["attempts"].as_i64()? >= 1).then_some(d)
     })
     .await

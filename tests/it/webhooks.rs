@@ -115,7 +115,7 @@ async fn a_delivery_is_signed_by_both_recipes_and_recorded(app: &TestApp) {
 
     // The receiver answered; the attempt is recorded a moment later.
     let delivery = eventually(30, "the delivery to be recorded", || async {
-        let d: Value = app.get(&format!("/v1/deliveries/{id}")).await.json().await.ok()?;
+        let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
         (d["status"] == "delivered").then_some(d)
     })
     .await;
@@ -132,7 +132,7 @@ async fn six_failed_attempts_make_a_dead_delivery_that_replays_with_the_same_key
     subscribe(app, &receiver.url("/flaky")).await;
     run_once(app, "exit 4").await;
     let dead = eventually(90, "the delivery to be dead", || async {
-        let dlq: Value = app.get("/v1/dlq").await.json().await.ok()?;
+        let dlq: Value = app.try_get_json("/v1/dlq").await?;
         dlq["items"].as_array()?.first().cloned()
     })
     .await;
@@ -161,7 +161,7 @@ async fn six_failed_attempts_make_a_dead_delivery_that_replays_with_the_same_key
     let r = app.post(&format!("/v1/dlq/{id}/replay"), &json!({})).await;
     assert_eq!(r.status(), 202);
     eventually(30, "the replay to be delivered", || async {
-        let d: Value = app.get(&format!("/v1/deliveries/{id}")).await.json().await.ok()?;
+        let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
         (d["status"] == "delivered").then_some(())
     })
     .await;
@@ -182,7 +182,7 @@ async fn six_failed_attempts_make_a_dead_delivery_that_replays_with_the_same_key
     let (ack_hook, _) = subscribe(app, &acknowledged.url("/ack")).await;
     run_once(app, "exit 5").await;
     let dead = eventually(90, "two dead deliveries", || async {
-        let dlq: Value = app.get("/v1/dlq").await.json().await.ok()?;
+        let dlq: Value = app.try_get_json("/v1/dlq").await?;
         let items = dlq["items"].as_array()?.clone();
         (items.len() == 2).then_some(items)
     })
@@ -211,12 +211,7 @@ async fn six_failed_attempts_make_a_dead_delivery_that_replays_with_the_same_key
     let (status, body) = status_and_json(r).await;
     assert_eq!((status, &body["replayed"]), (200, &json!(1)), "{body}");
     eventually(30, "the bulk replay to be delivered", || async {
-        let d: Value = app
-            .get(&format!("/v1/deliveries/{replay_id}"))
-            .await
-            .json()
-            .await
-            .ok()?;
+        let d: Value = app.try_get_json(&format!("/v1/deliveries/{replay_id}")).await?;
         (d["status"] == "delivered").then_some(())
     })
     .await;
@@ -304,7 +299,7 @@ async fn a_redirect_is_not_followed(app: &TestApp) {
     let sent: Value = r.json().await.unwrap();
     let id = sent["delivery_id"].as_str().unwrap();
     let d = eventually(30, "the first attempt", || async {
-        let d: Value = app.get(&format!("/v1/deliveries/{id}")).await.json().await.ok()?;
+        let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
         (d["attempts"].as_i64()? >= 1).then_some(d)
     })
     .await;
@@ -378,13 +373,13 @@ async fn a_waiting_retry_survives_a_restart() {
             .unwrap();
         let id = sent["delivery_id"].as_str().unwrap().to_owned();
         eventually(30, "the first attempt to fail", || async {
-            let d: Value = app.get(&format!("/v1/deliveries/{id}")).await.json().await.ok()?;
+            let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
             (d["status"] == "retrying").then_some(())
         })
         .await;
         let app = app.restart().await;
         let d = eventually(30, "the retry after the restart", || async {
-            let d: Value = app.get(&format!("/v1/deliveries/{id}")).await.json().await.ok()?;
+            let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
             (d["status"] == "delivered").then_some(d)
         })
         .await;
@@ -427,7 +422,7 @@ async fn private_targets_are_refused_unless_allowed() {
         .unwrap();
     let id = sent["delivery_id"].as_str().unwrap();
     let d = eventually(30, "the refused attempt", || async {
-        let d: Value = app.get(&format!("/v1/deliveries/{id}")).await.json().await.ok()?;
+        let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
         (d["attempts"].as_i64()? >= 1).then_some(d)
     })
     .await;
@@ -507,7 +502,7 @@ async fn subscriptions_validate_their_fields() {
 
 async fn attempts_of(app: &TestApp, id: &str, n: i64) -> Value {
     eventually(60, &format!("{n} attempts of {id}"), || async {
-        let d: Value = app.get(&format!("/v1/deliveries/{id}")).await.json().await.ok()?;
+        let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
         (d["attempts"].as_i64()? >= n).then_some(d)
     })
     .await
@@ -525,7 +520,7 @@ async fn a_410_disables_the_subscription_with_its_reason(app: &TestApp) {
     let id = sent["delivery_id"].as_str().unwrap();
     attempts_of(app, id, 1).await;
     let d = eventually(30, "the delivery to be dead", || async {
-        let d: Value = app.get(&format!("/v1/deliveries/{id}")).await.json().await.ok()?;
+        let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
         (d["status"] == "dead").then_some(d)
     })
     .await;
@@ -575,12 +570,7 @@ async fn sustained_failure_disables_a_subscription() {
     app.post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
         .await;
     let hook = eventually(60, "the subscription to be disabled", || async {
-        let h: Value = app
-            .get(&format!("/v1/webhooks/{hook_id}"))
-            .await
-            .json()
-            .await
-            .ok()?;
+        let h: Value = app.try_get_json(&format!("/v1/webhooks/{hook_id}")).await?;
         (h["enabled"] == false).then_some(h)
     })
     .await;

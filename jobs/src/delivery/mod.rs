@@ -166,9 +166,29 @@ pub(crate) enum AttemptError {
     Batch(#[from] BatchError),
 }
 
+/// Runs queue task `task_id`, which names delivery `delivery_id`: one attempt of it. A
+/// task naming no valid delivery is logged and acknowledged without an attempt.
+pub(crate) async fn attempt_task(
+    ctx: &DeliveryContext,
+    delivery_id: &str,
+    task_id: String,
+) -> Result<(), AttemptError> {
+    match DeliveryId::parse(delivery_id) {
+        Some(id) => attempt_delivery(ctx, &id, task_id).await,
+        None => {
+            tracing::error!(delivery_id, "a delivery task names no valid delivery; dropped");
+            let dropped = Unattempted {
+                task_id,
+                again_at: None,
+            };
+            finish_unattempted(ctx, dropped).await
+        }
+    }
+}
+
 /// Makes one attempt of delivery `id` as queue task `task_id`, records it, schedules
 /// what follows, and acknowledges the task.
-pub(crate) async fn attempt_delivery(
+async fn attempt_delivery(
     ctx: &DeliveryContext,
     id: &DeliveryId,
     task_id: String,
@@ -215,7 +235,7 @@ pub(crate) async fn attempt_delivery(
 }
 
 /// Acknowledges a task that makes no attempt (`Done`).
-pub(crate) async fn finish_unattempted(ctx: &DeliveryContext, task: Unattempted) -> Result<(), AttemptError> {
+async fn finish_unattempted(ctx: &DeliveryContext, task: Unattempted) -> Result<(), AttemptError> {
     stored(|| ctx.finisher.call(task.clone())).await?;
     Ok(())
 }
