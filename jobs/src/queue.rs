@@ -97,7 +97,11 @@ fn payload(kind: Kind, task: &NewTask<'_>) -> (Vec<u8>, usize) {
 /// apalis's acknowledgement, which costs a transaction of its own per batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum TaskEnd {
-    /// The task did its work (`Done`; retention deletes it later).
+    /// The task did its work: its row is deleted at once. The delivery and its attempts
+    /// are the record of what happened; a finished row left in the queue table would only
+    /// be written once more and later deleted by retention, and every index of the table
+    /// maintained for it (on Postgres, an update of a task row writes a new row version
+    /// and an entry in each index; a delete writes neither).
     Done,
     /// The delivery it attempted is dead: the task stays in apalis's `Failed` state, the
     /// dead letter queue, with its attempts used up so apalis never hands it out again.
@@ -105,23 +109,18 @@ pub(crate) enum TaskEnd {
 }
 
 impl TaskEnd {
-    /// apalis's status name.
-    fn status(self) -> &'static str {
-        match self {
-            TaskEnd::Done => "Done",
-            TaskEnd::Failed => "Failed",
-        }
-    }
-
-    /// The `last_result` apalis would have stored (its JSON encoding of the handler's
-    /// `Result<(), String>`).
-    fn result(self) -> &'static str {
-        match self {
-            TaskEnd::Done => r#"{"Ok":null}"#,
-            TaskEnd::Failed => r#"{"Err":"the delivery exhausted its retries and is dead"}"#,
-        }
+    /// The task ids of `ends` that ended `self`.
+    fn ids<'a>(self, ends: &[(&'a str, TaskEnd)]) -> Vec<&'a str> {
+        ends.iter()
+            .filter(|(_, e)| *e == self)
+            .map(|(id, _)| *id)
+            .collect()
     }
 }
+
+/// The `last_result` apalis would store for a failed task (its JSON encoding of the
+/// handler's `Err(String)`).
+const FAILED_RESULT: &str = r#"{"Err":"the delivery exhausted its retries and is dead"}"#;
 
 /// A not-before time in apalis's whole seconds, rounded up so a task never runs early.
 fn run_at_secs(at: DateTime<Utc>) -> i64 {
@@ -179,21 +178,25 @@ pub(crate) mod sqlite {
         Ok(())
     }
 
-    /// Ends the tasks `ends` names (task id, how it ended) inside `tx`, as apalis-sqlite's
-    /// acknowledgement would (`ack.sql`), with one statement per [`ROWS`].
+    /// Ends the tasks `ends` names (task id, how it ended) inside `tx`: deletes the `Done`
+    /// ones and fails the others as apalis-sqlite's acknowledgement would (`ack.sql`),
+    /// with one statement per [`ROWS`] of each.
     pub(crate) async fn finish(
         tx: &mut sqlx::SqliteConnection,
         ends: &[(&str, TaskEnd)],
     ) -> Result<(), StoreError> {
-        for chunk in ends.chunks(ROWS) {
-            let mut b = sqlx::QueryBuilder::new("WITH t (id, status, result) AS (");
-            b.push_values(chunk, |mut row, (id, end)| {
-                row.push_bind(*id).push_bind(end.status()).push_bind(end.result());
-            });
-            b.push(
-                ") UPDATE Jobs SET status = t.status, attempts = CASE t.status WHEN 'Failed' THEN MAX(Jobs.attempts + 1, Jobs.max_attempts) ELSE Jobs.attempts + 1 END, \
-                 last_result = t.result, done_at = strftime('%s', 'now') FROM t WHERE Jobs.id = t.id",
+        for chunk in TaskEnd::Done.ids(ends).chunks(ROWS) {
+            let mut b = sqlx::QueryBuilder::new("DELETE FROM Jobs WHERE id IN ");
+            crate::store::push_list(&mut b, chunk.iter().copied());
+            b.build().execute(&mut *tx).await?;
+        }
+        for chunk in TaskEnd::Failed.ids(ends).chunks(ROWS) {
+            let mut b = sqlx::QueryBuilder::new(
+                "UPDATE Jobs SET status = 'Failed', attempts = MAX(attempts + 1, max_attempts), last_result = ",
             );
+            b.push_bind(FAILED_RESULT)
+                .push(", done_at = strftime('%s', 'now') WHERE id IN ");
+            crate::store::push_list(&mut b, chunk.iter().copied());
             b.build().execute(&mut *tx).await?;
         }
         Ok(())
@@ -241,31 +244,31 @@ pub(crate) mod postgres {
         Ok(())
     }
 
-    /// Ends the tasks `ends` names (task id, how it ended) inside `tx`, in one statement,
-    /// as apalis-postgres's acknowledgement would (`handle_result.sql`).
+    /// Ends the tasks `ends` names (task id, how it ended) inside `tx`: deletes the `Done`
+    /// ones and fails the others as apalis-postgres's acknowledgement would
+    /// (`handle_result.sql`), one statement for each.
     pub(crate) async fn finish(
         tx: &mut sqlx::PgConnection,
         ends: &[(&str, TaskEnd)],
     ) -> Result<(), StoreError> {
-        if ends.is_empty() {
-            return Ok(());
+        let done = TaskEnd::Done.ids(ends);
+        if !done.is_empty() {
+            sqlx::query("DELETE FROM apalis.jobs WHERE id = ANY($1)")
+                .bind(&done)
+                .execute(&mut *tx)
+                .await?;
         }
-        let (mut ids, mut statuses, mut results) = (Vec::new(), Vec::new(), Vec::new());
-        for (id, end) in ends {
-            ids.push(*id);
-            statuses.push(end.status());
-            results.push(end.result());
+        let failed = TaskEnd::Failed.ids(ends);
+        if !failed.is_empty() {
+            sqlx::query(
+                "UPDATE apalis.jobs SET status = 'Failed', attempts = GREATEST(attempts + 1, max_attempts), \
+                 last_result = $2::jsonb, done_at = now() WHERE id = ANY($1)",
+            )
+            .bind(&failed)
+            .bind(FAILED_RESULT)
+            .execute(&mut *tx)
+            .await?;
         }
-        sqlx::query(
-            "UPDATE apalis.jobs AS jobs SET status = t.status, attempts = CASE t.status WHEN 'Failed' THEN GREATEST(jobs.attempts + 1, jobs.max_attempts) ELSE jobs.attempts + 1 END, \
-             last_result = t.result::jsonb, done_at = now() \
-             FROM unnest($1::text[], $2::text[], $3::text[]) AS t(id, status, result) WHERE jobs.id = t.id",
-        )
-        .bind(&ids)
-        .bind(&statuses)
-        .bind(&results)
-        .execute(&mut *tx)
-        .await?;
         Ok(())
     }
 }

@@ -445,7 +445,7 @@ impl Store {
     /// log). A `Retry-After` on a 429 or 503 delays the retry to at least that (at most
     /// [`MAX_RETRY_AFTER`]); a 410 makes the delivery dead at once.
     ///
-    /// Each attempt's task is acknowledged in the same transaction: `Done`, or `Failed`
+    /// Each attempt's task is acknowledged in the same transaction: deleted (`Done`), or `Failed`
     /// (apalis's dead letter state) for a delivery that is now dead. A crash before the
     /// commit leaves both the attempt unrecorded and its task taken, and the task is
     /// handed out again once this worker's lease lapses (at least once).
@@ -582,7 +582,7 @@ impl Store {
         Ok(plans.iter().map(|p| p.status).collect())
     }
 
-    /// Acknowledges delivery tasks that made no attempt (`Done`), queuing a new task for
+    /// Acknowledges delivery tasks that made no attempt (`Done`: deleted), queuing a new task for
     /// each that has a time to try again, in one transaction.
     pub async fn finish_unattempted(&self, tasks: &[Unattempted]) -> Result<(), StoreError> {
         let again: Vec<_> = tasks
@@ -801,8 +801,10 @@ impl Store {
             .fetch_one(pool)
             .await)?;
         let sql = match self.backend() {
+            // A pending task never has `lock_by`; with it, the count reads apalis's partial
+            // fetch index instead of the table.
             super::Backend::Sqlite => {
-                "SELECT job_type, COUNT(*) FROM Jobs WHERE status = 'Pending' GROUP BY job_type"
+                "SELECT job_type, COUNT(*) FROM Jobs WHERE status = 'Pending' AND lock_by IS NULL GROUP BY job_type"
             }
             super::Backend::Postgres => {
                 "SELECT job_type, COUNT(*) FROM apalis.jobs WHERE status = 'Pending' GROUP BY job_type"
