@@ -63,6 +63,14 @@ const SQLITE_WRITE_WAIT: Duration = Duration::from_secs(30);
 const SQLITE_READERS: u32 = 8;
 /// Upper bound on any single Postgres statement, so a stalled query cannot hang a loop.
 const PG_STATEMENT_TIMEOUT_MS: &str = "30000";
+/// The planner's cost of a random page read, for CronFlow's Postgres sessions (the
+/// server's default, 4, models spinning disks). CronFlow's batched statements look up a
+/// few hundred rows by key (`WHERE id IN (…)`, `UPDATE … FROM (VALUES …)`); at 4 the
+/// planner prefers hashing a whole table of tens of thousands of rows to a few hundred
+/// index lookups. Measured on 40,000 deliveries, a batch of 250: the delivery update
+/// 11.3 → 2.4 ms, the delivery read 10.1 → 0.6 ms. 1.1 is the usual value for SSDs
+/// and for data that fits in memory, as a queue's working set does.
+const PG_RANDOM_PAGE_COST: &str = "1.1";
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,7 +250,10 @@ impl Store {
             Ok(Store::new(Db::Sqlite(SqlitePools { write, read })))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?
-                .options([("statement_timeout", PG_STATEMENT_TIMEOUT_MS)])
+                .options([
+                    ("statement_timeout", PG_STATEMENT_TIMEOUT_MS),
+                    ("random_page_cost", PG_RANDOM_PAGE_COST),
+                ])
                 .disable_statement_logging();
             let pool = PgPoolOptions::new()
                 .max_connections(16)
