@@ -112,3 +112,47 @@ async fn a_metrics_token_guards_the_endpoint() {
     );
     app.stop().await;
 }
+
+/// A retry waiting in the database is a task waiting in the delivery queue, and the
+/// queue-depth gauge counts it (on SQLite it reads apalis's partial index of pending
+/// tasks; on both, a task being attempted is not waiting).
+#[tokio::test]
+async fn the_queue_depth_counts_a_waiting_retry() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let app = TestApp::spawn_with(backend, &[("CRONFLOW_RETRY_SCHEDULE", "1h")]).await;
+        let receiver = TestReceiver::start(&[500]).await;
+        let hook: serde_json::Value = app
+            .post(
+                "/v1/webhooks",
+                &json!({"url": receiver.url("/down"), "events": ["job.completed"]}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        app.post(
+            &format!("/v1/webhooks/{}/test", hook["id"].as_str().unwrap()),
+            &json!({}),
+        )
+        .await;
+        let scrape = eventually(30, "the retry to wait", || async {
+            let text = app
+                .client
+                .get(app.url("/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let s = parse(&text);
+            (value(&s, "cronflow_delivery_retries_waiting", None) == 1.0).then_some(s)
+        })
+        .await;
+        let depth = |queue| value(&scrape, "cronflow_queue_depth", Some(("queue", queue)));
+        assert_eq!(depth("cronflow-deliveries"), 1.0, "{backend:?}");
+        assert_eq!(depth("cronflow-runs"), 0.0, "{backend:?}");
+        assert_eq!(receiver.requests().len(), 1, "one attempt so far");
+        app.stop().await;
+    }
+}
