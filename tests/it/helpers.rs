@@ -259,12 +259,12 @@ impl TestApp {
         self.request(Method::GET, path).send().await.expect("request")
     }
 
-    /// GET `path` and its JSON body (whatever the status).
     /// GETs `path` and parses its body, or `None` if either fails (for `eventually`).
     pub async fn try_get_json(&self, path: &str) -> Option<Value> {
         self.get(path).await.json().await.ok()
     }
 
+    /// GET `path` and its JSON body (whatever the status).
     pub async fn get_json(&self, path: &str) -> Value {
         self.get(path).await.json().await.expect("a JSON body")
     }

@@ -8,6 +8,21 @@ fn parse(text: &str) -> prometheus_parse::Scrape {
     prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text format")
 }
 
+/// Scrapes `/metrics` (as a loopback client, without a token), or `None` if the request
+/// or the body fails (for `eventually`).
+async fn scrape(app: &TestApp) -> Option<prometheus_parse::Scrape> {
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    Some(parse(&text))
+}
+
 fn value(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
     scrape
         .samples
@@ -27,16 +42,7 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &st
 #[tokio::test]
 async fn metrics_move_when_runs_and_deliveries_happen() {
     let app = TestApp::spawn(Backend::Sqlite).await;
-    let before = parse(
-        &app.client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    let before = scrape(&app).await.expect("a scrape");
     assert_eq!(
         value(&before, "cronflow_runs_total", Some(("state", "completed"))),
         0.0
@@ -55,16 +61,7 @@ async fn metrics_move_when_runs_and_deliveries_happen() {
     })
     .await;
     let after = eventually(30, "the metrics to move", || async {
-        let text = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        let s = parse(&text);
+        let s = scrape(&app).await?;
         (value(
             &s,
             "cronflow_delivery_attempts_total",
@@ -136,16 +133,7 @@ async fn the_queue_depth_counts_a_waiting_retry() {
         )
         .await;
         let scrape = eventually(30, "the retry to wait", || async {
-            let text = app
-                .client
-                .get(app.url("/metrics"))
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            let s = parse(&text);
+            let s = scrape(&app).await?;
             (value(&s, "cronflow_delivery_retries_waiting", None) == 1.0).then_some(s)
         })
         .await;
