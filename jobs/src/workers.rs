@@ -160,22 +160,154 @@ where
     }
 }
 
+/// How a stop ends this process's workers without leaving work in flight unable to
+/// record what it did.
+///
+/// apalis stops polling a worker's backend as soon as the worker is stopping, even while
+/// it waits for the tasks in flight; a fetch, heartbeat or acknowledgement it had begun
+/// keeps its database connection until that wait ends. On SQLite that is the one writing
+/// connection, which the tasks in flight need to record their outcome: they waited out
+/// the whole shutdown timeout, were dropped, and their work (a delivery already sent, a
+/// run already finished) was done again by the next worker. So a stop first *drains*,
+/// with apalis still running as usual: the tasks already started finish (up to the
+/// shutdown timeout), and a task handed out meanwhile is *parked*, untouched. Only then
+/// is apalis told to stop, and the parked tasks end without work: a parked run task
+/// fails, so that apalis hands it out again (one of its redeliveries, see `queue`); a
+/// parked delivery task, which apalis does not acknowledge, is handed back to the queue
+/// once the workers have stopped ([`Drain::hand_back`]).
+#[derive(Clone, Default)]
+pub(crate) struct Drain(Arc<DrainState>);
+
+#[derive(Default)]
+struct DrainState {
+    /// Cancelled when the stop begins: tasks handed out from then on are parked.
+    draining: CancellationToken,
+    /// Cancelled when the drain is over, just before apalis is told to stop.
+    released: CancellationToken,
+    /// Tasks started and not yet finished.
+    active: std::sync::atomic::AtomicUsize,
+    /// Notified when `active` falls to 0.
+    idle: tokio::sync::Notify,
+    /// The parked delivery tasks, to hand back.
+    parked: std::sync::Mutex<Vec<crate::store::Unattempted>>,
+}
+
+/// A started task, counted in [`DrainState::active`] until dropped.
+pub(crate) struct Started(Arc<DrainState>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+impl Drain {
+    /// Lets a task start (counted until the guard drops), or `None` once the drain has
+    /// begun. Counting first and checking second means a drain that finds no task active
+    /// never misses one that is about to start.
+    pub(crate) fn admit(&self) -> Option<Started> {
+        self.0.active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let started = Started(self.0.clone());
+        (!self.0.draining.is_cancelled()).then_some(started)
+    }
+
+    /// Holds a task that was not admitted until apalis is stopping its worker, so that
+    /// ending it frees no slot for another fetch. apalis marks its workers as stopping in
+    /// the poll in which the stop signal (see [`Drain::run`]) resolves; a parked task
+    /// woken on another thread just before that waits for the mark.
+    pub(crate) async fn park(&self, worker: &WorkerContext) {
+        self.0.released.cancelled().await;
+        while !worker.is_shutting_down() {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// [`Drain::park`]s a delivery task, to be handed back after the stop.
+    async fn park_delivery(&self, worker: &WorkerContext, task: &DeliveryTask, task_id: String) {
+        let again_at = crate::domain::DeliveryId::parse(&task.delivery_id).map(|id| (id, chrono::Utc::now()));
+        let parked = crate::store::Unattempted { task_id, again_at };
+        self.0
+            .parked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(parked);
+        self.park(worker).await;
+    }
+
+    /// Waits for `stop`, then drains: parks the tasks handed out from then on and waits
+    /// up to `within` for the started ones to finish. Resolving is apalis's stop signal.
+    async fn run(self, stop: CancellationToken, within: Duration) -> Result<(), std::io::Error> {
+        stop.cancelled().await;
+        self.0.draining.cancel();
+        let idle = async {
+            loop {
+                let notified = self.0.idle.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.0.active.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(within, idle).await.is_err() {
+            tracing::warn!(
+                in_flight = self.0.active.load(std::sync::atomic::Ordering::SeqCst),
+                "tasks still running at the shutdown timeout; the next worker takes them over"
+            );
+        }
+        self.0.released.cancel();
+        Ok(())
+    }
+
+    /// Puts the parked delivery tasks back on the queue, due now, in one transaction
+    /// (once apalis has stopped, so nothing else holds the database). If that fails they
+    /// are recovered like any task of a worker that stopped: after its lease lapses.
+    async fn hand_back(&self, store: &Store) {
+        let parked = std::mem::take(&mut *self.0.parked.lock().unwrap_or_else(|e| e.into_inner()));
+        if parked.is_empty() {
+            return;
+        }
+        match store.finish_unattempted(&parked).await {
+            Ok(()) => tracing::info!(
+                tasks = parked.len(),
+                "handed back the delivery tasks taken while stopping"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, tasks = parked.len(), "could not hand back the delivery tasks taken while stopping; they are recovered when this worker's lease lapses")
+            }
+        }
+    }
+}
+
 /// One delivery task: one attempt. The task is acknowledged by the attempt's own
 /// transaction (see `delivery`), not by apalis.
 async fn handle_delivery(
     task: DeliveryTask,
     ctx: Data<DeliveryContext>,
+    drain: Data<Drain>,
+    worker: WorkerContext,
     task_id: TaskId,
 ) -> Result<(), BoxDynError> {
+    let Some(_started) = drain.admit() else {
+        drain.park_delivery(&worker, &task, task_id.to_string()).await;
+        return Ok(());
+    };
     let ctx: DeliveryContext = (*ctx).clone();
     on_own_task(async move { delivery::attempt_task(&ctx, &task.delivery_id, task_id.to_string()).await })
         .await
         .map_err(|e| Box::new(e) as BoxDynError)
 }
 
+/// How long apalis is given to stop its workers after the [`Drain`]: the parked tasks
+/// end at once, and apalis hands back what it fetched but did not hand out.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// Runs the run worker and the delivery worker until `shutdown` is cancelled; then
 /// waits up to the runner's shutdown timeout for work in flight (a run still going then
-/// is recovered by the next worker, a delivery attempted again).
+/// is recovered by the next worker, a delivery attempted again), see [`Drain`].
 pub async fn run_workers_until_stopped(
     store: Store,
     clock: Arc<dyn Clock>,
@@ -207,12 +339,10 @@ pub async fn run_workers_until_stopped(
         .map_err(|e| WorkerError(format!("cannot build the HTTP client: {e}")))?;
     let dlv_ctx = DeliveryContext::new(store.clone(), clock, deliveries, metrics)
         .map_err(|e| WorkerError(format!("cannot build the HTTP client: {e}")))?;
-    let signal = async move {
-        shutdown.cancelled().await;
-        Ok(())
-    };
+    let drain = Drain::default();
+    let signal = drain.clone().run(shutdown, stop_after);
     tracing::info!(worker = %name, runs = run_conc, deliveries = dlv_conc, "workers starting");
-    let monitor = Monitor::new().shutdown_timeout(stop_after);
+    let monitor = Monitor::new().shutdown_timeout(STOP_GRACE);
     let monitor = if let Some(pool) = store.sqlite_pool() {
         let cfg = |queue: &str, batch: usize| {
             apalis_sqlite::Config::default()
@@ -228,11 +358,13 @@ pub async fn run_workers_until_stopped(
         let (w1, w2) = (store.wake_signal(), store.wake_deliveries_signal());
         let (n1, n2) = (format!("{name}-runs"), format!("{name}-deliveries"));
         let (c1, c2) = (run_ctx, dlv_ctx);
+        let (d1, d2) = (drain.clone(), drain.clone());
         monitor
             .register(move |_| {
                 WorkerBuilder::new(n1.as_str())
                     .backend(runs.clone().poll_with_stream(wake_worker(wakeups(w1.clone()))))
                     .data(c1.clone())
+                    .data(d1.clone())
                     .concurrency(run_conc)
                     .build(handle_task)
             })
@@ -240,6 +372,7 @@ pub async fn run_workers_until_stopped(
                 WorkerBuilder::new(n2.as_str())
                     .backend(dlvs.clone().poll_with_stream(wake_worker(wakeups(w2.clone()))))
                     .data(c2.clone())
+                    .data(d2.clone())
                     .concurrency(dlv_conc)
                     .build(handle_delivery)
             })
@@ -259,6 +392,7 @@ pub async fn run_workers_until_stopped(
             .with_config(cfg(DELIVERY_QUEUE, delivery_batch).persist_results(false));
         let (n1, n2) = (format!("{name}-runs"), format!("{name}-deliveries"));
         let (c1, c2) = (run_ctx, dlv_ctx);
+        let (d1, d2) = (drain.clone(), drain.clone());
         monitor
             .register({
                 let listen_pool = listen_pool.clone();
@@ -267,6 +401,7 @@ pub async fn run_workers_until_stopped(
                     WorkerBuilder::new(n1.as_str())
                         .backend(runs.clone().poll_with_stream(wake_worker(woken)))
                         .data(c1.clone())
+                        .data(d1.clone())
                         .concurrency(run_conc)
                         .build(handle_task)
                 }
@@ -276,16 +411,16 @@ pub async fn run_workers_until_stopped(
                 WorkerBuilder::new(n2.as_str())
                     .backend(dlvs.clone().poll_with_stream(wake_worker(woken)))
                     .data(c2.clone())
+                    .data(d2.clone())
                     .concurrency(dlv_conc)
                     .build(handle_delivery)
             })
     } else {
         return Err(WorkerError("unknown backend".into()));
     };
-    monitor
-        .run_with_signal(signal)
-        .await
-        .map_err(|e| WorkerError(e.to_string()))
+    let stopped = monitor.run_with_signal(signal).await;
+    drain.hand_back(&store).await;
+    stopped.map_err(|e| WorkerError(e.to_string()))
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ async fn insert_fixture(app: &TestApp) {
         attempts.push(format!("('{id}', 1, {at}, 12, 500, 'http', '{err}', 'body {i}')"));
     }
     for chunk in deliveries.chunks(500) {
-        app.execute_sql(&format!(
+        app.db.execute_sql(&format!(
             "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, attempts, round_attempts, \
              created_at, updated_at) VALUES {}",
             chunk.join(", ")
@@ -42,7 +42,7 @@ async fn insert_fixture(app: &TestApp) {
         .await;
     }
     for chunk in attempts.chunks(500) {
-        app.execute_sql(&format!(
+        app.db.execute_sql(&format!(
             "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_kind, \
              error, response_excerpt) VALUES {}",
             chunk.join(", ")
@@ -183,8 +183,8 @@ async fn a_million_row_export_keeps_memory_flat(app: &TestApp) {
             rows - 1
         ),
     };
-    app.execute_sql(&sql).await;
-    app.execute_sql(
+    app.db.execute_sql(&sql).await;
+    app.db.execute_sql(
         "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_kind, error, response_excerpt) \
          SELECT id, 1, created_at, 12, 503, 'http', 'HTTP 503 Service Unavailable', 'upstream busy, please retry later' FROM deliveries",
     )

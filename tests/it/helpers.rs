@@ -140,6 +140,20 @@ pub fn test_settings(db_url: &str, overrides: &[(&str, &str)]) -> Settings {
     Settings::load(None, &|k| vars.get(k).cloned()).expect("test settings are valid")
 }
 
+/// An application that stopped gracefully: its database, left as the stop left it.
+pub struct StoppedApp {
+    pub db: TestDb,
+    clock: Arc<dyn Clock>,
+    overrides: Vec<(String, String)>,
+}
+
+impl StoppedApp {
+    /// Starts a new application on the database, with the same clock and settings.
+    pub async fn start(self) -> TestApp {
+        TestApp::start(self.db, self.clock, self.overrides).await
+    }
+}
+
 /// A running application and what a test needs to talk to it.
 pub struct TestApp {
     pub db: TestDb,
@@ -218,13 +232,23 @@ impl TestApp {
 
     /// Stops the application gracefully and starts a new one on the same database.
     pub async fn restart(self) -> TestApp {
-        let clock = self.clock.clone();
+        self.stop_keeping_db(|| {}).await.start().await
+    }
+
+    /// Stops the application gracefully, calling `while_stopping` once the stop has
+    /// begun, and keeps its database (and what starting on it again needs).
+    pub async fn stop_keeping_db(self, while_stopping: impl FnOnce()) -> StoppedApp {
         self.shutdown.cancel();
+        while_stopping();
         self.server
             .await
             .expect("server task")
             .expect("server stopped cleanly");
-        Self::start(self.db, clock, self.overrides).await
+        StoppedApp {
+            db: self.db,
+            clock: self.clock,
+            overrides: self.overrides,
+        }
     }
 
     /// Stops the application and drops its database.
@@ -417,19 +441,19 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-impl TestApp {
-    /// The first column, as text, of the rows `sql` selects from the app's database.
+impl TestDb {
+    /// The first column, as text, of the rows `sql` selects from the database.
     pub async fn query_strings(&self, sql: &str) -> Vec<String> {
         let sql = sqlx::AssertSqlSafe(sql.to_owned());
-        match self.db.backend {
+        match self.backend {
             Backend::Sqlite => {
-                let pool = sqlx::SqlitePool::connect(&self.db.url).await.expect("sqlite");
+                let pool = sqlx::SqlitePool::connect(&self.url).await.expect("sqlite");
                 let rows = sqlx::query_scalar(sql).fetch_all(&pool).await.expect("query");
                 pool.close().await;
                 rows
             }
             Backend::Postgres => {
-                let pool = sqlx::PgPool::connect(&self.db.url).await.expect("postgres");
+                let pool = sqlx::PgPool::connect(&self.url).await.expect("postgres");
                 let rows = sqlx::query_scalar(sql).fetch_all(&pool).await.expect("query");
                 pool.close().await;
                 rows
@@ -437,11 +461,11 @@ impl TestApp {
         }
     }
 
-    /// Runs fixture SQL on the app's database (for bulk test data only).
+    /// Runs fixture SQL on the database (for bulk test data only).
     pub async fn execute_sql(&self, sql: &str) {
-        match self.db.backend {
+        match self.backend {
             Backend::Sqlite => {
-                let pool = sqlx::SqlitePool::connect(&self.db.url).await.expect("sqlite");
+                let pool = sqlx::SqlitePool::connect(&self.url).await.expect("sqlite");
                 sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
                     .execute(&pool)
                     .await
@@ -449,7 +473,7 @@ impl TestApp {
                 pool.close().await;
             }
             Backend::Postgres => {
-                let pool = sqlx::PgPool::connect(&self.db.url).await.expect("postgres");
+                let pool = sqlx::PgPool::connect(&self.url).await.expect("postgres");
                 sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
                     .execute(&pool)
                     .await

@@ -7,7 +7,8 @@ use chrono::{Duration, Utc};
 use cronflow_jobs::store::RetentionPolicy;
 
 async fn ids(app: &TestApp, table: &str) -> Vec<String> {
-    app.query_strings(&format!("SELECT id FROM {table} ORDER BY id"))
+    app.db
+        .query_strings(&format!("SELECT id FROM {table} ORDER BY id"))
         .await
 }
 
@@ -16,14 +17,15 @@ async fn retention_removes_only_what_is_old(app: &TestApp) {
     let now = Utc::now();
     let day = |d: i64| (now - Duration::days(d)).timestamp_millis();
     let (d40, d100, d1) = (day(40), day(100), day(1));
-    app.execute_sql(&format!(
-        "INSERT INTO runs (id, job_id, origin, state, attempt, created_at) VALUES \
+    app.db
+        .execute_sql(&format!(
+            "INSERT INTO runs (id, job_id, origin, state, attempt, created_at) VALUES \
          ('run_oldfinished', 'wf_x', 'manual', 'completed', 1, {d40}), \
          ('run_oldrunning', 'wf_x', 'manual', 'running', 1, {d40}), \
          ('run_new', 'wf_x', 'manual', 'failed', 1, {d1})"
-    ))
-    .await;
-    app.execute_sql(&format!(
+        ))
+        .await;
+    app.db.execute_sql(&format!(
         "INSERT INTO deliveries (id, event_id, webhook_id, event_type, status, acknowledged, created_at, updated_at) VALUES \
          ('dlv_olddelivered', 'evt_a', 'wh_x', 'job.failed', 'delivered', FALSE, {d40}, {d40}), \
          ('dlv_olddeadack', 'evt_b', 'wh_x', 'job.failed', 'dead', TRUE, {d40}, {d40}), \
@@ -33,12 +35,13 @@ async fn retention_removes_only_what_is_old(app: &TestApp) {
          ('dlv_new', 'evt_f', 'wh_x', 'job.failed', 'delivered', FALSE, {d1}, {d1})"
     ))
     .await;
-    app.execute_sql(&format!(
-        "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms) VALUES \
+    app.db
+        .execute_sql(&format!(
+            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms) VALUES \
          ('dlv_olddelivered', 1, {d40}, 5), ('dlv_new', 1, {d1}, 5)"
-    ))
-    .await;
-    app.execute_sql(&format!(
+        ))
+        .await;
+    app.db.execute_sql(&format!(
         "INSERT INTO events (id, job_id, run_id, event_type, payload, created_at) VALUES \
          ('evt_a', 'wf_x', NULL, 'job.failed', '{{}}', {d40}), ('evt_c', 'wf_x', NULL, 'job.failed', '{{}}', {d40}), \
          ('evt_orphan', 'wf_x', NULL, 'job.failed', '{{}}', {d40}), ('evt_f', 'wf_x', NULL, 'job.failed', '{{}}', {d1})"

@@ -6,6 +6,7 @@ use crate::{both_backends, helpers::*};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
+use std::collections::BTreeSet;
 
 /// Subscribes `url` to every job event and returns (id, secret).
 async fn subscribe(app: &TestApp, url: &str) -> (String, String) {
@@ -245,11 +246,12 @@ async fn delivery_task_statuses(app: &TestApp) -> Vec<String> {
         Backend::Sqlite => "Jobs",
         Backend::Postgres => "apalis.jobs",
     };
-    app.query_strings(&format!(
-        "SELECT status FROM {table} WHERE job_type = '{}' ORDER BY status",
-        cronflow_jobs::queue::DELIVERY_QUEUE
-    ))
-    .await
+    app.db
+        .query_strings(&format!(
+            "SELECT status FROM {table} WHERE job_type = '{}' ORDER BY status",
+            cronflow_jobs::queue::DELIVERY_QUEUE
+        ))
+        .await
 }
 
 async fn a_rotated_secret_signs_beside_the_old_one(app: &TestApp) {
@@ -349,6 +351,80 @@ async fn hung_endpoint_scenario(app: &TestApp) {
         hung.requests().len()
     );
     hung.release();
+}
+
+/// A graceful stop lets the attempts in flight finish and records them, and hands back
+/// the tasks it took but did not start, so the next start sends each delivery once.
+/// Four attempts hang until the stop has begun; meanwhile runs, their events and the
+/// saturated endpoint's other tasks keep the queue fetching. (On SQLite, apalis's fetch
+/// used to be left unpolled once its worker was stopping, holding the one writing
+/// connection: the finished attempts could not be recorded and were sent again.)
+async fn graceful_stop_scenario(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        &[
+            ("CRONFLOW_DELIVERY_CONCURRENCY", "8"),
+            ("CRONFLOW_DELIVERY_PER_ENDPOINT", "4"),
+        ],
+    )
+    .await;
+    let receiver = TestReceiver::start(&[0, 0, 0, 0, 200]).await;
+    subscribe(&app, &receiver.url("/slow")).await;
+    let mut body = shell_job("many", "true");
+    body["overlap_policy"] = json!("allow");
+    let job = app.create_job(&body).await;
+    let runs = 40;
+    for _ in 0..runs {
+        app.trigger(job["id"].as_str().unwrap()).await;
+    }
+    eventually(30, "four attempts in flight", || async {
+        (receiver.requests().len() == 4).then_some(())
+    })
+    .await;
+    let stopped = app.stop_keeping_db(|| receiver.release()).await;
+
+    let sent: BTreeSet<String> = receiver
+        .requests()
+        .iter()
+        .map(|s| s.headers["webhook-id"].clone())
+        .collect();
+    assert!(sent.len() >= 4, "the hung attempts were answered: {sent:?}");
+    let delivered: BTreeSet<String> = stopped
+        .db
+        .query_strings("SELECT id FROM deliveries WHERE status = 'delivered'")
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(
+        sent, delivered,
+        "every delivery sent before the stop ended is recorded as delivered, and no other"
+    );
+
+    let app = stopped.start().await;
+    eventually(60, "every event delivered after the restart", || async {
+        (receiver.requests().len() >= runs).then_some(())
+    })
+    .await;
+    let ids: Vec<String> = receiver
+        .requests()
+        .iter()
+        .map(|s| s.headers["webhook-id"].clone())
+        .collect();
+    let distinct: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "no delivery was sent twice: {ids:?}");
+    app.stop().await;
+}
+
+mod a_graceful_stop_records_the_attempts_in_flight {
+    use crate::helpers::Backend;
+    #[tokio::test]
+    async fn sqlite() {
+        super::graceful_stop_scenario(Backend::Sqlite).await;
+    }
+    #[tokio::test]
+    async fn postgres() {
+        super::graceful_stop_scenario(Backend::Postgres).await;
+    }
 }
 
 both_backends!(

@@ -33,7 +33,7 @@ use crate::{
     queue::RunTask,
     store::{RunResult, StartOutcome},
 };
-use apalis::prelude::{BoxDynError, Data};
+use apalis::prelude::{BoxDynError, Data, WorkerContext};
 use command::{CommandSpec, OutcomeKind, RunLimits};
 use output::BoundedOutput;
 use std::{sync::Arc, time::Duration};
@@ -176,7 +176,16 @@ enum RunTaskError {
 }
 
 /// Handles one run task.
-pub(crate) async fn handle_task(task: RunTask, ctx: Data<RunnerContext>) -> Result<(), BoxDynError> {
+pub(crate) async fn handle_task(
+    task: RunTask,
+    ctx: Data<RunnerContext>,
+    drain: Data<crate::workers::Drain>,
+    worker: WorkerContext,
+) -> Result<(), BoxDynError> {
+    let Some(_started) = drain.admit() else {
+        drain.park(&worker).await;
+        return Err("the worker is stopping; the run task is handed out again".into());
+    };
     let Some(run_id) = RunId::parse(&task.run_id) else {
         tracing::error!(run_id = %task.run_id, "a run task names no valid run; dropped");
         return Ok(());
