@@ -201,7 +201,31 @@ pub(crate) mod sqlite {
         }
         Ok(())
     }
+
+    /// Puts back on `queue` the tasks `worker` (stopped) still holds; see [`RELEASE_HELD`].
+    pub(crate) async fn release_held(
+        conn: impl sqlx::SqliteExecutor<'_>,
+        queue: &str,
+        worker: &str,
+    ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "UPDATE Jobs {RELEASE_HELD}WHERE lock_by = ?1 AND (status = 'Running' OR status = 'Queued') \
+             AND job_type = ?2"
+        );
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(worker)
+            .bind(queue)
+            .execute(conn)
+            .await?;
+        Ok(done.rows_affected())
+    }
 }
+
+/// What a worker that has stopped still holds of `queue` goes back to the queue, as
+/// apalis's orphan recovery would put it (`reenqueue_orphaned.sql`), without waiting
+/// for the worker's lease to lapse.
+const RELEASE_HELD: &str = "SET status = 'Pending', done_at = NULL, lock_by = NULL, lock_at = NULL, \
+     attempts = attempts + 1, last_result = '{\"Err\": \"Handed back by a worker that stopped.\"}' ";
 
 /// Pushing on Postgres.
 pub(crate) mod postgres {
@@ -270,5 +294,23 @@ pub(crate) mod postgres {
             .await?;
         }
         Ok(())
+    }
+
+    /// Puts back on `queue` the tasks `worker` (stopped) still holds; see [`RELEASE_HELD`].
+    pub(crate) async fn release_held(
+        conn: impl sqlx::PgExecutor<'_>,
+        queue: &str,
+        worker: &str,
+    ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "UPDATE apalis.jobs {RELEASE_HELD}WHERE lock_by = $1 AND (status = 'Running' OR status = 'Queued') \
+             AND job_type = $2"
+        );
+        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(worker)
+            .bind(queue)
+            .execute(conn)
+            .await?;
+        Ok(done.rows_affected())
     }
 }

@@ -174,7 +174,8 @@ where
 /// is apalis told to stop, and the parked tasks end without work: a parked run task
 /// fails, so that apalis hands it out again (one of its redeliveries, see `queue`); a
 /// parked delivery task, which apalis does not acknowledge, is handed back to the queue
-/// once the workers have stopped ([`Drain::hand_back`]).
+/// once the workers have stopped, with anything else the delivery worker still holds
+/// ([`Drain::hand_back`]).
 #[derive(Clone, Default)]
 pub(crate) struct Drain(Arc<DrainState>);
 
@@ -188,8 +189,6 @@ struct DrainState {
     active: std::sync::atomic::AtomicUsize,
     /// Notified when `active` falls to 0.
     idle: tokio::sync::Notify,
-    /// The parked delivery tasks, to hand back.
-    parked: std::sync::Mutex<Vec<crate::store::Unattempted>>,
 }
 
 /// A started task, counted in [`DrainState::active`] until dropped.
@@ -224,18 +223,6 @@ impl Drain {
         }
     }
 
-    /// [`Drain::park`]s a delivery task, to be handed back after the stop.
-    async fn park_delivery(&self, worker: &WorkerContext, task: &DeliveryTask, task_id: String) {
-        let again_at = crate::domain::DeliveryId::parse(&task.delivery_id).map(|id| (id, chrono::Utc::now()));
-        let parked = crate::store::Unattempted { task_id, again_at };
-        self.0
-            .parked
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(parked);
-        self.park(worker).await;
-    }
-
     /// Waits for `stop`, then drains: parks the tasks handed out from then on and waits
     /// up to `within` for the started ones to finish. Resolving is apalis's stop signal.
     async fn run(self, stop: CancellationToken, within: Duration) -> Result<(), std::io::Error> {
@@ -262,22 +249,18 @@ impl Drain {
         Ok(())
     }
 
-    /// Puts the parked delivery tasks back on the queue, due now, in one transaction
-    /// (once apalis has stopped, so nothing else holds the database). If that fails they
+    /// Puts back on the queue what the stopped delivery worker `worker` still holds: the
+    /// parked tasks, those of a fetch apalis dropped while stopping, and those of attempts
+    /// cut off by the shutdown timeout (sent again, as after a crash). If that fails they
     /// are recovered like any task of a worker that stopped: after its lease lapses.
-    async fn hand_back(&self, store: &Store) {
-        let parked = std::mem::take(&mut *self.0.parked.lock().unwrap_or_else(|e| e.into_inner()));
-        if parked.is_empty() {
-            return;
-        }
-        match store.finish_unattempted(&parked).await {
-            Ok(()) => tracing::info!(
-                tasks = parked.len(),
-                "handed back the delivery tasks taken while stopping"
+    async fn hand_back(store: &Store, worker: &str) {
+        match store.release_held_deliveries(worker).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tasks = n, "handed back the delivery tasks held at the stop"),
+            Err(e) => tracing::warn!(
+                error = %e,
+                "could not hand back the delivery tasks held at the stop; they are recovered when this worker's lease lapses"
             ),
-            Err(e) => {
-                tracing::warn!(error = %e, tasks = parked.len(), "could not hand back the delivery tasks taken while stopping; they are recovered when this worker's lease lapses")
-            }
         }
     }
 }
@@ -292,7 +275,7 @@ async fn handle_delivery(
     task_id: TaskId,
 ) -> Result<(), BoxDynError> {
     let Some(_started) = drain.admit() else {
-        drain.park_delivery(&worker, &task, task_id.to_string()).await;
+        drain.park(&worker).await;
         return Ok(());
     };
     let ctx: DeliveryContext = (*ctx).clone();
@@ -317,6 +300,7 @@ pub async fn run_workers_until_stopped(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let name = runner.worker_name.clone();
+    let delivery_worker = format!("{name}-deliveries");
     let (run_conc, dlv_conc) = (runner.concurrency, deliveries.concurrency);
     // Fetch as many tasks as can run at once: the runs of one slot then start together,
     // and apalis's own bookkeeping (lock, acknowledge), done per fetch, takes fewer round
@@ -356,7 +340,7 @@ pub async fn run_workers_until_stopped(
         let dlvs = apalis_sqlite::SqliteStorage::<DeliveryTask>::new(pool)
             .with_config(cfg(DELIVERY_QUEUE, delivery_batch).persist_results(false));
         let (w1, w2) = (store.wake_signal(), store.wake_deliveries_signal());
-        let (n1, n2) = (format!("{name}-runs"), format!("{name}-deliveries"));
+        let (n1, n2) = (format!("{name}-runs"), delivery_worker.clone());
         let (c1, c2) = (run_ctx, dlv_ctx);
         let (d1, d2) = (drain.clone(), drain.clone());
         monitor
@@ -390,7 +374,7 @@ pub async fn run_workers_until_stopped(
         let (listen_pool, w1, w2) = (pool.clone(), store.wake_signal(), store.wake_deliveries_signal());
         let dlvs = apalis_postgres::PostgresStorage::<DeliveryTask>::new(pool)
             .with_config(cfg(DELIVERY_QUEUE, delivery_batch).persist_results(false));
-        let (n1, n2) = (format!("{name}-runs"), format!("{name}-deliveries"));
+        let (n1, n2) = (format!("{name}-runs"), delivery_worker.clone());
         let (c1, c2) = (run_ctx, dlv_ctx);
         let (d1, d2) = (drain.clone(), drain.clone());
         monitor
@@ -419,7 +403,7 @@ pub async fn run_workers_until_stopped(
         return Err(WorkerError("unknown backend".into()));
     };
     let stopped = monitor.run_with_signal(signal).await;
-    drain.hand_back(&store).await;
+    Drain::hand_back(&store, &delivery_worker).await;
     stopped.map_err(|e| WorkerError(e.to_string()))
 }
 

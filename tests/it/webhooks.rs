@@ -236,22 +236,21 @@ async fn six_failed_attempts_make_a_dead_delivery_that_replays_with_the_same_key
     // CronFlow acknowledges delivery tasks itself: every task has ended, the row of each
     // that did its work deleted, and each death (three: the first delivery, then the two
     // others) left its task in apalis's `Failed` state.
-    let ends = delivery_task_statuses(app).await;
+    let ends = delivery_task_statuses(&app.db).await;
     assert_eq!(ends, ["Failed", "Failed", "Failed"]);
 }
 
 /// The statuses of every delivery queue task, sorted.
-async fn delivery_task_statuses(app: &TestApp) -> Vec<String> {
-    let table = match app.db.backend {
+async fn delivery_task_statuses(db: &TestDb) -> Vec<String> {
+    let table = match db.backend {
         Backend::Sqlite => "Jobs",
         Backend::Postgres => "apalis.jobs",
     };
-    app.db
-        .query_strings(&format!(
-            "SELECT status FROM {table} WHERE job_type = '{}' ORDER BY status",
-            cronflow_jobs::queue::DELIVERY_QUEUE
-        ))
-        .await
+    db.query_strings(&format!(
+        "SELECT status FROM {table} WHERE job_type = '{}' ORDER BY status",
+        cronflow_jobs::queue::DELIVERY_QUEUE
+    ))
+    .await
 }
 
 async fn a_rotated_secret_signs_beside_the_old_one(app: &TestApp) {
@@ -354,7 +353,8 @@ async fn hung_endpoint_scenario(app: &TestApp) {
 }
 
 /// A graceful stop lets the attempts in flight finish and records them, and hands back
-/// the tasks it took but did not start, so the next start sends each delivery once.
+/// the tasks it took but did not start (due at once, not after its lease lapses), so
+/// the next start sends each delivery once.
 /// Four attempts hang until the stop has begun; meanwhile runs, their events and the
 /// saturated endpoint's other tasks keep the queue fetching. (On SQLite, apalis's fetch
 /// used to be left unpolled once its worker was stopping, holding the one writing
@@ -399,6 +399,16 @@ async fn graceful_stop_scenario(backend: Backend) {
         sent, delivered,
         "every delivery sent before the stop ended is recorded as delivered, and no other"
     );
+    let tasks = delivery_task_statuses(&stopped.db).await;
+    assert!(
+        tasks.iter().all(|s| s == "Pending"),
+        "the stopped worker handed back every task it held: {tasks:?}"
+    );
+    let waiting = stopped
+        .db
+        .query_strings("SELECT id FROM deliveries WHERE status = 'pending'")
+        .await;
+    assert_eq!(tasks.len(), waiting.len(), "one task per delivery still to make");
 
     let app = stopped.start().await;
     eventually(60, "every event delivered after the restart", || async {
