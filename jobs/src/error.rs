@@ -34,10 +34,10 @@ impl ValidationError {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached or a query failed.
-    #[error("database error: {0}")]
+    #[error(transparent)]
     Database(#[from] sqlx::Error),
     /// Migrations (CronFlow's or apalis's) could not be applied.
-    #[error("database migration failed: {0}")]
+    #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A stored value no longer parses as its domain type (a bug or a manual edit).
     #[error("stored data is corrupt: {0}")]

@@ -202,30 +202,34 @@ pub(crate) mod sqlite {
         Ok(())
     }
 
-    /// Puts back on `queue` the tasks `worker` (stopped) still holds; see [`RELEASE_HELD`].
+    /// Puts back on `queue` the tasks `worker` holds (only `task`, if given); see
+    /// [`RELEASE_HELD`].
     pub(crate) async fn release_held(
         conn: impl sqlx::SqliteExecutor<'_>,
         queue: &str,
         worker: &str,
+        task: Option<&str>,
     ) -> Result<u64, StoreError> {
         let sql = format!(
             "UPDATE Jobs {RELEASE_HELD}WHERE lock_by = ?1 AND (status = 'Running' OR status = 'Queued') \
-             AND job_type = ?2"
+             AND job_type = ?2 AND (?3 IS NULL OR id = ?3)"
         );
         let done = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(worker)
             .bind(queue)
+            .bind(task)
             .execute(conn)
             .await?;
         Ok(done.rows_affected())
     }
 }
 
-/// What a worker that has stopped still holds of `queue` goes back to the queue, as
+/// A task a stopping worker holds but will not start goes back to the queue, as
 /// apalis's orphan recovery would put it (`reenqueue_orphaned.sql`), without waiting
-/// for the worker's lease to lapse.
+/// for the worker's lease to lapse. apalis's own acknowledgement of it later, if any,
+/// changes nothing: it only updates tasks the worker still holds.
 const RELEASE_HELD: &str = "SET status = 'Pending', done_at = NULL, lock_by = NULL, lock_at = NULL, \
-     attempts = attempts + 1, last_result = '{\"Err\": \"Handed back by a worker that stopped.\"}' ";
+     attempts = attempts + 1, last_result = '{\"Err\": \"Handed back by a stopping worker.\"}' ";
 
 /// Pushing on Postgres.
 pub(crate) mod postgres {
@@ -296,19 +300,22 @@ pub(crate) mod postgres {
         Ok(())
     }
 
-    /// Puts back on `queue` the tasks `worker` (stopped) still holds; see [`RELEASE_HELD`].
+    /// Puts back on `queue` the tasks `worker` holds (only `task`, if given); see
+    /// [`RELEASE_HELD`].
     pub(crate) async fn release_held(
         conn: impl sqlx::PgExecutor<'_>,
         queue: &str,
         worker: &str,
+        task: Option<&str>,
     ) -> Result<u64, StoreError> {
         let sql = format!(
             "UPDATE apalis.jobs {RELEASE_HELD}WHERE lock_by = $1 AND (status = 'Running' OR status = 'Queued') \
-             AND job_type = $2"
+             AND job_type = $2 AND ($3::text IS NULL OR id = $3)"
         );
         let done = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(worker)
             .bind(queue)
+            .bind(task)
             .execute(conn)
             .await?;
         Ok(done.rows_affected())

@@ -170,17 +170,20 @@ where
 /// the whole shutdown timeout, were dropped, and their work (a delivery already sent, a
 /// run already finished) was done again by the next worker. So a stop first *drains*,
 /// with apalis still running as usual: the tasks already started finish (up to the
-/// shutdown timeout), and a task handed out meanwhile is *parked*, untouched. Only then
-/// is apalis told to stop, and the parked tasks end without work: a parked run task
-/// fails, so that apalis hands it out again (one of its redeliveries, see `queue`); a
-/// parked delivery task, which apalis does not acknowledge, is handed back to the queue
-/// once the workers have stopped, with anything else the delivery worker still holds
-/// ([`Drain::hand_back`]).
-#[derive(Clone, Default)]
+/// shutdown timeout), and a task handed out meanwhile is *parked*: handed back to the
+/// queue at once (so another process can take it) while its handler keeps its slot, so
+/// that apalis fetches no more than the slots that free up. Only then is apalis told to
+/// stop, and the parked handlers end without work (a run task's failure, which apalis
+/// would record, changes nothing: its acknowledgement only updates tasks the worker
+/// still holds). What the delivery worker still holds after that (a fetch apalis
+/// dropped while stopping, attempts cut off by the timeout) is handed back too
+/// ([`Drain::hand_back`]); run tasks are left to crash recovery.
+#[derive(Clone)]
 pub(crate) struct Drain(Arc<DrainState>);
 
-#[derive(Default)]
 struct DrainState {
+    /// Where parked tasks are handed back.
+    store: Store,
     /// Cancelled when the stop begins: tasks handed out from then on are parked.
     draining: CancellationToken,
     /// Cancelled when the drain is over, just before apalis is told to stop.
@@ -202,7 +205,21 @@ impl Drop for Started {
     }
 }
 
+/// How long handing back what a stopped worker holds may take before it is left to
+/// crash recovery.
+const HAND_BACK_WAIT: Duration = Duration::from_secs(5);
+
 impl Drain {
+    fn new(store: Store) -> Self {
+        Drain(Arc::new(DrainState {
+            store,
+            draining: CancellationToken::new(),
+            released: CancellationToken::new(),
+            active: std::sync::atomic::AtomicUsize::new(0),
+            idle: tokio::sync::Notify::new(),
+        }))
+    }
+
     /// Lets a task start (counted until the guard drops), or `None` once the drain has
     /// begun. Counting first and checking second means a drain that finds no task active
     /// never misses one that is about to start.
@@ -212,11 +229,20 @@ impl Drain {
         (!self.0.draining.is_cancelled()).then_some(started)
     }
 
-    /// Holds a task that was not admitted until apalis is stopping its worker, so that
-    /// ending it frees no slot for another fetch. apalis marks its workers as stopping in
-    /// the poll in which the stop signal (see [`Drain::run`]) resolves; a parked task
-    /// woken on another thread just before that waits for the mark.
-    pub(crate) async fn park(&self, worker: &WorkerContext) {
+    /// Parks a task that was not admitted: hands it back to `queue` (a queue name), then
+    /// holds its handler's slot until apalis is stopping the worker, so that ending it
+    /// frees no slot for another fetch. apalis marks its workers as stopping in the poll
+    /// in which the stop signal ([`Drain::run`]) resolves, the same poll that releases
+    /// parked handlers; the loop only guards that order.
+    pub(crate) async fn park(&self, queue: &str, worker: &WorkerContext, task_id: &str) {
+        if let Err(e) = self
+            .0
+            .store
+            .release_held_tasks(queue, worker.name(), Some(task_id))
+            .await
+        {
+            tracing::warn!(error = %e, task_id, "could not hand back a task taken while stopping; it is recovered when this worker's lease lapses");
+        }
         self.0.released.cancelled().await;
         while !worker.is_shutting_down() {
             tokio::task::yield_now().await;
@@ -231,8 +257,6 @@ impl Drain {
         let idle = async {
             loop {
                 let notified = self.0.idle.notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
                 if self.0.active.load(std::sync::atomic::Ordering::SeqCst) == 0 {
                     return;
                 }
@@ -250,16 +274,20 @@ impl Drain {
     }
 
     /// Puts back on the queue what the stopped delivery worker `worker` still holds: the
-    /// parked tasks, those of a fetch apalis dropped while stopping, and those of attempts
-    /// cut off by the shutdown timeout (sent again, as after a crash). If that fails they
-    /// are recovered like any task of a worker that stopped: after its lease lapses.
-    async fn hand_back(store: &Store, worker: &str) {
-        match store.release_held_deliveries(worker).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(tasks = n, "handed back the delivery tasks held at the stop"),
-            Err(e) => tracing::warn!(
+    /// tasks of a fetch apalis dropped while stopping, and those of attempts cut off by
+    /// the shutdown timeout (sent again, as after a crash). If that fails they are
+    /// recovered like any task of a worker that stopped: after its lease lapses.
+    async fn hand_back(&self, worker: &str) {
+        let release = self.0.store.release_held_tasks(DELIVERY_QUEUE, worker, None);
+        match tokio::time::timeout(HAND_BACK_WAIT, release).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(tasks = n, "handed back the delivery tasks held at the stop"),
+            Ok(Err(e)) => tracing::warn!(
                 error = %e,
                 "could not hand back the delivery tasks held at the stop; they are recovered when this worker's lease lapses"
+            ),
+            Err(_) => tracing::warn!(
+                "handing back the delivery tasks held at the stop timed out; they are recovered when this worker's lease lapses"
             ),
         }
     }
@@ -275,7 +303,7 @@ async fn handle_delivery(
     task_id: TaskId,
 ) -> Result<(), BoxDynError> {
     let Some(_started) = drain.admit() else {
-        drain.park(&worker).await;
+        drain.park(DELIVERY_QUEUE, &worker, &task_id.to_string()).await;
         return Ok(());
     };
     let ctx: DeliveryContext = (*ctx).clone();
@@ -323,7 +351,7 @@ pub async fn run_workers_until_stopped(
         .map_err(|e| WorkerError(format!("cannot build the HTTP client: {e}")))?;
     let dlv_ctx = DeliveryContext::new(store.clone(), clock, deliveries, metrics)
         .map_err(|e| WorkerError(format!("cannot build the HTTP client: {e}")))?;
-    let drain = Drain::default();
+    let drain = Drain::new(store.clone());
     let signal = drain.clone().run(shutdown, stop_after);
     tracing::info!(worker = %name, runs = run_conc, deliveries = dlv_conc, "workers starting");
     let monitor = Monitor::new().shutdown_timeout(STOP_GRACE);
@@ -403,7 +431,7 @@ pub async fn run_workers_until_stopped(
         return Err(WorkerError("unknown backend".into()));
     };
     let stopped = monitor.run_with_signal(signal).await;
-    Drain::hand_back(&store, &delivery_worker).await;
+    drain.hand_back(&delivery_worker).await;
     stopped.map_err(|e| WorkerError(e.to_string()))
 }
 

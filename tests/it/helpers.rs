@@ -232,18 +232,15 @@ impl TestApp {
 
     /// Stops the application gracefully and starts a new one on the same database.
     pub async fn restart(self) -> TestApp {
-        self.stop_keeping_db(|| {}).await.start().await
+        self.stop_keeping_db(async {}).await.start().await
     }
 
-    /// Stops the application gracefully, calling `while_stopping` once the stop has
-    /// begun, and keeps its database (and what starting on it again needs).
-    pub async fn stop_keeping_db(self, while_stopping: impl FnOnce()) -> StoppedApp {
+    /// Stops the application gracefully, running `while_stopping` beside the stop once it
+    /// has begun, and keeps its database (and what starting on it again needs).
+    pub async fn stop_keeping_db(self, while_stopping: impl Future<Output = ()>) -> StoppedApp {
         self.shutdown.cancel();
-        while_stopping();
-        self.server
-            .await
-            .expect("server task")
-            .expect("server stopped cleanly");
+        let (stopped, ()) = tokio::join!(self.server, while_stopping);
+        stopped.expect("server task").expect("server stopped cleanly");
         StoppedApp {
             db: self.db,
             clock: self.clock,
@@ -441,23 +438,37 @@ pub fn http_client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+/// The first column, as text, of the rows `sql` selects from the `backend` database at
+/// `url`.
+pub async fn query_strings(backend: Backend, url: &str, sql: &str) -> Vec<String> {
+    let sql = sqlx::AssertSqlSafe(sql.to_owned());
+    match backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(url).await.expect("sqlite");
+            let rows = sqlx::query_scalar(sql).fetch_all(&pool).await.expect("query");
+            pool.close().await;
+            rows
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(url).await.expect("postgres");
+            let rows = sqlx::query_scalar(sql).fetch_all(&pool).await.expect("query");
+            pool.close().await;
+            rows
+        }
+    }
+}
+
 impl TestDb {
     /// The first column, as text, of the rows `sql` selects from the database.
     pub async fn query_strings(&self, sql: &str) -> Vec<String> {
-        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        query_strings(self.backend, &self.url, sql).await
+    }
+
+    /// apalis's task table.
+    pub fn queue_table(&self) -> &'static str {
         match self.backend {
-            Backend::Sqlite => {
-                let pool = sqlx::SqlitePool::connect(&self.url).await.expect("sqlite");
-                let rows = sqlx::query_scalar(sql).fetch_all(&pool).await.expect("query");
-                pool.close().await;
-                rows
-            }
-            Backend::Postgres => {
-                let pool = sqlx::PgPool::connect(&self.url).await.expect("postgres");
-                let rows = sqlx::query_scalar(sql).fetch_all(&pool).await.expect("query");
-                pool.close().await;
-                rows
-            }
+            Backend::Sqlite => "Jobs",
+            Backend::Postgres => "apalis.jobs",
         }
     }
 

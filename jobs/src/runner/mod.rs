@@ -33,7 +33,7 @@ use crate::{
     queue::RunTask,
     store::{RunResult, StartOutcome},
 };
-use apalis::prelude::{BoxDynError, Data, WorkerContext};
+use apalis::prelude::{BoxDynError, Data, TaskId, WorkerContext};
 use command::{CommandSpec, OutcomeKind, RunLimits};
 use output::BoundedOutput;
 use std::{sync::Arc, time::Duration};
@@ -181,10 +181,12 @@ pub(crate) async fn handle_task(
     ctx: Data<RunnerContext>,
     drain: Data<crate::workers::Drain>,
     worker: WorkerContext,
+    task_id: TaskId,
 ) -> Result<(), BoxDynError> {
     let Some(_started) = drain.admit() else {
-        drain.park(&worker).await;
-        return Err("the worker is stopping; the run task is handed out again".into());
+        let task_id = task_id.to_string();
+        drain.park(crate::queue::RUN_QUEUE, &worker, &task_id).await;
+        return Err("the worker is stopping; the run task was handed back".into());
     };
     let Some(run_id) = RunId::parse(&task.run_id) else {
         tracing::error!(run_id = %task.run_id, "a run task names no valid run; dropped");

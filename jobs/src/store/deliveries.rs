@@ -6,10 +6,10 @@
 //! in the database and holds no worker) or, when the schedule is exhausted, marks the
 //! delivery `dead`, which puts it in the DLQ until it is replayed or acknowledged.
 
-use super::{Db, Store, with_pool, with_tx, with_writer};
+use super::{Store, with_pool, with_tx, with_writer};
 use crate::StoreError;
 use crate::domain::{Cursor, DeliveryId, Page, PageRequest, Webhook, WebhookId};
-use crate::queue::{self, DELIVERY_QUEUE, TaskEnd};
+use crate::queue::TaskEnd;
 use chrono::{DateTime, Duration, Utc};
 use std::borrow::Borrow;
 
@@ -598,17 +598,6 @@ impl Store {
             q::finish_tasks(&mut tx, &ends).await?;
         });
         Ok(())
-    }
-
-    /// Puts back on the queue, due now, the delivery tasks that `worker` still holds once
-    /// it has stopped (taken while it was stopping, or left by an attempt cut off by the
-    /// shutdown timeout), rather than leaving them until its lease lapses. Returns how
-    /// many.
-    pub(crate) async fn release_held_deliveries(&self, worker: &str) -> Result<u64, StoreError> {
-        match &self.db {
-            Db::Sqlite(pools) => queue::sqlite::release_held(&pools.write, DELIVERY_QUEUE, worker).await,
-            Db::Postgres(pool) => queue::postgres::release_held(pool, DELIVERY_QUEUE, worker).await,
-        }
     }
 
     /// A delivery and its attempts, oldest first.

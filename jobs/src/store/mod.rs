@@ -285,6 +285,21 @@ impl Store {
         }
     }
 
+    /// Puts back on `queue` (a queue name), due now, the tasks that the worker named
+    /// `worker` holds but will not start (only `task`, if given), rather than leaving
+    /// them until its lease lapses. Returns how many.
+    pub(crate) async fn release_held_tasks(
+        &self,
+        queue: &str,
+        worker: &str,
+        task: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        match &self.db {
+            Db::Sqlite(pools) => crate::queue::sqlite::release_held(&pools.write, queue, worker, task).await,
+            Db::Postgres(pool) => crate::queue::postgres::release_held(pool, queue, worker, task).await,
+        }
+    }
+
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         match self.db {
