@@ -226,10 +226,12 @@ pub(crate) mod sqlite {
 
 /// A task a stopping worker holds but will not start goes back to the queue, as
 /// apalis's orphan recovery would put it (`reenqueue_orphaned.sql`), without waiting
-/// for the worker's lease to lapse. apalis's own acknowledgement of it later, if any,
-/// changes nothing: it only updates tasks the worker still holds.
+/// for the worker's lease to lapse, and without counting an attempt: the task was not
+/// run (a run task handed back more than once during one drain would otherwise use up
+/// its redeliveries). apalis's own acknowledgement of it later, if any, changes nothing:
+/// it only updates tasks the worker still holds.
 const RELEASE_HELD: &str = "SET status = 'Pending', done_at = NULL, lock_by = NULL, lock_at = NULL, \
-     attempts = attempts + 1, last_result = '{\"Err\": \"Handed back by a stopping worker.\"}' ";
+     last_result = '{\"Err\": \"Handed back by a stopping worker.\"}' ";
 
 /// Pushing on Postgres.
 pub(crate) mod postgres {
