@@ -140,6 +140,9 @@ impl Kind {
 pub(crate) mod sqlite {
     use super::*;
 
+    /// apalis-sqlite's task table.
+    pub(crate) const TABLE: &str = "Jobs";
+
     /// Rows per INSERT (8 parameters each, under SQLite's 32,766).
     const ROWS: usize = 1000;
 
@@ -201,41 +204,31 @@ pub(crate) mod sqlite {
         }
         Ok(())
     }
-
-    /// Puts back on `queue` the tasks `worker` holds (only `task`, if given); see
-    /// [`RELEASE_HELD`].
-    pub(crate) async fn release_held(
-        conn: impl sqlx::SqliteExecutor<'_>,
-        queue: &str,
-        worker: &str,
-        task: Option<&str>,
-    ) -> Result<u64, StoreError> {
-        let sql = format!(
-            "UPDATE Jobs {RELEASE_HELD}WHERE lock_by = ?1 AND (status = 'Running' OR status = 'Queued') \
-             AND job_type = ?2 AND (?3 IS NULL OR id = ?3)"
-        );
-        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(worker)
-            .bind(queue)
-            .bind(task)
-            .execute(conn)
-            .await?;
-        Ok(done.rows_affected())
-    }
 }
 
-/// A task a stopping worker holds but will not start goes back to the queue, as
-/// apalis's orphan recovery would put it (`reenqueue_orphaned.sql`), without waiting
-/// for the worker's lease to lapse, and without counting an attempt: the task was not
-/// run (a run task handed back more than once during one drain would otherwise use up
-/// its redeliveries). apalis's own acknowledgement of it later, if any, changes nothing:
-/// it only updates tasks the worker still holds.
-const RELEASE_HELD: &str = "SET status = 'Pending', done_at = NULL, lock_by = NULL, lock_at = NULL, \
-     last_result = '{\"Err\": \"Handed back by a stopping worker.\"}' ";
+/// The statement that puts back on a queue, due now, the tasks a stopping worker holds
+/// but will not start, on apalis's task table `table`. It binds the worker (`lock_by`),
+/// the queue, and one task id, or NULL for all of them. The tasks go back as apalis's
+/// orphan recovery would put them (`reenqueue_orphaned.sql`), without waiting for the
+/// worker's lease to lapse, and without counting an attempt: the task was not run (a run
+/// task handed back more than once during one drain would otherwise use up its
+/// redeliveries). apalis's own acknowledgement of it later, if any, changes nothing: it
+/// only updates tasks the worker still holds.
+pub(crate) fn release_held_sql(table: &str) -> String {
+    format!(
+        "UPDATE {table} SET status = 'Pending', done_at = NULL, lock_by = NULL, lock_at = NULL, \
+         last_result = '{{\"Err\": \"Handed back by a stopping worker.\"}}' \
+         WHERE lock_by = $1 AND (status = 'Running' OR status = 'Queued') AND job_type = $2 \
+         AND (CAST($3 AS TEXT) IS NULL OR id = $3)"
+    )
+}
 
 /// Pushing on Postgres.
 pub(crate) mod postgres {
     use super::*;
+
+    /// apalis-postgres's task table.
+    pub(crate) const TABLE: &str = "apalis.jobs";
 
     /// Pushes `tasks` inside `tx`, in one statement. The rows are those of
     /// apalis-postgres's `sink.sql` (a fresh ULID as id, empty metadata) except for the
@@ -300,26 +293,5 @@ pub(crate) mod postgres {
             .await?;
         }
         Ok(())
-    }
-
-    /// Puts back on `queue` the tasks `worker` holds (only `task`, if given); see
-    /// [`RELEASE_HELD`].
-    pub(crate) async fn release_held(
-        conn: impl sqlx::PgExecutor<'_>,
-        queue: &str,
-        worker: &str,
-        task: Option<&str>,
-    ) -> Result<u64, StoreError> {
-        let sql = format!(
-            "UPDATE apalis.jobs {RELEASE_HELD}WHERE lock_by = $1 AND (status = 'Running' OR status = 'Queued') \
-             AND job_type = $2 AND ($3::text IS NULL OR id = $3)"
-        );
-        let done = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(worker)
-            .bind(queue)
-            .bind(task)
-            .execute(conn)
-            .await?;
-        Ok(done.rows_affected())
     }
 }

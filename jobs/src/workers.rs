@@ -220,21 +220,32 @@ impl Drain {
         }))
     }
 
-    /// Lets a task start (counted until the guard drops), or `None` once the drain has
-    /// begun. Counting first and checking second means a drain that finds no task active
-    /// never misses one that is about to start.
-    pub(crate) fn admit(&self) -> Option<Started> {
+    /// Lets the task `task_id` of `queue` (a queue name) start, counted until the guard
+    /// drops; or, once the drain has begun, parks it and returns `None` when apalis is
+    /// stopping the worker. Counting first and checking second means a drain that finds
+    /// no task active never misses one that is about to start.
+    pub(crate) async fn admit_or_park(
+        &self,
+        queue: &str,
+        worker: &WorkerContext,
+        task_id: &str,
+    ) -> Option<Started> {
         self.0.active.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let started = Started(self.0.clone());
-        (!self.0.draining.is_cancelled()).then_some(started)
+        if !self.0.draining.is_cancelled() {
+            return Some(started);
+        }
+        drop(started);
+        self.park(queue, worker, task_id).await;
+        None
     }
 
-    /// Parks a task that was not admitted: hands it back to `queue` (a queue name), then
-    /// holds its handler's slot until apalis is stopping the worker, so that ending it
-    /// frees no slot for another fetch. apalis marks its workers as stopping in the poll
-    /// in which the stop signal ([`Drain::run`]) resolves, the same poll that releases
-    /// parked handlers; the loop only guards that order.
-    pub(crate) async fn park(&self, queue: &str, worker: &WorkerContext, task_id: &str) {
+    /// Parks a task that was not admitted: hands it back to `queue` at once, then holds
+    /// its handler's slot until apalis is stopping the worker, so that ending it frees no
+    /// slot for another fetch. apalis marks its workers as stopping in the poll in which
+    /// the stop signal ([`Drain::run`]) resolves, the same poll that releases parked
+    /// handlers; the loop only guards that order.
+    async fn park(&self, queue: &str, worker: &WorkerContext, task_id: &str) {
         if let Err(e) = self
             .0
             .store
@@ -302,12 +313,12 @@ async fn handle_delivery(
     worker: WorkerContext,
     task_id: TaskId,
 ) -> Result<(), BoxDynError> {
-    let Some(_started) = drain.admit() else {
-        drain.park(DELIVERY_QUEUE, &worker, &task_id.to_string()).await;
+    let task_id = task_id.to_string();
+    let Some(_started) = drain.admit_or_park(DELIVERY_QUEUE, &worker, &task_id).await else {
         return Ok(());
     };
     let ctx: DeliveryContext = (*ctx).clone();
-    on_own_task(async move { delivery::attempt_task(&ctx, &task.delivery_id, task_id.to_string()).await })
+    on_own_task(async move { delivery::attempt_task(&ctx, &task.delivery_id, task_id).await })
         .await
         .map_err(|e| Box::new(e) as BoxDynError)
 }

@@ -396,14 +396,8 @@ async fn graceful_stop_scenario(backend: Backend) {
         })
         .await;
 
-    let sent: BTreeSet<String> = receiver
-        .requests()
-        .iter()
-        .map(|s| s.headers["webhook-id"].clone())
-        .collect();
-    let delivered: BTreeSet<String> = stopped
-        .db
-        .query_strings("SELECT id FROM deliveries WHERE status = 'delivered'")
+    let sent: BTreeSet<String> = webhook_ids(&receiver).into_iter().collect();
+    let delivered: BTreeSet<String> = deliveries_in(&stopped.db, "delivered")
         .await
         .into_iter()
         .collect();
@@ -416,29 +410,33 @@ async fn graceful_stop_scenario(backend: Backend) {
         tasks.iter().all(|s| s == "Pending"),
         "the stopped worker handed back every task it held: {tasks:?}"
     );
-    let waiting = stopped
-        .db
-        .query_strings("SELECT id FROM deliveries WHERE status = 'pending'")
-        .await;
+    let waiting = deliveries_in(&stopped.db, "pending").await;
     assert_eq!(tasks.len(), waiting.len(), "one task per delivery still to make");
 
     let app = stopped.start().await;
     eventually(60, "every event delivered after the restart", || async {
-        let delivered = app
-            .db
-            .query_strings("SELECT id FROM deliveries WHERE status = 'delivered'")
-            .await;
-        (delivered.len() == runs).then_some(())
+        (deliveries_in(&app.db, "delivered").await.len() == runs).then_some(())
     })
     .await;
-    let ids: Vec<String> = receiver
-        .requests()
-        .iter()
-        .map(|s| s.headers["webhook-id"].clone())
-        .collect();
+    let ids = webhook_ids(&receiver);
     let distinct: BTreeSet<&String> = ids.iter().collect();
     assert_eq!(distinct.len(), ids.len(), "no delivery was sent twice: {ids:?}");
     app.stop().await;
+}
+
+/// The `webhook-id` of every request `receiver` got, in arrival order.
+fn webhook_ids(receiver: &TestReceiver) -> Vec<String> {
+    receiver
+        .requests()
+        .iter()
+        .map(|s| s.headers["webhook-id"].clone())
+        .collect()
+}
+
+/// The ids of the deliveries in `status`.
+async fn deliveries_in(db: &TestDb, status: &str) -> Vec<String> {
+    db.query_strings(&format!("SELECT id FROM deliveries WHERE status = '{status}'"))
+        .await
 }
 
 mod a_graceful_stop_records_the_attempts_in_flight {

@@ -183,9 +183,11 @@ pub(crate) async fn handle_task(
     worker: WorkerContext,
     task_id: TaskId,
 ) -> Result<(), BoxDynError> {
-    let Some(_started) = drain.admit() else {
-        let task_id = task_id.to_string();
-        drain.park(crate::queue::RUN_QUEUE, &worker, &task_id).await;
+    let task_id = task_id.to_string();
+    let Some(_started) = drain
+        .admit_or_park(crate::queue::RUN_QUEUE, &worker, &task_id)
+        .await
+    else {
         return Err("the worker is stopping; the run task was handed back".into());
     };
     let Some(run_id) = RunId::parse(&task.run_id) else {

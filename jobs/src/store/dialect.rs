@@ -51,6 +51,11 @@ macro_rules! push_fns {
             crate::queue::$queue::push_kind(tx, Kind::Delivery, &super::due_at(ids)).await
         }
 
+        /// [`crate::queue::release_held_sql`] on this backend's task table.
+        pub(crate) fn release_held_sql() -> String {
+            crate::queue::release_held_sql(crate::queue::$queue::TABLE)
+        }
+
         /// Ends tasks (task id, how it ended): CronFlow's acknowledgement of delivery tasks.
         pub(crate) async fn finish_tasks(tx: &mut $conn, ends: &[(&str, TaskEnd)]) -> Result<(), StoreError> {
             crate::queue::$queue::finish(tx, ends).await

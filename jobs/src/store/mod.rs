@@ -294,10 +294,14 @@ impl Store {
         worker: &str,
         task: Option<&str>,
     ) -> Result<u64, StoreError> {
-        match &self.db {
-            Db::Sqlite(pools) => crate::queue::sqlite::release_held(&pools.write, queue, worker, task).await,
-            Db::Postgres(pool) => crate::queue::postgres::release_held(pool, queue, worker, task).await,
-        }
+        let done = with_writer!(self, pool, q => sqlx::query(sqlx::AssertSqlSafe(q::release_held_sql()))
+            .bind(worker)
+            .bind(queue)
+            .bind(task)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))?;
+        Ok(done)
     }
 
     /// The backend in use.
