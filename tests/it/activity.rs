@@ -26,9 +26,14 @@ async fn insert_fixture(app: &TestApp) {
         let hook = if i % 2 == 0 { "wh_a" } else { "wh_b" };
         let at = base() + i as i64;
         deliveries.push(format!(
-            "('{id}', 'evt_fx{i}', '{hook}', 'job.failed', 'wf_job{}', '{}', 1, 1, {at}, {at})",
+            "('{id}', 'evt_fx{i}', '{hook}', 'job.failed', 'wf_job{}', '{}', 1, 1, {at}, {at}, {})",
             i % 10,
-            statuses[i % 4]
+            statuses[i % 4],
+            if statuses[i % 4] == "dead" {
+                at.to_string()
+            } else {
+                "NULL".into()
+            }
         ));
         let err = TRICKY[i % TRICKY.len()].replace('\'', "''");
         attempts.push(format!("('{id}', 1, {at}, 12, 500, 'http', '{err}', 'body {i}')"));
@@ -36,7 +41,7 @@ async fn insert_fixture(app: &TestApp) {
     for chunk in deliveries.chunks(500) {
         app.db.execute_sql(&format!(
             "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, attempts, round_attempts, \
-             created_at, updated_at) VALUES {}",
+             created_at, updated_at, dead_at) VALUES {}",
             chunk.join(", ")
         ))
         .await;
@@ -171,14 +176,14 @@ async fn a_million_row_export_keeps_memory_flat(app: &TestApp) {
     let rows = 1_000_000;
     let sql = match app.db.backend {
         Backend::Sqlite => format!(
-            "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, attempts, round_attempts, created_at, updated_at) \
+            "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, attempts, round_attempts, created_at, updated_at, dead_at) \
              WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {}) \
-             SELECT printf('dlv_m%08d', i), printf('evt_m%08d', i), 'wh_m', 'job.failed', 'wf_m', 'dead', 1, 1, i, i FROM n",
+             SELECT printf('dlv_m%08d', i), printf('evt_m%08d', i), 'wh_m', 'job.failed', 'wf_m', 'dead', 1, 1, i, i, i FROM n",
             rows - 1
         ),
         Backend::Postgres => format!(
-            "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, attempts, round_attempts, created_at, updated_at) \
-             SELECT 'dlv_m' || lpad(i::text, 8, '0'), 'evt_m' || i, 'wh_m', 'job.failed', 'wf_m', 'dead', 1, 1, i, i \
+            "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, attempts, round_attempts, created_at, updated_at, dead_at) \
+             SELECT 'dlv_m' || lpad(i::text, 8, '0'), 'evt_m' || i, 'wh_m', 'job.failed', 'wf_m', 'dead', 1, 1, i, i, i \
              FROM generate_series(0, {}) AS i",
             rows - 1
         ),

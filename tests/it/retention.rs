@@ -26,13 +26,14 @@ async fn retention_removes_only_what_is_old(app: &TestApp) {
         ))
         .await;
     app.db.execute_sql(&format!(
-        "INSERT INTO deliveries (id, event_id, webhook_id, event_type, status, acknowledged, created_at, updated_at) VALUES \
-         ('dlv_olddelivered', 'evt_a', 'wh_x', 'job.failed', 'delivered', FALSE, {d40}, {d40}), \
-         ('dlv_olddeadack', 'evt_b', 'wh_x', 'job.failed', 'dead', TRUE, {d40}, {d40}), \
-         ('dlv_olddead', 'evt_c', 'wh_x', 'job.failed', 'dead', FALSE, {d40}, {d40}), \
-         ('dlv_verydead', 'evt_d', 'wh_x', 'job.failed', 'dead', FALSE, {d100}, {d100}), \
-         ('dlv_oldretrying', 'evt_e', 'wh_x', 'job.failed', 'retrying', FALSE, {d100}, {d100}), \
-         ('dlv_new', 'evt_f', 'wh_x', 'job.failed', 'delivered', FALSE, {d1}, {d1})"
+        "INSERT INTO deliveries (id, event_id, webhook_id, event_type, status, acknowledged, created_at, updated_at, \
+         dead_at) VALUES \
+         ('dlv_olddelivered', 'evt_a', 'wh_x', 'job.failed', 'delivered', FALSE, {d40}, {d40}, NULL), \
+         ('dlv_olddeadack', 'evt_b', 'wh_x', 'job.failed', 'dead', TRUE, {d40}, {d40}, {d40}), \
+         ('dlv_olddead', 'evt_c', 'wh_x', 'job.failed', 'dead', FALSE, {d40}, {d40}, {d40}), \
+         ('dlv_verydead', 'evt_d', 'wh_x', 'job.failed', 'dead', FALSE, {d100}, {d100}, {d100}), \
+         ('dlv_oldretrying', 'evt_e', 'wh_x', 'job.failed', 'retrying', FALSE, {d100}, {d100}, NULL), \
+         ('dlv_new', 'evt_f', 'wh_x', 'job.failed', 'delivered', FALSE, {d1}, {d1}, NULL)"
     ))
     .await;
     app.db

@@ -423,7 +423,9 @@ impl Store {
         if !orphans.is_empty() {
             with_writer!(self, pool => {
                 let mut b = sqlx::QueryBuilder::new(
-                    "UPDATE deliveries SET status = 'dead', last_error = 'the subscription or event no longer exists', updated_at = ");
+                    "UPDATE deliveries SET status = 'dead', last_error = 'the subscription or event no longer exists', \
+                     next_attempt_at = NULL, dead_at = ");
+                b.push_bind(now.timestamp_millis()).push(", updated_at = ");
                 b.push_bind(now.timestamp_millis()).push(" WHERE id IN ");
                 super::push_list(&mut b, orphans.iter().map(DeliveryId::as_str));
                 b.build().execute(pool).await.map(|_| ())
@@ -495,7 +497,7 @@ impl Store {
                 b.build().execute(&mut *tx).await?;
 
                 let mut b = sqlx::QueryBuilder::new(
-                    "WITH v (id, status, attempts, next_attempt_at, last_status_code, last_error, delivered_at) AS (");
+                    "WITH v (id, status, attempts, next_attempt_at, last_status_code, last_error, delivered_at, dead_at) AS (");
                 b.push_values(chunk, |mut row, p| {
                     row.push_bind(p.id)
                         .push_bind(p.status.as_str())
@@ -503,12 +505,16 @@ impl Store {
                         .push_bind(p.next.map(|t| t.timestamp_millis()))
                         .push_bind(p.outcome.status_code.map(i64::from))
                         .push_bind(p.outcome.error.as_deref())
-                        .push_bind(p.delivered.then_some(at));
+                        .push_bind(p.delivered.then_some(at))
+                        .push_bind((p.status == DeliveryStatus::Dead).then_some(at));
                 });
+                // `next_attempt_at` and `dead_at` stay NULL for a delivery that succeeds
+                // at once, so (on Postgres) its update touches no index: see the
+                // migration `20261128000005_deliveries_hot_updates`.
                 b.push(
                     ") UPDATE deliveries SET status = v.status, attempts = v.attempts, \
                      round_attempts = deliveries.round_attempts + 1, next_attempt_at = v.next_attempt_at, \
-                     last_status_code = v.last_status_code, last_error = v.last_error, \
+                     last_status_code = v.last_status_code, last_error = v.last_error, dead_at = v.dead_at, \
                      delivered_at = COALESCE(v.delivered_at, deliveries.delivered_at), updated_at = ");
                 b.push_bind(at).push(" FROM v WHERE deliveries.id = v.id");
                 b.build().execute(&mut *tx).await?;
@@ -706,7 +712,7 @@ impl Store {
             .as_ref()
             .map_or((i64::MIN, ""), |c| (c.created_at_ms, c.id.as_str()));
         let rows: Vec<DeliveryRow> = with_pool!(self, pool => sqlx::query_as(concat!(
-            "SELECT ", delivery_columns!(), " FROM deliveries WHERE status = 'dead' AND NOT acknowledged ",
+            "SELECT ", delivery_columns!(), " FROM deliveries WHERE dead_at IS NOT NULL AND NOT acknowledged ",
             "AND (created_at > $1 OR (created_at = $1 AND id > $2)) ORDER BY created_at, id LIMIT $3"))
             .bind(after_ms)
             .bind(after_id)
@@ -747,7 +753,7 @@ impl Store {
             for id in &ids {
                 let n = sqlx::query(
                     "UPDATE deliveries SET status = 'pending', round_attempts = 0, acknowledged = FALSE, \
-                     next_attempt_at = NULL, updated_at = $2 WHERE id = $1 AND status = 'dead'")
+                     next_attempt_at = NULL, dead_at = NULL, updated_at = $2 WHERE id = $1 AND status = 'dead'")
                     .bind(id)
                     .bind(now.timestamp_millis())
                     .execute(&mut *tx)
@@ -795,8 +801,8 @@ impl Store {
     /// Reads the gauges' values.
     pub async fn gauges(&self) -> Result<Gauges, StoreError> {
         let (retrying, dead, disabled): (i64, i64, i64) = with_pool!(self, pool => sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM deliveries WHERE status = 'retrying'), \
-             (SELECT COUNT(*) FROM deliveries WHERE status = 'dead' AND NOT acknowledged), \
+            "SELECT (SELECT COUNT(*) FROM deliveries WHERE next_attempt_at IS NOT NULL AND status = 'retrying'), \
+             (SELECT COUNT(*) FROM deliveries WHERE dead_at IS NOT NULL AND NOT acknowledged), \
              (SELECT COUNT(*) FROM webhooks WHERE NOT enabled)")
             .fetch_one(pool)
             .await)?;
