@@ -21,4 +21,5 @@ mod readme_receivers;
 mod retention;
 mod runs;
 mod scheduling;
+mod upgrade;
 mod webhooks;

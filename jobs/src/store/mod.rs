@@ -351,12 +351,19 @@ impl Store {
     /// every start and from several processes on Postgres, which serialises them with an
     /// advisory lock).
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        self.migrate_up_to(None).await
+    }
+
+    /// Like [`Store::migrate`], but applies CronFlow's migrations only up to version
+    /// `last` (all of them when `None`): a database as an older CronFlow left it, for
+    /// checking that an upgrade keeps what it holds.
+    pub async fn migrate_up_to(&self, last: Option<i64>) -> Result<(), StoreError> {
         match &self.db {
             Db::Sqlite(pools) => {
                 apalis_sqlite::SqliteStorage::<()>::migrations()
                     .run(&pools.write)
                     .await?;
-                Self::own_migrator(sqlx::migrate!("../migrations/sqlite"))
+                Self::own_migrator(sqlx::migrate!("../migrations/sqlite"), last)
                     .run(&pools.write)
                     .await?;
             }
@@ -364,7 +371,7 @@ impl Store {
                 apalis_postgres::PostgresStorage::<()>::migrations()
                     .run(pool)
                     .await?;
-                Self::own_migrator(sqlx::migrate!("../migrations/postgres"))
+                Self::own_migrator(sqlx::migrate!("../migrations/postgres"), last)
                     .run(pool)
                     .await?;
             }
@@ -372,8 +379,17 @@ impl Store {
         Ok(())
     }
 
-    fn own_migrator(mut m: Migrator) -> Migrator {
+    fn own_migrator(mut m: Migrator, last: Option<i64>) -> Migrator {
         m.dangerous_set_table_name(MIGRATIONS_TABLE);
+        if let Some(last) = last {
+            let kept: Vec<_> = m
+                .migrations
+                .iter()
+                .filter(|x| x.version <= last)
+                .cloned()
+                .collect();
+            m.migrations = kept.into();
+        }
         m
     }
 

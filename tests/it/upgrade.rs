@@ -1,0 +1,64 @@
+//! Upgrading a database: what an older CronFlow stored keeps its meaning once the new
+//! migrations have run. The database is migrated only up to an older version, written
+//! as that version would have written it, and then opened by the current application.
+
+use crate::helpers::*;
+use cronflow_jobs::Store;
+use serde_json::Value;
+
+/// The last migration before the DLQ and retrying indexes moved off `status`
+/// (`20261128000005_deliveries_hot_updates`).
+const BEFORE_HOT_UPDATES: i64 = 20261128000004;
+
+/// Dead, retrying and delivered deliveries written before `dead_at` existed: after the
+/// upgrade the DLQ lists exactly the dead, unacknowledged one (and acknowledging it
+/// empties the DLQ), and the gauges count it and the waiting retry.
+async fn deliveries_keep_their_place_across_the_upgrade(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let old = Store::connect(&db.url).await.expect("connect");
+    old.migrate_up_to(Some(BEFORE_HOT_UPDATES))
+        .await
+        .expect("the older migrations");
+    old.close().await;
+    // Recent enough that retention at start-up keeps them.
+    let at = chrono::Utc::now().timestamp_millis();
+    let later = at + 60_000;
+    db.execute_sql(&format!(
+        "INSERT INTO deliveries (id, event_id, webhook_id, event_type, status, attempts, next_attempt_at, \
+         acknowledged, created_at, updated_at) VALUES \
+         ('dlv_01kbdead0000000000000000', 'evt_a', 'wh_x', 'job.failed', 'dead', 6, NULL, FALSE, {at}, {at}), \
+         ('dlv_01kbdeadack0000000000000', 'evt_b', 'wh_x', 'job.failed', 'dead', 6, NULL, TRUE, {at}, {at}), \
+         ('dlv_01kbretrying000000000000', 'evt_c', 'wh_x', 'job.failed', 'retrying', 1, {later}, FALSE, {at}, {at}), \
+         ('dlv_01kbdelivered00000000000', 'evt_d', 'wh_x', 'job.failed', 'delivered', 1, NULL, FALSE, {at}, {at})"
+    ))
+    .await;
+
+    let app = TestApp::start_on(db).await;
+    let dlq: Value = app.get_json("/v1/dlq").await;
+    let listed: Vec<&str> = dlq["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|d| d["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(listed, ["dlv_01kbdead0000000000000000"], "{dlq}");
+    let gauges = app.store.gauges().await.expect("gauges");
+    assert_eq!((gauges.dlq_size, gauges.retries_waiting), (1, 1));
+
+    let r = app.delete("/v1/dlq/dlv_01kbdead0000000000000000").await;
+    assert_eq!(r.status(), 204);
+    let dlq: Value = app.get_json("/v1/dlq").await;
+    assert_eq!(dlq["items"].as_array().map(Vec::len), Some(0), "{dlq}");
+    assert_eq!(app.store.gauges().await.expect("gauges").dlq_size, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn deliveries_keep_their_place_across_the_upgrade_on_sqlite() {
+    deliveries_keep_their_place_across_the_upgrade(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn deliveries_keep_their_place_across_the_upgrade_on_postgres() {
+    deliveries_keep_their_place_across_the_upgrade(Backend::Postgres).await;
+}
