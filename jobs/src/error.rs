@@ -78,13 +78,15 @@ impl StoreError {
                     let code = e.code();
                     let code = code.as_deref().unwrap_or("");
                     // Postgres (five-character SQLSTATEs): connection exceptions (08…),
-                    // shutting down or starting up (57P01–57P03), out of resources (53…).
+                    // shutting down or starting up (57P01–57P03), out of resources (53…),
+                    // and a statement cancelled by CronFlow's `statement_timeout` (57014:
+                    // it waited on locks or a saturated server longer than that).
                     // SQLite (result codes of up to four digits): BUSY and LOCKED, and
                     // their extended codes.
                     if code.len() == 5 {
                         code.starts_with("08")
                             || code.starts_with("53")
-                            || matches!(code, "57P01" | "57P02" | "57P03")
+                            || matches!(code, "57P01" | "57P02" | "57P03" | "57014")
                     } else {
                         code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
                     }
@@ -102,5 +104,66 @@ impl StoreError {
             StoreError::Database(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
                 | StoreError::Timeout
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database error with only a code, as a driver reports it.
+    #[derive(Debug)]
+    struct Coded(&'static str);
+
+    impl std::fmt::Display for Coded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "error {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Coded {}
+
+    impl sqlx::error::DatabaseError for Coded {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn transient(code: &'static str) -> bool {
+        StoreError::Database(sqlx::Error::Database(Box::new(Coded(code)))).is_transient()
+    }
+
+    #[test]
+    fn waiting_helps_with_an_unreachable_busy_or_conflicting_database_and_nothing_else() {
+        // Postgres: connection lost, too many connections, shutting down, statement
+        // timeout, deadlock, serialization failure.
+        for code in ["08006", "53300", "57P01", "57014", "40P01", "40001"] {
+            assert!(transient(code), "{code}");
+        }
+        // SQLite: BUSY, LOCKED, BUSY_SNAPSHOT (517).
+        for code in ["5", "6", "517"] {
+            assert!(transient(code), "{code}");
+        }
+        // A unique violation, a syntax error, SQLite's CONSTRAINT and CORRUPT.
+        for code in ["23505", "42601", "19", "11"] {
+            assert!(!transient(code), "{code}");
+        }
+        assert!(!StoreError::Corrupt("x".into()).is_transient());
+        assert!(StoreError::Timeout.is_transient());
     }
 }
