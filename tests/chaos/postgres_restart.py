@@ -5,7 +5,8 @@ Starts `cronflow serve` on a fresh Postgres database, subscribes a local receive
 (127.0.0.1) to job events, triggers runs as fast as the API takes them for 30 s, and
 restarts the Postgres server 10 s in. Then it waits for every run's `job.completed`
 delivery and checks: every trigger call answered, every run completed, every delivery
-delivered, and each received exactly once. Exits non-zero otherwise.
+delivered, and each received exactly once. Exits non-zero otherwise. CronFlow's log
+goes to ./chaos-cronflow.log (ignored by git).
 
 Usage (not part of `.ci/run`: it restarts the machine's Postgres server):
     cargo build --release -p cronflow
