@@ -1,7 +1,7 @@
 //! The real `cronflow` program: first start, configuration errors, key creation,
 //! graceful stop on SIGTERM.
 
-use crate::helpers::*;
+use crate::{helpers::*, on_both_backends};
 use nix::{sys::signal::Signal, unistd::Pid};
 use serde_json::Value;
 use std::{
@@ -365,15 +365,7 @@ async fn a_worker_killed_mid_run_is_recovered_and_its_processes_stopped(backend:
     db.drop_database().await;
 }
 
-#[tokio::test]
-async fn a_worker_killed_mid_run_is_recovered_on_sqlite() {
-    a_worker_killed_mid_run_is_recovered_and_its_processes_stopped(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_worker_killed_mid_run_is_recovered_on_postgres() {
-    a_worker_killed_mid_run_is_recovered_and_its_processes_stopped(Backend::Postgres).await;
-}
+on_both_backends!(a_worker_killed_mid_run_is_recovered_and_its_processes_stopped);
 
 async fn a_worker_killed_mid_delivery_delivers_after_restart(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -442,12 +434,4 @@ async fn a_worker_killed_mid_delivery_delivers_after_restart(backend: Backend) {
     db.drop_database().await;
 }
 
-#[tokio::test]
-async fn a_worker_killed_mid_delivery_delivers_after_restart_on_sqlite() {
-    a_worker_killed_mid_delivery_delivers_after_restart(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn a_worker_killed_mid_delivery_delivers_after_restart_on_postgres() {
-    a_worker_killed_mid_delivery_delivers_after_restart(Backend::Postgres).await;
-}
+on_both_backends!(a_worker_killed_mid_delivery_delivers_after_restart);

@@ -49,6 +49,28 @@ macro_rules! both_backends {
     };
 }
 
+/// Generates `mod NAME { sqlite, postgres }` tests that call `SCENARIO(Backend)` (by
+/// default `NAME`), for tests that set up their own database or application (a restart,
+/// a child process, an older schema).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        $crate::on_both_backends!($name => $name);
+    };
+    ($name:ident => $scenario:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$scenario($crate::helpers::Backend::Sqlite).await;
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$scenario($crate::helpers::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
 /// A fresh, empty database that lives as long as the test needs it.
 pub struct TestDb {
     pub backend: Backend,

@@ -1,7 +1,7 @@
 //! The jobs resource: create, read, list, change, pause, resume, delete; validation;
 //! persistence.
 
-use crate::{both_backends, helpers::*};
+use crate::{both_backends, helpers::*, on_both_backends};
 use chrono::{DateTime, Utc};
 use cronflow_jobs::clock::ManualClock;
 use serde_json::{Value, json};
@@ -319,15 +319,7 @@ async fn jobs_and_keys_survive_a_restart(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn jobs_and_keys_survive_a_restart_on_sqlite() {
-    jobs_and_keys_survive_a_restart(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn jobs_and_keys_survive_a_restart_on_postgres() {
-    jobs_and_keys_survive_a_restart(Backend::Postgres).await;
-}
+on_both_backends!(jobs_and_keys_survive_a_restart);
 
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

@@ -1,6 +1,7 @@
 //! CronFlow's end-to-end tests, one binary. Each test starts the real application (or
 //! the real `cronflow` program) on a random port over a fresh SQLite file or a fresh
-//! Postgres database; `both_backends!` runs a test on each.
+//! Postgres database; `both_backends!` (or `on_both_backends!`, for tests that set up
+//! their own database) runs a test on each.
 //!
 //! Postgres: `CRONFLOW_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`) names a server where tests may create

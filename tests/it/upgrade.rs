@@ -2,7 +2,7 @@
 //! migrations have run. The database is migrated only up to an older version, written
 //! as that version would have written it, and then opened by the current application.
 
-use crate::helpers::*;
+use crate::{helpers::*, on_both_backends};
 use cronflow_jobs::Store;
 use serde_json::Value;
 
@@ -53,12 +53,4 @@ async fn deliveries_keep_their_place_across_the_upgrade(backend: Backend) {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn deliveries_keep_their_place_across_the_upgrade_on_sqlite() {
-    deliveries_keep_their_place_across_the_upgrade(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn deliveries_keep_their_place_across_the_upgrade_on_postgres() {
-    deliveries_keep_their_place_across_the_upgrade(Backend::Postgres).await;
-}
+on_both_backends!(deliveries_keep_their_place_across_the_upgrade);

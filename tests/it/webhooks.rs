@@ -2,7 +2,7 @@
 //! Standard Webhooks library), retries and the DLQ, replay, rotation, durability across
 //! restarts, the SSRF guard and isolation from a hung endpoint.
 
-use crate::{both_backends, helpers::*};
+use crate::{both_backends, helpers::*, on_both_backends};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -28,6 +28,17 @@ async fn run_once(app: &TestApp, script: &str) -> String {
     let job = app.create_job(&shell_job("hooked", script)).await;
     let run = app.trigger(job["id"].as_str().unwrap()).await;
     run["id"].as_str().unwrap().to_owned()
+}
+
+/// Triggers `runs` runs of one `true` job that allows overlap, so their events (and
+/// deliveries) come as fast as the worker finishes them.
+async fn run_many(app: &TestApp, runs: usize) {
+    let mut body = shell_job("many", "true");
+    body["overlap_policy"] = json!("allow");
+    let job = app.create_job(&body).await;
+    for _ in 0..runs {
+        app.trigger(job["id"].as_str().unwrap()).await;
+    }
 }
 
 /// The product page's recipe: hex HMAC-SHA256 of the raw body keyed with the secret.
@@ -328,13 +339,8 @@ async fn hung_endpoint_scenario(app: &TestApp) {
     let healthy = TestReceiver::start(&[200]).await;
     subscribe(app, &hung.url("/hung")).await;
     subscribe(app, &healthy.url("/ok")).await;
-    let mut body = shell_job("many", "true");
-    body["overlap_policy"] = json!("allow");
-    let job = app.create_job(&body).await;
     let runs = 40;
-    for _ in 0..runs {
-        app.trigger(job["id"].as_str().unwrap()).await;
-    }
+    run_many(app, runs).await;
     eventually(
         60,
         "every event at the healthy endpoint while the other hangs",
@@ -369,13 +375,8 @@ async fn graceful_stop_scenario(backend: Backend) {
     .await;
     let receiver = TestReceiver::start(&[0, 0, 0, 0, 200]).await;
     subscribe(&app, &receiver.url("/slow")).await;
-    let mut body = shell_job("many", "true");
-    body["overlap_policy"] = json!("allow");
-    let job = app.create_job(&body).await;
     let runs = 40;
-    for _ in 0..runs {
-        app.trigger(job["id"].as_str().unwrap()).await;
-    }
+    run_many(&app, runs).await;
     eventually(30, "four attempts in flight", || async {
         (receiver.requests().len() == 4).then_some(())
     })
@@ -439,17 +440,7 @@ async fn deliveries_in(db: &TestDb, status: &str) -> Vec<String> {
         .await
 }
 
-mod a_graceful_stop_records_the_attempts_in_flight {
-    use crate::helpers::Backend;
-    #[tokio::test]
-    async fn sqlite() {
-        super::graceful_stop_scenario(Backend::Sqlite).await;
-    }
-    #[tokio::test]
-    async fn postgres() {
-        super::graceful_stop_scenario(Backend::Postgres).await;
-    }
-}
+on_both_backends!(a_graceful_stop_records_the_attempts_in_flight => graceful_stop_scenario);
 
 both_backends!(
     a_delivery_is_signed_by_both_recipes_and_recorded,

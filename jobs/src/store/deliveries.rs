@@ -800,23 +800,16 @@ pub struct Gauges {
 impl Store {
     /// Reads the gauges' values.
     pub async fn gauges(&self) -> Result<Gauges, StoreError> {
+        // `next_attempt_at` and `dead_at` name the partial indexes these counts read (see
+        // the migration `20261128000005_deliveries_hot_updates`).
         let (retrying, dead, disabled): (i64, i64, i64) = with_pool!(self, pool => sqlx::query_as(
             "SELECT (SELECT COUNT(*) FROM deliveries WHERE next_attempt_at IS NOT NULL AND status = 'retrying'), \
              (SELECT COUNT(*) FROM deliveries WHERE dead_at IS NOT NULL AND NOT acknowledged), \
              (SELECT COUNT(*) FROM webhooks WHERE NOT enabled)")
             .fetch_one(pool)
             .await)?;
-        let sql = match self.backend() {
-            // A pending task never has `lock_by`; with it, the count reads apalis's partial
-            // fetch index instead of the table.
-            super::Backend::Sqlite => {
-                "SELECT job_type, COUNT(*) FROM Jobs WHERE status = 'Pending' AND lock_by IS NULL GROUP BY job_type"
-            }
-            super::Backend::Postgres => {
-                "SELECT job_type, COUNT(*) FROM apalis.jobs WHERE status = 'Pending' GROUP BY job_type"
-            }
-        };
-        let depth: Vec<(String, i64)> = with_pool!(self, pool => sqlx::query_as(sql).fetch_all(pool).await)?;
+        let depth: Vec<(String, i64)> = super::with_pool_for!(self, read, pool, q =>
+            sqlx::query_as(q::QUEUE_DEPTH_SQL).fetch_all(pool).await)?;
         let mut queue_depth: Vec<(String, i64)> = [crate::queue::RUN_QUEUE, crate::queue::DELIVERY_QUEUE]
             .iter()
             .map(|q| ((*q).to_owned(), 0))

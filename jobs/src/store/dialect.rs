@@ -83,6 +83,17 @@ pub(crate) mod sqlite {
 
     push_fns!(sqlx::SqliteConnection, sqlite);
 
+    /// Waiting tasks per queue, for the queue-depth gauge. A pending task never has a
+    /// `lock_by`; with that condition the count reads apalis's partial fetch index instead
+    /// of the table.
+    pub(crate) const QUEUE_DEPTH_SQL: &str =
+        "SELECT job_type, COUNT(*) FROM Jobs WHERE status = 'Pending' AND lock_by IS NULL GROUP BY job_type";
+
+    /// Deletes up to `$2` tasks that finished before `$1` (ms since the epoch; apalis-sqlite
+    /// keeps whole seconds), for retention.
+    pub(crate) const DELETE_FINISHED_TASKS_SQL: &str = "DELETE FROM Jobs WHERE id IN (SELECT id FROM Jobs WHERE status IN ('Done', 'Killed') \
+         AND done_at < $1 / 1000 LIMIT $2)";
+
     /// Jobs due at `$1` (or by `$3` for overlap `allow`), at most `$2`.
     pub(crate) const DUE_JOBS_SQL: &str = concat!(
         "SELECT ",
@@ -119,6 +130,15 @@ pub(crate) mod postgres {
     pub(crate) const JOIN_LOCKED_GROUP_RUNS: &str = " JOIN locked ON locked.id = v.id";
 
     push_fns!(sqlx::PgConnection, postgres);
+
+    /// Waiting tasks per queue, for the queue-depth gauge.
+    pub(crate) const QUEUE_DEPTH_SQL: &str =
+        "SELECT job_type, COUNT(*) FROM apalis.jobs WHERE status = 'Pending' GROUP BY job_type";
+
+    /// Deletes up to `$2` tasks that finished before `$1` (ms since the epoch), for
+    /// retention.
+    pub(crate) const DELETE_FINISHED_TASKS_SQL: &str = "DELETE FROM apalis.jobs WHERE id IN (SELECT id FROM apalis.jobs WHERE status IN ('Done', 'Killed') \
+         AND done_at < to_timestamp($1::float8 / 1000) LIMIT $2)";
 
     /// Jobs due at `$1` (or by `$3` for overlap `allow`), at most `$2`, locked for this
     /// transaction.

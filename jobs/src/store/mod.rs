@@ -275,9 +275,10 @@ impl Store {
         }
     }
 
-    /// How many write transactions of one kind are worth running at once: one on SQLite
+    /// How many write transactions of one kind the runner runs at once: one on SQLite
     /// (one writer; a second would only wait for the first), two on Postgres (one
-    /// commits while the next is built).
+    /// commits while the next is built). Deliveries use one on both
+    /// (`delivery::DELIVERY_LANES`, measured).
     pub(crate) fn write_lanes(&self) -> usize {
         match self.db {
             Db::Sqlite(_) => 1,

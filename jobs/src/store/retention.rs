@@ -112,24 +112,10 @@ impl Store {
                 audit_cut,
             )
             .await?;
-        report.tasks = match self.backend() {
-            super::Backend::Sqlite => {
-                self.delete_in_batches(
-                    "DELETE FROM Jobs WHERE id IN (SELECT id FROM Jobs WHERE status IN ('Done', 'Killed') \
-                     AND done_at < $1 / 1000 LIMIT $2)",
-                    ms(policy.finished_tasks),
-                )
-                .await?
-            }
-            super::Backend::Postgres => {
-                self.delete_in_batches(
-                    "DELETE FROM apalis.jobs WHERE id IN (SELECT id FROM apalis.jobs WHERE status IN ('Done', 'Killed') \
-                     AND done_at < to_timestamp($1::float8 / 1000) LIMIT $2)",
-                    ms(policy.finished_tasks),
-                )
-                .await?
-            }
-        };
+        let finished_tasks = super::with_writer!(self, _pool, q => q::DELETE_FINISHED_TASKS_SQL);
+        report.tasks = self
+            .delete_in_batches(finished_tasks, ms(policy.finished_tasks))
+            .await?;
         Ok(report)
     }
 
