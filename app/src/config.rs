@@ -544,7 +544,10 @@ mod tests {
     fn a_bad_duration_names_the_setting_and_the_value() {
         let e = load(&[("CRONFLOW_WEBHOOK_TIMEOUT", "10")]).unwrap_err();
         assert_eq!(e.setting, "CRONFLOW_WEBHOOK_TIMEOUT (webhook_timeout)");
-        assert!(e.message.starts_with("`10` is not a duration such as 500ms"), "{e}");
+        assert!(
+            e.message.starts_with("`10` is not a duration such as 500ms"),
+            "{e}"
+        );
         assert!(e.message.ends_with("(set in the environment)"), "{e}");
         let e = load(&[("CRONFLOW_RETRY_SCHEDULE", "30s,soon")]).unwrap_err();
         assert_eq!(e.setting, "CRONFLOW_RETRY_SCHEDULE (retry_schedule)");

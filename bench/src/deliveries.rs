@@ -357,7 +357,7 @@ async fn subscribe(store: &Store, url: &str) -> anyhow::Result<()> {
         )?,
         filter: EventFilter::parse(&[EventType::JobCompleted.as_str().to_owned()], None, None)?,
         headers: BTreeMap::new(),
-        description: "cronflow bench".into(),
+        description: "cronflow-bench".into(),
         enabled: true,
     };
     store
