@@ -167,6 +167,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = Application::build(settings).await?;
+    // Listen for SIGTERM before the banner says CronFlow is up.
+    let token = CancellationToken::new();
+    shutdown::cancel_on_signals(token.clone());
     let base = format!("http://{}", app.address());
     println!("CronFlow is listening on {base}");
     println!("  API:        {base}/v1   (docs: {base}/docs, spec: {base}/openapi.yaml)");
@@ -177,7 +180,5 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         println!("  Use it as: curl -H 'Authorization: Bearer {token}' {base}/v1/jobs");
     }
     println!("Press ctrl-c to stop.");
-    let token = CancellationToken::new();
-    shutdown::cancel_on_signals(token.clone());
     app.run_until_stopped(token).await
 }
