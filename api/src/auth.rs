@@ -11,11 +11,13 @@ use cronflow_jobs::domain::{
 use poem::{Request, http::Method};
 use poem_openapi::{SecurityScheme, auth::Bearer};
 
-/// Who is calling: the key's id (recorded in the audit log) and its scope.
+/// Who is calling: the key's id and its scope, as the checker found them. Nothing reads
+/// it yet: the audit log's middleware wraps the endpoints and cannot see what the
+/// checker returns, so it names the caller from the bearer token itself (`audit.rs`).
 #[derive(Debug, Clone)]
 pub(crate) struct Principal {
     /// `key_…`, or `key_env` for `CRONFLOW_ADMIN_TOKEN`.
-    #[allow(dead_code)] // read by the audit log
+    #[allow(dead_code)]
     pub(crate) key_id: String,
     /// What the key may do.
     #[allow(dead_code)]

@@ -1,5 +1,5 @@
 //! CronFlow's HTTP face: the poem-openapi API under `/v1`, health probes, the OpenAPI
-//! document and Swagger UI. The dashboard will live here too.
+//! document and Swagger UI. There is no dashboard yet; it will be served from here.
 //!
 //! Handlers are thin: parse the request into domain types (`dto`), call one function of
 //! `cronflow-jobs`, answer. No SQL here; no HTTP in `cronflow-jobs`.

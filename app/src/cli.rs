@@ -1,4 +1,4 @@
-//! The command line: `cronflow serve | worker | migrate | openapi | keys create | bench`.
+//! The command line: `cronflow serve | worker | migrate | openapi | keys create`.
 
 use crate::{Application, Settings, config::ConfigError, shutdown, startup::connect_and_migrate, telemetry};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -6,6 +6,7 @@ use cronflow_jobs::{
     Clock, SystemClock,
     domain::{NewApiKey, Scope},
 };
+use secrecy::ExposeSecret;
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +18,7 @@ const EXIT_CONFIG: u8 = 2;
 ///
 /// With nothing configured, `cronflow serve` keeps its data in ./cronflow.db (SQLite)
 /// and listens on 127.0.0.1:8080. Settings come from a TOML file and CRONFLOW_*
-/// variables (CRONFLOW_DATABASE_URL, CRONFLOW_LISTEN, CRONFLOW_ADMIN_TOKEN, ...).
+/// variables: see docs/configuration.md.
 #[derive(Debug, Parser)]
 #[command(name = "cronflow", version)]
 pub struct Cli {
@@ -32,7 +33,7 @@ pub struct Cli {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the API, the dashboard and the engine (migrates the database first). On the
+    /// Run the API, the scheduler and the workers (migrates the database first). On the
     /// first start it prints a new admin API key, once.
     Serve,
     /// Run only the run worker (no API, no scheduler): add these processes to execute
@@ -42,10 +43,6 @@ pub enum Command {
     Migrate,
     /// Print the OpenAPI document (YAML) to stdout.
     Openapi,
-    /// Measure fire lateness, run throughput and webhook deliveries on fresh SQLite and
-    /// Postgres databases and print the figures (asserts nothing; see `cronflow bench
-    /// --help`).
-    Bench(crate::bench::BenchArgs),
     /// Manage API keys.
     Keys {
         /// The key operation.
@@ -103,11 +100,7 @@ pub fn main_entry() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Some(Command::Bench(_)) = cli.command {
-        crate::bench::init_quiet_tracing();
-    } else {
-        telemetry::init(settings.log_format);
-    }
+    telemetry::init(settings.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -129,7 +122,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(settings).await,
         Command::Worker => {
-            let store = connect_and_migrate(&settings.database_url).await?;
+            let store = connect_and_migrate(settings.database_url.expose_secret()).await?;
             let stop = CancellationToken::new();
             shutdown::cancel_on_signals(stop.clone());
             eprintln!("CronFlow worker started; ctrl-c to stop");
@@ -145,12 +138,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             result
         }
         Command::Migrate => {
-            let store = connect_and_migrate(&settings.database_url).await?;
+            let store = connect_and_migrate(settings.database_url.expose_secret()).await?;
             store.close().await;
             eprintln!("migrations applied");
             Ok(())
         }
-        Command::Bench(args) => crate::bench::run_bench(args, settings).await,
         Command::Openapi => {
             print!("{}", cronflow_api::spec_yaml());
             Ok(())
@@ -158,7 +150,7 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Create { scope, name },
         } => {
-            let store = connect_and_migrate(&settings.database_url).await?;
+            let store = connect_and_migrate(settings.database_url.expose_secret()).await?;
             let key = NewApiKey::generate(&name, scope.into(), SystemClock.now());
             store.insert_api_key(&key).await?;
             store.close().await;
@@ -175,6 +167,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     let app = Application::build(settings).await?;
+    // Listen for SIGTERM before the banner says CronFlow is up.
+    let token = CancellationToken::new();
+    shutdown::cancel_on_signals(token.clone());
     let base = format!("http://{}", app.address());
     println!("CronFlow is listening on {base}");
     println!("  API:        {base}/v1   (docs: {base}/docs, spec: {base}/openapi.yaml)");
@@ -185,7 +180,5 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         println!("  Use it as: curl -H 'Authorization: Bearer {token}' {base}/v1/jobs");
     }
     println!("Press ctrl-c to stop.");
-    let token = CancellationToken::new();
-    shutdown::cancel_on_signals(token.clone());
     app.run_until_stopped(token).await
 }

@@ -1,20 +1,22 @@
 //! The `cronflow` binary as a library: command line, configuration, start-up and
-//! shutdown. Wiring only; behaviour lives in `cronflow-jobs` and `cronflow-api`.
+//! shutdown. Wiring only; behaviour lives in `cronflow-jobs` (the engine) and
+//! `cronflow-api` (the HTTP API). The benchmark is a crate of its own, `bench/`
+//! (`cronflow-bench`), which uses this library and the engine's public API; the
+//! end-to-end tests (`tests/`) build the application through [`Application`] and run the
+//! real program from `tests/bin/cronflow.rs`.
 //!
 //! # Layout
-//! - [`cli`]: the commands (`serve`, `migrate`, `openapi`, `keys create`, `bench`) and
+//! - [`cli`]: the commands (`serve`, `worker`, `migrate`, `openapi`, `keys create`) and
 //!   [`cli::main_entry`], which `main.rs` calls.
-//! - [`bench`]: `cronflow bench`, which measures fire lateness and run throughput;
-//!   [`bench_deliveries`], its webhook delivery scenarios.
-//! - [`config`]: [`Settings`], from defaults, a TOML file and `CRONFLOW_*` variables,
-//!   validated once.
+//! - [`config`]: [`Settings`], from defaults (`defaults.toml`), a TOML file and
+//!   `CRONFLOW_*` variables, validated once; each setting is documented in
+//!   `docs/configuration.md`.
 //! - [`startup`]: [`Application`], which connects, migrates, binds and serves; tests
-//!   build it on port 0.
+//!   build it on port 0. Also [`startup::run_worker`], the worker alone (`cronflow
+//!   worker`, and the bench).
 //! - [`shutdown`]: SIGTERM / ctrl-c to one cancellation token, passed explicitly.
-//! - [`telemetry`]: the tracing subscriber.
+//! - [`telemetry`]: the tracing subscriber (colour only on a terminal).
 
-pub mod bench;
-pub mod bench_deliveries;
 pub mod cli;
 pub mod config;
 pub mod shutdown;

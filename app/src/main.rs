@@ -1,9 +1,9 @@
-//! `cronflow`: see `cronflow --help`.
+//! `cronflow`: see `cronflow --help`. The program is the library's
+//! [`cronflow::cli::main_entry`]; this file only picks the allocator.
 
-/// mimalloc instead of glibc's malloc: under a delivery backlog glibc's allocator took
-/// about a fifth of the process's CPU time (profiled with `perf`: arena locks contended
-/// between the runtime's threads and SQLite's connection threads, and `malloc_consolidate`
-/// walking freed chunks); see the README's benchmark notes.
+/// mimalloc instead of glibc's malloc, whose arena locks the runtime's threads and
+/// SQLite's connection threads contend for under a delivery backlog. `cronflow-bench`
+/// uses the same allocator, so its figures are this program's.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -17,6 +17,7 @@ use poem::{
     Server,
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
 };
+use secrecy::ExposeSecret;
 use std::{net::SocketAddr, sync::Arc};
 use tokio_util::sync::CancellationToken;
 
@@ -38,16 +39,31 @@ pub async fn connect_and_migrate(database_url: &str) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// The URL without its password, for messages.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or_default();
-            format!("{}://{user}@{}", &url[..s], &url[at + 1..])
-        }
-        _ => url.to_owned(),
+/// The URL without its password (in the user part or libpq's `password` parameter), for
+/// messages; a URL that cannot be parsed is not repeated at all.
+fn redact_url(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return "(an unparsable URL)".to_owned();
+    };
+    if url.password().is_some() {
+        // Fails only for URLs that cannot have a password, which then have none.
+        let _ = url.set_password(None);
     }
+    if url.query_pairs().any(|(k, _)| k == "password") {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    "***".into()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 impl Application {
@@ -58,7 +74,7 @@ impl Application {
 
     /// Builds the application with the given clock (tests inject a manual one).
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let store = connect_and_migrate(&settings.database_url).await?;
+        let store = connect_and_migrate(settings.database_url.expose_secret()).await?;
         let first_admin_token = if settings.admin_token.is_none() && !store.has_api_keys().await? {
             let key = NewApiKey::generate("initial admin key", Scope::Admin, clock.now());
             store
@@ -84,10 +100,16 @@ impl Application {
             url_policy: UrlPolicy {
                 allow_plain_http: settings.allow_private_targets,
             },
-            admin_token_hash: settings.admin_token.as_ref().map(|t| hash_token(&t.0)),
+            admin_token_hash: settings
+                .admin_token
+                .as_ref()
+                .map(|t| hash_token(t.expose_secret())),
             shutdown: CancellationToken::new(),
             metrics: Metrics::new(),
-            metrics_token_hash: settings.metrics_token.as_ref().map(|t| hash_token(&t.0)),
+            metrics_token_hash: settings
+                .metrics_token
+                .as_ref()
+                .map(|t| hash_token(t.expose_secret())),
         };
         Ok(Self {
             acceptor,
@@ -169,10 +191,10 @@ impl Application {
 fn retention_policy(settings: &Settings) -> RetentionPolicy {
     let d = |v: std::time::Duration| chrono::Duration::from_std(v).unwrap_or(chrono::Duration::MAX);
     RetentionPolicy {
-        runs: d(settings.retention.runs),
-        deliveries: d(settings.retention.deliveries),
-        dead_deliveries: d(settings.retention.dead_deliveries),
-        audit: d(settings.retention.audit),
+        runs: d(settings.retention_runs),
+        deliveries: d(settings.retention_deliveries),
+        dead_deliveries: d(settings.retention_dead_deliveries),
+        audit: d(settings.retention_audit),
         ..RetentionPolicy::default()
     }
 }
@@ -241,6 +263,19 @@ mod tests {
     #[test]
     fn passwords_are_cut_from_database_urls() {
         assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u@h/db?sslmode=disable&password=pw"),
+            "postgres://u@h/db?sslmode=disable&password=***"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?sslmode=disable"),
+            "postgres://h/db?sslmode=disable"
+        );
         assert_eq!(redact_url("sqlite://cronflow.db"), "sqlite://cronflow.db");
+        assert_eq!(
+            redact_url("sqlite:///var/lib/cronflow.db"),
+            "sqlite:///var/lib/cronflow.db"
+        );
+        assert_eq!(redact_url("postgres://u:pw@[::1/db"), "(an unparsable URL)");
     }
 }

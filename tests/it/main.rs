@@ -15,6 +15,7 @@ mod audit;
 mod auth;
 mod binary;
 mod jobs;
+mod logs;
 mod metrics;
 mod openapi;
 mod queue;

@@ -1,16 +1,21 @@
-//! The receivers shown in README's "Verifying webhooks" run as written (only the secret
-//! and port filled in) and accept CronFlow's deliveries, and refuse wrong signatures.
+//! The receivers shown in `docs/webhooks.md` ("Verifying webhooks", which the README's
+//! tour uses) run as written (only the secret and port filled in), accept CronFlow's
+//! deliveries, and refuse wrong signatures.
 
 use crate::helpers::*;
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
 
-fn readme_block(lang: &str) -> String {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
-    let start = readme
+/// The page the receivers are documented in.
+const PAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/webhooks.md");
+
+/// The first code block of `lang` on [`PAGE`].
+fn documented_block(lang: &str) -> String {
+    let page = std::fs::read_to_string(PAGE).unwrap();
+    let start = page
         .find(&format!("```{lang}\n"))
-        .unwrap_or_else(|| panic!("a {lang} block in README"));
-    let rest = &readme[start + lang.len() + 4..];
+        .unwrap_or_else(|| panic!("a {lang} block in {PAGE}"));
+    let rest = &page[start + lang.len() + 4..];
     rest[..rest.find("```").unwrap()].to_owned()
 }
 
@@ -75,14 +80,14 @@ async fn assert_receiver_checks_signatures(_receiver: KillOnDrop, port: u16, sec
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 #[tokio::test]
-async fn the_readme_node_receiver_accepts_a_delivery_and_refuses_a_bad_signature() {
+async fn the_documented_node_receiver_accepts_a_delivery_and_refuses_a_bad_signature() {
     let mut check = Command::new("node");
     check.arg("--version");
     if !tool_available(check, "node") {
         return;
     }
     let port = free_port();
-    let code = readme_block("js")
+    let code = documented_block("js")
         .replace(
             "const SECRET = \"whsec_…\";",
             &format!("const SECRET = \"{SECRET}\";"),
@@ -101,18 +106,18 @@ async fn the_readme_node_receiver_accepts_a_delivery_and_refuses_a_bad_signature
     assert_receiver_checks_signatures(node, port, SECRET).await;
 }
 
-/// Run as the README says (`flask --app receiver run`), with the Standard Webhooks check
+/// Run as the page says (`flask --app receiver run`), with the Standard Webhooks check
 /// done by the official package.
 #[tokio::test]
-async fn the_readme_python_receiver_accepts_a_delivery_and_refuses_a_bad_signature() {
+async fn the_documented_python_receiver_accepts_a_delivery_and_refuses_a_bad_signature() {
     if !python_modules_available(&["flask", "standardwebhooks"]) {
         return;
     }
     let port = free_port();
-    let code = readme_block("python").replace("SECRET = \"whsec_…\"", &format!("SECRET = \"{SECRET}\""));
+    let code = documented_block("python").replace("SECRET = \"whsec_…\"", &format!("SECRET = \"{SECRET}\""));
     assert!(
         code.contains(SECRET),
-        "the README's Python receiver names its secret"
+        "the documented Python receiver names its secret"
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("receiver.py"), code).unwrap();
