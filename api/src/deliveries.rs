@@ -13,7 +13,10 @@
 use crate::{
     ApiError, ApiState, ApiTags,
     auth::BearerAuth,
-    dto::{DeliveryList, DeliveryOut, DeliveryStatus, WebhookEvent},
+    dto::{
+        deliveries::{DeliveryList, DeliveryOut, DeliveryStatus},
+        webhooks::WebhookEvent,
+    },
 };
 use chrono::{DateTime, Utc};
 use cronflow_jobs::{

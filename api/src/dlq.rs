@@ -5,7 +5,10 @@
 use crate::{
     ApiError, ApiState, ApiTags,
     auth::BearerAuth,
-    dto::{DeliveryList, DeliveryOut, ReplayIn, ReplayedOut},
+    dto::{
+        deliveries::{DeliveryList, DeliveryOut},
+        dlq::{ReplayIn, ReplayedOut},
+    },
 };
 use cronflow_jobs::{
     domain::{DeliveryId, PageRequest},

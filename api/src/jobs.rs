@@ -3,7 +3,7 @@
 use crate::{
     ApiError, ApiState, ApiTags,
     auth::BearerAuth,
-    dto::{JobIn, JobList, JobOut, JobPatchIn},
+    dto::jobs::{JobIn, JobList, JobOut, JobPatchIn},
     error::job_error,
 };
 use cronflow_jobs::domain::{JobId, PageRequest};

@@ -3,7 +3,7 @@
 use crate::{
     ApiError, ApiState, ApiTags,
     auth::BearerAuth,
-    dto::{KeyIn, KeyList, KeyOut, NewKeyOut},
+    dto::keys::{KeyIn, KeyList, KeyOut, NewKeyOut},
 };
 use cronflow_jobs::{
     ValidationError,

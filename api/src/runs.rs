@@ -4,7 +4,7 @@
 use crate::{
     ApiError, ApiState, ApiTags,
     auth::BearerAuth,
-    dto::{RunList, RunOut},
+    dto::runs::{RunList, RunOut},
     error::run_error,
 };
 use cronflow_jobs::domain::{JobId, PageRequest, RunId};

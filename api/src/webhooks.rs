@@ -4,7 +4,7 @@
 use crate::{
     ApiError, ApiState, ApiTags,
     auth::BearerAuth,
-    dto::{TestSentOut, WebhookIn, WebhookList, WebhookOut, WebhookPatchIn, WebhookWithSecretOut},
+    dto::webhooks::{TestSentOut, WebhookIn, WebhookList, WebhookOut, WebhookPatchIn, WebhookWithSecretOut},
 };
 use cronflow_jobs::domain::{PageRequest, WebhookId, WebhookSecret};
 use poem::web::Data;
