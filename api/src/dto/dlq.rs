@@ -9,7 +9,8 @@ use poem_openapi::Object;
 #[derive(Debug, Object)]
 #[oai(rename = "DlqReplayIn", deny_unknown_fields)]
 pub(crate) struct ReplayIn {
-    /// Only deliveries to this subscription.
+    /// Only deliveries to this subscription (`wh_…`).
+    #[oai(validator(pattern = "^wh_[0-9a-z]{1,64}$"))]
     pub(crate) webhook_id: Option<String>,
     /// Only this event type.
     pub(crate) event_type: Option<WebhookEvent>,

@@ -73,13 +73,14 @@ impl From<domain::HttpMethod> for HttpMethod {
 #[derive(Debug, Clone, Object)]
 #[oai(rename = "CommandTarget")]
 pub(crate) struct CommandTargetDto {
-    /// Program and arguments, e.g. `["./report.sh", "--daily"]`.
+    /// Program and arguments, e.g. `["./report.sh", "--daily"]` (1 to 1024 items).
+    #[oai(validator(min_items = 1, max_items = 1024))]
     command: Vec<String>,
     /// Extra environment variables.
     #[oai(default)]
     env: BTreeMap<String, String>,
     /// Directory to run in; defaults to CronFlow's working directory.
-    #[oai(skip_serializing_if_is_none)]
+    #[oai(skip_serializing_if_is_none, validator(min_length = 1))]
     working_dir: Option<String>,
 }
 
@@ -95,7 +96,8 @@ pub(crate) struct HttpTargetDto {
     /// Method (default `GET`).
     #[oai(default = "default_method")]
     method: HttpMethod,
-    /// Absolute URL.
+    /// Absolute URL (`https://…`; plain `http` only if the operator allows it).
+    #[oai(validator(min_length = 1))]
     url: String,
     /// Extra request headers.
     #[oai(default)]
@@ -168,20 +170,25 @@ fn default_timeout() -> u32 {
 #[derive(Debug, Object)]
 #[oai(rename = "JobIn", deny_unknown_fields)]
 pub(crate) struct JobIn {
-    /// Display name, 1 to 200 characters.
+    /// Display name, 1 to 200 characters, not blank, no control characters.
+    #[oai(validator(min_length = 1, max_length = 200))]
     name: String,
     /// Cron expression: 5 fields, 6 with seconds first, or `@hourly`-style macros.
+    #[oai(validator(min_length = 1))]
     schedule: String,
     /// IANA time zone the schedule is read in (default `UTC`).
-    #[oai(default = "default_timezone")]
+    #[oai(default = "default_timezone", validator(min_length = 1))]
     timezone: String,
     /// What to run.
     target: TargetDto,
     /// Seconds before a run is stopped and marked `timed_out` (1 to 604800, default 300).
-    #[oai(default = "default_timeout", validator(minimum(value = "0")))]
+    #[oai(
+        default = "default_timeout",
+        validator(minimum(value = "1"), maximum(value = "604800"))
+    )]
     timeout_seconds: u32,
     /// Retries of a failed run, with exponential backoff (0 to 100, default 0).
-    #[oai(default, validator(minimum(value = "0")))]
+    #[oai(default, validator(minimum(value = "0"), maximum(value = "100")))]
     max_retries: u32,
     /// Default `production`.
     #[oai(default)]
@@ -192,8 +199,17 @@ pub(crate) struct JobIn {
     /// Default `latest`.
     #[oai(default)]
     catch_up: Option<CatchUpPolicy>,
-    /// Labels, at most 32, each 1 to 64 characters without spaces.
-    #[oai(default)]
+    /// Labels, at most 32, each 1 to 64 characters without spaces, no duplicates.
+    #[oai(
+        default,
+        validator(
+            max_items = 32,
+            unique_items,
+            min_length = 1,
+            max_length = 64,
+            pattern = r"^\S+$"
+        )
+    )]
     tags: Vec<String>,
 }
 
@@ -219,18 +235,21 @@ impl JobIn {
 #[oai(rename = "JobPatch", deny_unknown_fields)]
 pub(crate) struct JobPatchIn {
     /// New name.
+    #[oai(validator(min_length = 1, max_length = 200))]
     name: Option<String>,
     /// New cron expression.
+    #[oai(validator(min_length = 1))]
     schedule: Option<String>,
     /// New time zone.
+    #[oai(validator(min_length = 1))]
     timezone: Option<String>,
     /// New target (replaces the whole target).
     target: Option<TargetDto>,
-    /// New timeout in seconds.
-    #[oai(validator(minimum(value = "0")))]
+    /// New timeout in seconds (1 to 604800).
+    #[oai(validator(minimum(value = "1"), maximum(value = "604800")))]
     timeout_seconds: Option<u32>,
-    /// New retry count.
-    #[oai(validator(minimum(value = "0")))]
+    /// New retry count (0 to 100).
+    #[oai(validator(minimum(value = "0"), maximum(value = "100")))]
     max_retries: Option<u32>,
     /// New environment.
     environment: Option<Environment>,
@@ -239,6 +258,13 @@ pub(crate) struct JobPatchIn {
     /// New catch-up policy.
     catch_up: Option<CatchUpPolicy>,
     /// New tags (replacing all).
+    #[oai(validator(
+        max_items = 32,
+        unique_items,
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^\S+$"
+    ))]
     tags: Option<Vec<String>>,
 }
 

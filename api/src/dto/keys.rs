@@ -13,7 +13,8 @@ mirror_enum!(
 #[derive(Debug, Object)]
 #[oai(rename = "KeyIn", deny_unknown_fields)]
 pub(crate) struct KeyIn {
-    /// A label, e.g. who or what uses the key.
+    /// A label, e.g. who or what uses the key (1 to 200 characters).
+    #[oai(validator(min_length = 1, max_length = 200))]
     pub(crate) name: String,
     pub(crate) scope: KeyScope,
 }

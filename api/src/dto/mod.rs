@@ -29,6 +29,7 @@ macro_rules! mirror_enum {
 }
 pub(crate) mod deliveries;
 pub(crate) mod dlq;
+pub(crate) mod events;
 pub(crate) mod jobs;
 pub(crate) mod keys;
 pub(crate) mod runs;

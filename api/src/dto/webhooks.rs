@@ -53,21 +53,26 @@ fn default_true() -> bool {
 #[oai(rename = "WebhookIn", deny_unknown_fields)]
 pub(crate) struct WebhookIn {
     /// Where to POST events: `https://…` (plain http only if the operator allows it).
+    #[oai(validator(min_length = 1))]
     url: String,
     /// Which events (at least one).
+    #[oai(validator(min_items = 1))]
     events: Vec<WebhookEvent>,
     /// Only events of jobs in this environment.
     environment: Option<Environment>,
     /// Only events of these jobs (`wf_…`).
+    #[oai(validator(pattern = "^wf_[0-9a-z]{1,64}$"))]
     job_ids: Option<Vec<String>>,
-    /// Your own signing secret (16-256 printable characters); by default one is generated
-    /// (`whsec_` + base64 of 32 random bytes). Returned once, in this response.
+    /// Your own signing secret (16-256 printable ASCII characters, no spaces); by default
+    /// one is generated (`whsec_` + base64 of 32 random bytes). Returned once, in this
+    /// response.
+    #[oai(validator(min_length = 16, max_length = 256, pattern = "^[!-~]+$"))]
     secret: Option<String>,
-    /// Extra headers sent with every delivery (they cannot replace CronFlow's).
-    #[oai(default)]
+    /// Extra headers sent with every delivery, at most 32 (they cannot replace CronFlow's).
+    #[oai(default, validator(max_properties = 32))]
     headers: BTreeMap<String, String>,
-    /// Free text.
-    #[oai(default)]
+    /// Free text, at most 1000 characters.
+    #[oai(default, validator(max_length = 1000))]
     description: String,
     /// Default true.
     #[oai(default = "default_true")]
@@ -103,11 +108,16 @@ impl WebhookIn {
 #[derive(Debug, Object)]
 #[oai(rename = "WebhookPatch", deny_unknown_fields)]
 pub(crate) struct WebhookPatchIn {
+    #[oai(validator(min_length = 1))]
     url: Option<String>,
+    #[oai(validator(min_items = 1))]
     events: Option<Vec<WebhookEvent>>,
     environment: Option<Environment>,
+    #[oai(validator(pattern = "^wf_[0-9a-z]{1,64}$"))]
     job_ids: Option<Vec<String>>,
+    #[oai(validator(max_properties = 32))]
     headers: Option<BTreeMap<String, String>>,
+    #[oai(validator(max_length = 1000))]
     description: Option<String>,
     enabled: Option<bool>,
 }
