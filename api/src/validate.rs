@@ -160,10 +160,15 @@ fn path_matches(template: &[String], path: &str) -> bool {
 /// Checks the request against its operation; see the module docs.
 pub(crate) async fn check_request<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
     let path = req.uri().path().to_owned();
-    let routes: Vec<&Operation> = operations()
+    // A literal segment wins over a `{param}` one, as in the router
+    // (`/v1/dlq/replay` is not `/v1/dlq/{id}`).
+    let literal = |o: &Operation| o.template.iter().filter(|t| !t.starts_with('{')).count();
+    let matching: Vec<&Operation> = operations()
         .iter()
         .filter(|o| path_matches(&o.template, &path))
         .collect();
+    let best = matching.iter().map(|o| literal(o)).max().unwrap_or(0);
+    let routes: Vec<&Operation> = matching.into_iter().filter(|o| literal(o) == best).collect();
     if routes.is_empty() {
         return next.call(req).await.map(IntoResponse::into_response);
     }
@@ -280,18 +285,8 @@ fn join(at: &str, name: &str) -> String {
 
 /// The schema holding the keyword that `err` is about.
 fn keyword_parent<'a>(root: &'a Value, err: &SchemaError<'_>) -> Option<&'a Value> {
-    let location = err.absolute_keyword_location()?;
-    let fragment = location.as_str().split_once('#')?.1;
-    let fragment = percent_decode(fragment);
-    let parent = fragment.rsplit_once('/')?.0;
-    root.pointer(parent)
-}
-
-fn percent_decode(s: &str) -> String {
-    form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_else(|| s.to_owned())
+    let location = err.schema_path().as_str();
+    root.pointer(location.rsplit_once('/')?.0)
 }
 
 fn plural(n: u64, word: &str) -> String {

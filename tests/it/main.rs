@@ -22,5 +22,6 @@ mod readme_receivers;
 mod retention;
 mod runs;
 mod scheduling;
+mod strict_input;
 mod upgrade;
 mod webhooks;
