@@ -14,6 +14,7 @@ mod activity;
 mod audit;
 mod auth;
 mod binary;
+mod clients;
 mod event_schemas;
 mod jobs;
 mod metrics;

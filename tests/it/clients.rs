@@ -1,0 +1,98 @@
+//! Clients generated from the committed `openapi.yaml`, used for real against a served
+//! CronFlow: Python (openapi-python-client, which must print no warning), TypeScript
+//! (openapi-typescript + openapi-fetch) and Rust (progenitor, the `cronflow-client`
+//! crate). The generated Python and TypeScript code is written to a temporary
+//! directory, never committed. Outside CI a missing generator skips its test with a
+//! warning; under `CI=true` it fails (`.ci/run` installs them).
+
+use crate::helpers::{Backend, TestApp, TestReceiver, tool_available};
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `cmd` to completion (killed after `secs` seconds) without blocking the runtime
+/// the application under test runs on; returns whether it succeeded and its output.
+async fn run(mut cmd: tokio::process::Command, secs: u64) -> (bool, String) {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let what = format!("{cmd:?}");
+    let out = tokio::time::timeout(Duration::from_secs(secs), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {secs} s"))
+        .unwrap_or_else(|e| panic!("{what} could not start: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn command(program: &str, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args);
+    cmd
+}
+
+#[tokio::test]
+async fn a_python_client_generated_without_warnings_drives_cronflow() {
+    let mut version = std::process::Command::new("openapi-python-client");
+    version.arg("--version");
+    if !tool_available(version, "openapi-python-client (pip install openapi-python-client)") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let package = dir.path().join("cronflow_client");
+    let spec = repo().join("openapi.yaml");
+    let config = repo().join("tests/clients/openapi-python-client.yaml");
+    let (ok, output) = run(
+        command(
+            "openapi-python-client",
+            &[
+                "generate",
+                "--path",
+                spec.to_str().unwrap(),
+                "--config",
+                config.to_str().unwrap(),
+                "--meta",
+                "none",
+                "--output-path",
+                package.to_str().unwrap(),
+            ],
+        ),
+        300,
+    )
+    .await;
+    assert!(ok, "openapi-python-client failed:\n{output}");
+    let warnings: Vec<&str> = output
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().contains("warning"))
+        .collect();
+    assert!(warnings.is_empty(), "openapi-python-client warned:\n{output}");
+
+    let app = TestApp::spawn_with(Backend::Sqlite, &[("CRONFLOW_RETRY_SCHEDULE", "10ms,10ms")]).await;
+    let ok_receiver = TestReceiver::start(&[200]).await;
+    let failing_receiver = TestReceiver::start(&[500]).await;
+    let mut script = command("python3", &[repo().join("tests/clients/python_client.py").to_str().unwrap()]);
+    script
+        .env("PYTHONPATH", dir.path())
+        .env("CRONFLOW_URL", &app.address)
+        .env("CRONFLOW_TOKEN", &app.admin_token)
+        .env("RECEIVER_OK", &ok_receiver.address)
+        .env("RECEIVER_FAILING", &failing_receiver.address);
+    let (ok, output) = run(script, 300).await;
+    assert!(ok, "the Python client script failed:\n{output}");
+    assert!(output.contains("every step passed"), "{output}");
+    // Reading the receivers checks every delivery against its event type's schema.
+    assert!(!ok_receiver.requests().is_empty());
+    assert!(!failing_receiver.requests().is_empty());
+    app.stop().await;
+}
