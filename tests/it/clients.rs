@@ -96,3 +96,77 @@ async fn a_python_client_generated_without_warnings_drives_cronflow() {
     assert!(!failing_receiver.requests().is_empty());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_typescript_client_creates_a_job_and_lists_its_runs() {
+    let package = repo().join("tests/clients/typescript");
+    let bin = |tool: &str| package.join("node_modules/.bin").join(tool);
+    let mut version = std::process::Command::new(bin("openapi-typescript"));
+    version.arg("--version");
+    if !tool_available(
+        version,
+        "openapi-typescript, openapi-fetch and typescript (`npm ci --prefix tests/clients/typescript`; Node 20)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    std::fs::write(work.join("package.json"), r#"{"type": "module"}"#).unwrap();
+    std::os::unix::fs::symlink(package.join("node_modules"), work.join("node_modules")).unwrap();
+    std::fs::copy(package.join("client.ts"), work.join("client.ts")).unwrap();
+    let spec = repo().join("openapi.yaml");
+    let schema = work.join("schema.d.ts");
+    let (ok, output) = run(
+        command(
+            bin("openapi-typescript").to_str().unwrap(),
+            // A property with a `default` is optional in a request: the server fills it
+            // in (openapi-typescript otherwise types it as always present).
+            &[
+                spec.to_str().unwrap(),
+                "--default-non-nullable=false",
+                "--output",
+                schema.to_str().unwrap(),
+            ],
+        ),
+        300,
+    )
+    .await;
+    assert!(ok, "openapi-typescript failed:\n{output}");
+    assert!(
+        !output.to_ascii_lowercase().contains("warn"),
+        "openapi-typescript warned:\n{output}"
+    );
+    let out = work.join("out");
+    let (ok, output) = run(
+        command(
+            bin("tsc").to_str().unwrap(),
+            &[
+                "--strict",
+                "--target",
+                "es2022",
+                "--module",
+                "nodenext",
+                "--moduleResolution",
+                "nodenext",
+                "--skipLibCheck",
+                "--outDir",
+                out.to_str().unwrap(),
+                work.join("client.ts").to_str().unwrap(),
+            ],
+        ),
+        300,
+    )
+    .await;
+    assert!(ok, "client.ts does not type-check against the generated types:\n{output}");
+
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let mut script = command("node", &[out.join("client.js").to_str().unwrap()]);
+    script
+        .current_dir(work)
+        .env("CRONFLOW_URL", &app.address)
+        .env("CRONFLOW_TOKEN", &app.admin_token);
+    let (ok, output) = run(script, 300).await;
+    assert!(ok, "the TypeScript client failed:\n{output}");
+    assert!(output.contains("every step passed"), "{output}");
+    app.stop().await;
+}
