@@ -46,7 +46,10 @@ fn command(program: &str, args: &[&str]) -> tokio::process::Command {
 async fn a_python_client_generated_without_warnings_drives_cronflow() {
     let mut version = std::process::Command::new("openapi-python-client");
     version.arg("--version");
-    if !tool_available(version, "openapi-python-client (pip install openapi-python-client)") {
+    if !tool_available(
+        version,
+        "openapi-python-client (pip install openapi-python-client)",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -81,7 +84,10 @@ async fn a_python_client_generated_without_warnings_drives_cronflow() {
     let app = TestApp::spawn_with(Backend::Sqlite, &[("CRONFLOW_RETRY_SCHEDULE", "10ms,10ms")]).await;
     let ok_receiver = TestReceiver::start(&[200]).await;
     let failing_receiver = TestReceiver::start(&[500]).await;
-    let mut script = command("python3", &[repo().join("tests/clients/python_client.py").to_str().unwrap()]);
+    let mut script = command(
+        "python3",
+        &[repo().join("tests/clients/python_client.py").to_str().unwrap()],
+    );
     script
         .env("PYTHONPATH", dir.path())
         .env("CRONFLOW_URL", &app.address)
@@ -157,7 +163,10 @@ async fn a_typescript_client_creates_a_job_and_lists_its_runs() {
         300,
     )
     .await;
-    assert!(ok, "client.ts does not type-check against the generated types:\n{output}");
+    assert!(
+        ok,
+        "client.ts does not type-check against the generated types:\n{output}"
+    );
 
     let app = TestApp::spawn(Backend::Sqlite).await;
     let mut script = command("node", &[out.join("client.js").to_str().unwrap()]);
@@ -168,5 +177,55 @@ async fn a_typescript_client_creates_a_job_and_lists_its_runs() {
     let (ok, output) = run(script, 300).await;
     assert!(ok, "the TypeScript client failed:\n{output}");
     assert!(output.contains("every step passed"), "{output}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_rust_client_generated_by_progenitor_creates_a_job_and_reads_it_back() {
+    use cronflow_client::types;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let auth = format!("Bearer {}", app.admin_token);
+    let http = reqwest::Client::builder()
+        .default_headers(
+            [(reqwest::header::AUTHORIZATION, auth.parse().unwrap())]
+                .into_iter()
+                .collect(),
+        )
+        .build()
+        .unwrap();
+    let api = cronflow_client::Client::new_with_client(&app.address, http);
+    let body = types::JobIn {
+        name: "rust-client".parse().unwrap(),
+        schedule: "0 2 * * *".parse().unwrap(),
+        timezone: "Europe/Berlin".parse().unwrap(),
+        target: types::Target::CommandTarget(types::CommandTarget {
+            type_: types::CommandTargetType::Command,
+            command: vec!["sh".into(), "-c".into(), "echo hi".into()],
+            env: Default::default(),
+            working_dir: None,
+        }),
+        timeout_seconds: std::num::NonZeroU32::new(60).unwrap(),
+        max_retries: 2,
+        environment: Some(types::Environment::Staging),
+        overlap_policy: None,
+        catch_up: None,
+        tags: vec!["rust".parse().unwrap()],
+    };
+    let created = api.create_job(&body).await.expect("create a job").into_inner();
+    assert!(created.id.starts_with("wf_"));
+    let read = api.get_job(&created.id).await.expect("read it back").into_inner();
+    assert_eq!(read.name, "rust-client");
+    assert_eq!(read.timezone, "Europe/Berlin");
+    assert_eq!(read.timeout_seconds, 60);
+    assert!(read.tags.iter().any(|t| t == "rust"));
+    assert_eq!(read.environment, types::Environment::Staging);
+    assert_eq!(read.next_run_times.len(), 5);
+    match api.get_job("wf_doesnotexist").await {
+        Err(cronflow_client::Error::ErrorResponse(e)) => {
+            assert_eq!(e.status(), 404);
+            assert_eq!(e.code, "not_found");
+        }
+        other => panic!("a missing job: {other:?}"),
+    }
     app.stop().await;
 }

@@ -44,7 +44,10 @@ fn schema_problem(headers: &BTreeMap<String, String>, body: &[u8]) -> Option<Str
         Err(e) => return Some(format!("the body is not JSON: {e}")),
     };
     if payload["event"] != event.as_str() {
-        return Some(format!("the body's event is {}, the header's {event}", payload["event"]));
+        return Some(format!(
+            "the body's event is {}, the header's {event}",
+            payload["event"]
+        ));
     }
     let validator = match jsonschema::validator_for(&kind.json_schema()) {
         Ok(v) => v,

@@ -307,6 +307,8 @@ pub struct EventKind {
     /// Its schema's name in the OpenAPI document (`JobCompletedEvent`).
     pub schema_name: &'static str,
     schema: fn(&mut SchemaGenerator) -> Schema,
+    /// Registers the schema (and those it refers to) as definitions of the generator.
+    define: fn(&mut SchemaGenerator) -> Schema,
     example: fn() -> Value,
 }
 
@@ -316,6 +318,7 @@ impl EventKind {
             event_type: D::TYPE,
             schema_name: D::SCHEMA_NAME,
             schema: |g| g.root_schema_for::<Event<D>>(),
+            define: |g| g.subschema_for::<Event<D>>(),
             example: D::example,
         }
     }
@@ -330,20 +333,8 @@ impl EventKind {
     /// the types it refers to (its `data`), by name.
     pub fn openapi_components(&self) -> BTreeMap<String, Value> {
         let mut generator = payload_settings(SchemaSettings::openapi3()).into_generator();
-        let mut root = (self.schema)(&mut generator).to_value();
-        let mut out = BTreeMap::new();
-        if let Some(obj) = root.as_object_mut() {
-            obj.remove("$schema");
-            // The root schema carries the types it refers to under `components`.
-            if let Some(Value::Object(schemas)) = obj
-                .remove("components")
-                .and_then(|mut c| c.get_mut("schemas").map(Value::take))
-            {
-                out.extend(schemas);
-            }
-        }
-        out.insert(self.schema_name.to_owned(), root);
-        out
+        (self.define)(&mut generator);
+        generator.take_definitions(true).into_iter().collect()
     }
 
     /// A real payload of this type.
