@@ -21,6 +21,9 @@
 //! 4. **Event payloads.** The JSON Schemas of the webhook events (from the engine's
 //!    payload types) are added as named components (`JobCompletedEvent`, ...), so
 //!    receivers can generate types from this one document.
+//! 5. **Links.** The answers that create an object link to the operations taking its
+//!    id ([`LINKS`]), so tools can chain calls (create a job, then read, change,
+//!    trigger and delete it) without guessing.
 
 use serde_yaml::{Mapping, Value};
 use std::{collections::BTreeSet, sync::OnceLock};
@@ -68,6 +71,83 @@ fn tidy(doc: &mut Value) {
         sort_keys(schemas);
     }
     close_request_bodies(doc);
+    add_links(doc);
+}
+
+/// `(operation, status, field of its answer, operations taking that value as `id`)`.
+const LINKS: [(&str, &str, &str, &[&str]); 5] = [
+    (
+        "create_job",
+        "201",
+        "id",
+        &[
+            "get_job",
+            "update_job",
+            "pause_job",
+            "resume_job",
+            "trigger_job",
+            "list_job_runs",
+            "delete_job",
+        ],
+    ),
+    ("trigger_job", "202", "id", &["get_run", "cancel_run"]),
+    (
+        "create_webhook",
+        "201",
+        "id",
+        &[
+            "get_webhook",
+            "update_webhook",
+            "rotate_webhook_secret",
+            "test_webhook",
+            "delete_webhook",
+        ],
+    ),
+    (
+        "test_webhook",
+        "202",
+        "delivery_id",
+        &[
+            "get_delivery",
+            "replay_dead_delivery",
+            "acknowledge_dead_delivery",
+        ],
+    ),
+    ("create_key", "201", "id", &["delete_key"]),
+];
+
+/// 5: adds the [`LINKS`] to the answers they start from.
+fn add_links(doc: &mut Value) {
+    for (from, status, field, targets) in LINKS {
+        let mut links = Mapping::new();
+        for target in targets {
+            let mut parameters = Mapping::new();
+            parameters.insert(str_value("id"), str_value(&format!("$response.body#/{field}")));
+            let mut link = Mapping::new();
+            link.insert(str_value("operationId"), str_value(target));
+            link.insert(str_value("parameters"), Value::Mapping(parameters));
+            links.insert(str_value(target), Value::Mapping(link));
+        }
+        let response = doc["paths"]
+            .as_mapping_mut()
+            .into_iter()
+            .flat_map(|paths| paths.values_mut())
+            .filter_map(Value::as_mapping_mut)
+            .flat_map(|item| item.values_mut())
+            .find(|op| op["operationId"].as_str() == Some(from))
+            .and_then(|op| op["responses"].get_mut(status))
+            .and_then(Value::as_mapping_mut);
+        match response {
+            Some(response) => {
+                response.insert(str_value("links"), Value::Mapping(links));
+            }
+            None => tracing::error!(
+                operation = from,
+                status,
+                "a link starts from an answer the document lacks"
+            ),
+        }
+    }
 }
 
 fn str_value(s: &str) -> Value {

@@ -10,7 +10,7 @@ use cronflow_jobs::{
         target::UrlPolicy,
     },
 };
-use poem_openapi::{Enum, Object, Union};
+use poem_openapi::{Enum, Object, Union, types::Example};
 use std::collections::BTreeMap;
 
 /// How many upcoming fire times a job shows.
@@ -168,7 +168,7 @@ fn default_timeout() -> u32 {
 
 /// A new job.
 #[derive(Debug, Object)]
-#[oai(rename = "JobIn", deny_unknown_fields)]
+#[oai(rename = "JobIn", deny_unknown_fields, example)]
 pub(crate) struct JobIn {
     /// Display name, 1 to 200 characters, not blank, no control characters.
     #[oai(validator(min_length = 1, max_length = 200))]
@@ -202,15 +202,30 @@ pub(crate) struct JobIn {
     /// Labels, at most 32, each 1 to 64 characters without spaces, no duplicates.
     #[oai(
         default,
-        validator(
-            max_items = 32,
-            unique_items,
-            min_length = 1,
-            max_length = 64,
-            pattern = r"^\S+$"
-        )
+        validator(max_items = 32, unique_items, min_length = 1, max_length = 64)
     )]
     tags: Vec<String>,
+}
+
+impl Example for JobIn {
+    fn example() -> Self {
+        JobIn {
+            name: "nightly-report".into(),
+            schedule: "0 2 * * *".into(),
+            timezone: "Europe/Berlin".into(),
+            target: TargetDto::Command(CommandTargetDto {
+                command: vec!["echo".into(), "report done".into()],
+                env: BTreeMap::new(),
+                working_dir: None,
+            }),
+            timeout_seconds: 300,
+            max_retries: 0,
+            environment: Some(Environment::Production),
+            overlap_policy: None,
+            catch_up: None,
+            tags: vec!["reports".into()],
+        }
+    }
 }
 
 impl JobIn {
@@ -258,13 +273,7 @@ pub(crate) struct JobPatchIn {
     /// New catch-up policy.
     catch_up: Option<CatchUpPolicy>,
     /// New tags (replacing all).
-    #[oai(validator(
-        max_items = 32,
-        unique_items,
-        min_length = 1,
-        max_length = 64,
-        pattern = r"^\S+$"
-    ))]
+    #[oai(validator(max_items = 32, unique_items, min_length = 1, max_length = 64))]
     tags: Option<Vec<String>>,
 }
 

@@ -7,7 +7,7 @@ use cronflow_jobs::{
     ValidationError,
     domain::{self, target::UrlPolicy},
 };
-use poem_openapi::{Enum, Object};
+use poem_openapi::{Enum, Object, types::Example};
 use std::collections::BTreeMap;
 
 /// An event a subscription can receive.
@@ -50,7 +50,7 @@ fn default_true() -> bool {
 
 /// A new webhook subscription.
 #[derive(Debug, Object)]
-#[oai(rename = "WebhookIn", deny_unknown_fields)]
+#[oai(rename = "WebhookIn", deny_unknown_fields, example)]
 pub(crate) struct WebhookIn {
     /// Where to POST events: `https://…` (plain http only if the operator allows it).
     #[oai(validator(min_length = 1))]
@@ -77,6 +77,21 @@ pub(crate) struct WebhookIn {
     /// Default true.
     #[oai(default = "default_true")]
     enabled: bool,
+}
+
+impl Example for WebhookIn {
+    fn example() -> Self {
+        WebhookIn {
+            url: "https://example.com/hooks".into(),
+            events: vec![WebhookEvent::Failed, WebhookEvent::TimedOut],
+            environment: None,
+            job_ids: None,
+            secret: None,
+            headers: BTreeMap::new(),
+            description: "on-call alerts".into(),
+            enabled: true,
+        }
+    }
 }
 
 impl WebhookIn {
