@@ -193,7 +193,7 @@ pub(crate) async fn check_request<E: Endpoint>(next: E, mut req: Request) -> poe
         req.set_body(body.clone());
         if !body.is_empty() {
             let value: Value = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::from(bad_request(format!("the body is not valid JSON: {e}"), None)))?;
+                .map_err(|e| bad_request(format!("the body is not valid JSON: {e}"), None))?;
             if let Some(problem) = checker.first_problem(&value) {
                 return Err(ApiError::from(problem).into());
             }
