@@ -117,3 +117,21 @@ fn the_event_payload_schemas_are_named_components() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_server_serves_the_same_document_and_swagger_ui_shows_it() {
+    let app = crate::helpers::TestApp::spawn(crate::helpers::Backend::Sqlite).await;
+    let served = app.client.get(app.url("/openapi.yaml")).send().await.unwrap();
+    assert_eq!(served.status(), 200);
+    assert_eq!(served.text().await.unwrap(), cronflow_api::spec_yaml());
+    for path in ["/docs", "/docs/"] {
+        let page = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(page.status(), 200, "{path}");
+        let html = page.text().await.unwrap();
+        assert!(
+            html.contains("JobCompletedEvent") && !html.contains("Target_CommandTarget"),
+            "{path} embeds the tidied document"
+        );
+    }
+    app.stop().await;
+}
