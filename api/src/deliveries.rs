@@ -13,12 +13,15 @@
 use crate::{
     ApiError, ApiState, ApiTags,
     auth::BearerAuth,
-    dto::{DeliveryList, DeliveryOut, DeliveryStatus, WebhookEvent},
+    dto::{
+        deliveries::{DeliveryList, DeliveryOut, DeliveryStatus},
+        webhooks::WebhookEvent,
+    },
 };
 use chrono::{DateTime, Utc};
 use cronflow_jobs::{
-    Store,
-    domain::{DeliveryId, PageRequest, event::format_time},
+    Store, ValidationError,
+    domain::{DeliveryId, JobId, PageRequest, WebhookId, event::format_time},
     store::{DeliveryFilter, ExportCursor, ExportRow},
 };
 use poem::{Body, web::Data};
@@ -56,6 +59,8 @@ enum CsvExport {
     Csv(Binary<Body>, #[oai(header = "Content-Disposition")] String),
 }
 
+/// The filters of a listing or an export; ids must have their kind's prefix (422
+/// naming the parameter otherwise).
 fn filter(
     webhook_id: Option<String>,
     job_id: Option<String>,
@@ -63,15 +68,19 @@ fn filter(
     status: Option<DeliveryStatus>,
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
-) -> DeliveryFilter {
-    DeliveryFilter {
-        webhook_id,
-        job_id,
+) -> Result<DeliveryFilter, ApiError> {
+    let checked = |id: Option<String>, field: &'static str, valid: fn(&str) -> bool| match id {
+        Some(id) if !valid(&id) => Err(ValidationError::new(field, format!("`{id}` is not a {field}"))),
+        id => Ok(id),
+    };
+    Ok(DeliveryFilter {
+        webhook_id: checked(webhook_id, "webhook_id", |s| WebhookId::parse(s).is_some())?,
+        job_id: checked(job_id, "job_id", |s| JobId::parse(s).is_some())?,
         event_type: event_type.map(WebhookEvent::wire),
         status: status.map(Into::into),
         since,
         until,
-    }
+    })
 }
 
 /// Neutralises a cell a spreadsheet would evaluate as a formula.
@@ -177,8 +186,10 @@ impl DeliveriesApi {
         state: Data<&ApiState>,
         _auth: BearerAuth,
         /// Only deliveries to this subscription (`wh_…`).
+        #[oai(validator(pattern = "^wh_[0-9a-z]{1,64}$"))]
         webhook_id: Query<Option<String>>,
         /// Only events of this job (`wf_…`).
+        #[oai(validator(pattern = "^wf_[0-9a-z]{1,64}$"))]
         job_id: Query<Option<String>>,
         /// Only this event type.
         event_type: Query<Option<WebhookEvent>>,
@@ -189,13 +200,13 @@ impl DeliveriesApi {
         /// Created before (RFC 3339).
         until: Query<Option<DateTime<Utc>>>,
         /// Items per page, 1 to 500 (default 50).
-        #[oai(validator(minimum(value = "0")))]
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
     ) -> Result<Json<DeliveryList>, ApiError> {
         let page = PageRequest::parse(limit.0, cursor.0.as_deref())?;
-        let f = filter(webhook_id.0, job_id.0, event_type.0, status.0, since.0, until.0);
+        let f = filter(webhook_id.0, job_id.0, event_type.0, status.0, since.0, until.0)?;
         let page = state.store.list_deliveries(&f, &page).await?;
         Ok(Json(DeliveryList::from_page(page)))
     }
@@ -212,8 +223,10 @@ impl DeliveriesApi {
         state: Data<&ApiState>,
         _auth: BearerAuth,
         /// Only deliveries to this subscription (`wh_…`).
+        #[oai(validator(pattern = "^wh_[0-9a-z]{1,64}$"))]
         webhook_id: Query<Option<String>>,
         /// Only events of this job (`wf_…`).
+        #[oai(validator(pattern = "^wf_[0-9a-z]{1,64}$"))]
         job_id: Query<Option<String>>,
         /// Only this event type.
         event_type: Query<Option<WebhookEvent>>,
@@ -224,7 +237,7 @@ impl DeliveriesApi {
         /// Created before (RFC 3339).
         until: Query<Option<DateTime<Utc>>>,
     ) -> Result<CsvExport, ApiError> {
-        let f = filter(webhook_id.0, job_id.0, event_type.0, status.0, since.0, until.0);
+        let f = filter(webhook_id.0, job_id.0, event_type.0, status.0, since.0, until.0)?;
         let body = Body::from_bytes_stream(export_stream(state.store.clone(), f));
         Ok(CsvExport::Csv(
             Binary(body),

@@ -5,7 +5,10 @@
 use crate::{
     ApiError, ApiState, ApiTags,
     auth::BearerAuth,
-    dto::{DeliveryList, DeliveryOut, ReplayIn, ReplayedOut},
+    dto::{
+        deliveries::{DeliveryList, DeliveryOut},
+        dlq::{ReplayIn, ReplayedOut},
+    },
 };
 use cronflow_jobs::{
     domain::{DeliveryId, PageRequest},
@@ -47,7 +50,7 @@ impl DlqApi {
         state: Data<&ApiState>,
         _auth: BearerAuth,
         /// Items per page, 1 to 500 (default 50).
-        #[oai(validator(minimum(value = "0")))]
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
         cursor: Query<Option<String>>,

@@ -24,7 +24,7 @@ pub struct ErrorBody {
 }
 
 impl ErrorBody {
-    fn new(code: &str, message: impl Into<String>, field: Option<String>) -> Json<ErrorBody> {
+    pub(crate) fn new(code: &str, message: impl Into<String>, field: Option<String>) -> Json<ErrorBody> {
         Json(ErrorBody {
             code: code.to_owned(),
             message: message.into(),
@@ -160,8 +160,11 @@ pub(crate) async fn json_error(err: poem::Error) -> Response {
     }
     let status = err.status();
     let message = err.to_string();
+    let param = err
+        .downcast_ref::<poem_openapi::error::ParseParamError>()
+        .map(|e| e.name.to_owned());
     let (code, field) = match status {
-        StatusCode::BAD_REQUEST => ("bad_request", field_in_message(&message)),
+        StatusCode::BAD_REQUEST => ("bad_request", param.or_else(|| field_in_message(&message))),
         StatusCode::UNAUTHORIZED => ("unauthorized", None),
         StatusCode::FORBIDDEN => ("forbidden", None),
         StatusCode::NOT_FOUND => ("not_found", None),

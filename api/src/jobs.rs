@@ -3,7 +3,7 @@
 use crate::{
     ApiError, ApiState, ApiTags,
     auth::BearerAuth,
-    dto::{JobIn, JobList, JobOut, JobPatchIn},
+    dto::jobs::{JobIn, JobList, JobOut, JobPatchIn},
     error::job_error,
 };
 use cronflow_jobs::domain::{JobId, PageRequest};
@@ -56,7 +56,7 @@ impl JobsApi {
         state: Data<&ApiState>,
         _auth: BearerAuth,
         /// Items per page, 1 to 500 (default 50).
-        #[oai(validator(minimum(value = "0")))]
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
         cursor: Query<Option<String>>,

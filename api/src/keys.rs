@@ -3,7 +3,7 @@
 use crate::{
     ApiError, ApiState, ApiTags,
     auth::BearerAuth,
-    dto::{KeyIn, KeyList, KeyOut, NewKeyOut},
+    dto::keys::{KeyIn, KeyList, KeyOut, NewKeyOut},
 };
 use cronflow_jobs::{
     ValidationError,
@@ -68,7 +68,7 @@ impl KeysApi {
         state: Data<&ApiState>,
         _auth: BearerAuth,
         /// Items per page, 1 to 500 (default 50).
-        #[oai(validator(minimum(value = "0")))]
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
         cursor: Query<Option<String>>,

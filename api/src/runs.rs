@@ -4,7 +4,7 @@
 use crate::{
     ApiError, ApiState, ApiTags,
     auth::BearerAuth,
-    dto::{RunList, RunOut},
+    dto::runs::{RunList, RunOut},
     error::run_error,
 };
 use cronflow_jobs::domain::{JobId, PageRequest, RunId};
@@ -53,7 +53,7 @@ impl RunsApi {
         _auth: BearerAuth,
         id: Path<String>,
         /// Items per page, 1 to 500 (default 50).
-        #[oai(validator(minimum(value = "0")))]
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
         cursor: Query<Option<String>>,

@@ -4,7 +4,7 @@
 use crate::{
     ApiError, ApiState, ApiTags,
     auth::BearerAuth,
-    dto::{TestSentOut, WebhookIn, WebhookList, WebhookOut, WebhookPatchIn, WebhookWithSecretOut},
+    dto::webhooks::{TestSentOut, WebhookIn, WebhookList, WebhookOut, WebhookPatchIn, WebhookWithSecretOut},
 };
 use cronflow_jobs::domain::{PageRequest, WebhookId, WebhookSecret};
 use poem::web::Data;
@@ -69,7 +69,7 @@ impl WebhooksApi {
         state: Data<&ApiState>,
         _auth: BearerAuth,
         /// Items per page, 1 to 500 (default 50).
-        #[oai(validator(minimum(value = "0")))]
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
         cursor: Query<Option<String>>,

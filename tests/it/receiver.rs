@@ -1,5 +1,10 @@
 //! `TestReceiver`: a real HTTP server on 127.0.0.1 that records every request (raw body
 //! and headers) and answers with a programmed sequence of statuses.
+//!
+//! Every webhook delivery it receives (a request with `X-CronFlow-Event`) is validated
+//! against the JSON Schema CronFlow serves for that event type; reading the requests
+//! of a receiver that got an invalid one fails the test, so every end-to-end test that
+//! receives deliveries checks that payloads and schemas agree.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -23,6 +28,36 @@ pub struct Seen {
     pub body: Vec<u8>,
     /// When it arrived.
     pub at: chrono::DateTime<chrono::Utc>,
+    /// For a delivery: why its body does not fit its event type's schema, if it does not.
+    pub schema_problem: Option<String>,
+}
+
+/// Why a delivery's body does not fit the schema of the event its header names.
+fn schema_problem(headers: &BTreeMap<String, String>, body: &[u8]) -> Option<String> {
+    use cronflow_jobs::domain::{EventType, event::event_kind};
+    let event = headers.get("x-cronflow-event")?;
+    let Some(kind) = EventType::parse(event).and_then(event_kind) else {
+        return Some(format!("no schema for the event type `{event}`"));
+    };
+    let payload: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return Some(format!("the body is not JSON: {e}")),
+    };
+    if payload["event"] != event.as_str() {
+        return Some(format!(
+            "the body's event is {}, the header's {event}",
+            payload["event"]
+        ));
+    }
+    let validator = match jsonschema::validator_for(&kind.json_schema()) {
+        Ok(v) => v,
+        Err(e) => return Some(format!("the schema of {event} does not compile: {e}")),
+    };
+    let errors: Vec<String> = validator
+        .iter_errors(&payload)
+        .map(|e| format!("{}: {e}", e.instance_path()))
+        .collect();
+    (!errors.is_empty()).then(|| format!("{event} payload {payload} does not fit its schema: {errors:?}"))
 }
 
 #[derive(Clone)]
@@ -45,6 +80,7 @@ impl Endpoint for Handler {
             .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
             .collect();
         let n = {
+            let schema_problem = schema_problem(&headers, &body);
             let mut seen = self.0.seen.lock().unwrap();
             seen.push(Seen {
                 method: req.method().to_string(),
@@ -52,6 +88,7 @@ impl Endpoint for Handler {
                 headers,
                 body,
                 at: chrono::Utc::now(),
+                schema_problem,
             });
             seen.len()
         };
@@ -122,9 +159,14 @@ impl TestReceiver {
         self.state.release.notify_waiters();
     }
 
-    /// The requests received so far.
+    /// The requests received so far; fails the test if a delivery among them does not
+    /// fit its event type's schema.
     pub fn requests(&self) -> Vec<Seen> {
-        self.state.seen.lock().unwrap().clone()
+        let seen = self.state.seen.lock().unwrap().clone();
+        if let Some(problem) = seen.iter().find_map(|s| s.schema_problem.as_ref()) {
+            panic!("{problem}");
+        }
+        seen
     }
 }
 

@@ -553,7 +553,7 @@ async fn subscriptions_validate_their_fields() {
         (
             json!({"url": "https://example.com/h", "events": ["job.failed"], "job_ids": ["nope"]}),
             422,
-            "job_ids",
+            "job_ids[0]",
         ),
     ];
     for (body, status, field) in cases {

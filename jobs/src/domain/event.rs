@@ -6,13 +6,31 @@
 //!   "environment": "production",
 //!   "data": { "error_code": 500, "message": "...", "retries": 3, ... } }
 //! ```
-//! Five top-level fields, always; everything else under `data`. Every event's `data`
-//! has `run_id`, `attempt`, `duration_ms`, `next_run_at`, and `scheduled_for` and
+//! Five top-level fields, always; everything else under `data`. Every job event's
+//! `data` has `run_id`, `attempt`, `duration_ms`, `next_run_at`, and `scheduled_for` and
 //! `lateness_ms` (both null for a manual trigger).
+//!
+//! # Payload schemas
+//! Each event type's payload is a Rust type ([`Event`] around its `data` type), and its
+//! JSON Schema is derived from that same type (schemars), so schema and payload cannot
+//! drift: the API serves the schemas and names them in its OpenAPI document, and the
+//! end-to-end tests validate every delivery against them. Every property is listed as
+//! required (a missing value is sent as `null`), and no other property is allowed, at
+//! the top level and in `data`: a new field is a change of the schema too.
+//!
+//! Adding an event type is one `data` type implementing [`EventData`] and one line in
+//! [`EVENT_KINDS`] (plus its [`EventType`] variant).
 
-use super::{Job, Run, RunState};
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Value, json};
+use super::{
+    CommandTarget, Environment, Job, JobId, JobSpec, Run, RunId, RunOrigin, RunState, Schedule, Target,
+    WebhookId,
+    job::{JobName, Tags},
+};
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use schemars::{JsonSchema, Schema, SchemaGenerator, generate::SchemaSettings, json_schema};
+use serde::Serialize;
+use serde_json::Value;
+use std::{borrow::Cow, collections::BTreeMap};
 
 /// How much of a run's output an event carries (its tail); the run keeps more.
 pub const EVENT_OUTPUT_TAIL: usize = 4 * 1024;
@@ -81,8 +99,271 @@ fn tail(s: &str, max: usize) -> &str {
     &s[start..]
 }
 
+/// A webhook body: the five fields every event has, and its `data`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event<D> {
+    /// The event type's wire name.
+    pub event: &'static str,
+    /// When the event happened (RFC 3339, UTC).
+    pub timestamp: String,
+    /// The job it is about (`wf_…`); `null` for `webhook.test`.
+    pub job_id: Option<String>,
+    /// The job's environment (`production` or `staging`).
+    pub environment: &'static str,
+    /// What happened; its shape depends on `event`.
+    pub data: D,
+}
+
+impl<D: EventData> Event<D> {
+    fn new(job_id: Option<&JobId>, environment: Environment, now: DateTime<Utc>, data: D) -> Self {
+        Event {
+            event: D::TYPE.as_str(),
+            timestamp: format_time(now),
+            job_id: job_id.map(|id| id.as_str().to_owned()),
+            environment: environment.as_str(),
+            data,
+        }
+    }
+
+    /// The payload as JSON: object keys in sorted order, as stored and signed.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).expect("an event payload is plain data")
+    }
+}
+
+/// The `data` of one event type.
+pub trait EventData: Serialize + JsonSchema {
+    /// Its event type.
+    const TYPE: EventType;
+    /// The name of the whole event's schema (`JobCompletedEvent`).
+    const SCHEMA_NAME: &'static str;
+    /// What the event means, for the schema's description.
+    const DESCRIPTION: &'static str;
+    /// A real example: what the payload builder makes for a sample job and run.
+    fn example() -> Value;
+}
+
+impl<D: EventData> JsonSchema for Event<D> {
+    fn schema_name() -> Cow<'static, str> {
+        D::SCHEMA_NAME.into()
+    }
+
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let job_id = if D::TYPE == EventType::WebhookTest {
+            json_schema!({ "type": "null", "description": "Always null: a test event is about no job." })
+        } else {
+            json_schema!({
+                "type": "string",
+                "pattern": "^wf_[0-9a-z]{1,64}$",
+                "description": "The job the event is about.",
+            })
+        };
+        json_schema!({
+            "title": D::SCHEMA_NAME,
+            "description": D::DESCRIPTION,
+            "type": "object",
+            "required": ["event", "timestamp", "job_id", "environment", "data"],
+            "properties": {
+                "event": { "type": "string", "const": D::TYPE.as_str() },
+                "timestamp": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "When the event happened (RFC 3339, UTC).",
+                },
+                "job_id": job_id,
+                "environment": {
+                    "type": "string",
+                    "enum": Environment::ALL.iter().map(|e| e.as_str()).collect::<Vec<_>>(),
+                    "description": "The job's environment (a test event: the subscription's filter, or `production`).",
+                },
+                "data": generator.subschema_for::<D>(),
+            },
+            "additionalProperties": false,
+        })
+    }
+}
+
+/// What every job event's `data` says about the run.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunFacts {
+    /// The run (`run_…`).
+    #[schemars(extend("pattern" = "^run_[0-9a-z]{1,64}$"))]
+    pub run_id: String,
+    /// 1 for the first attempt, 2 for the first retry, ...
+    pub attempt: u32,
+    /// Wall time from start to end.
+    pub duration_ms: Option<i64>,
+    /// The job's next scheduled fire time (null while paused).
+    #[schemars(extend("format" = "date-time"))]
+    pub next_run_at: Option<String>,
+    /// The slot the run belongs to; null for a manual trigger.
+    #[schemars(extend("format" = "date-time"))]
+    pub scheduled_for: Option<String>,
+    /// Start minus scheduled time; null for a manual trigger.
+    pub lateness_ms: Option<i64>,
+}
+
+/// `data` of `job.completed`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobCompletedData {
+    #[serde(flatten)]
+    #[allow(missing_docs)]
+    pub run: RunFacts,
+    /// The tail of the run's output (stdout and stderr together), at most 4 KiB.
+    pub output: Option<String>,
+}
+
+/// `data` of `job.failed`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobFailedData {
+    #[serde(flatten)]
+    #[allow(missing_docs)]
+    pub run: RunFacts,
+    /// Exit code (128 + n for signal n) or HTTP status; null if the run never got one.
+    pub error_code: Option<i32>,
+    /// What went wrong.
+    pub message: Option<String>,
+    /// The stderr tail of a failed command.
+    pub stack_trace: Option<String>,
+    /// Retries made before this attempt (`attempt` − 1).
+    pub retries: u32,
+    /// The job's retry budget.
+    pub max_retries: u32,
+    /// Whether another attempt follows.
+    pub will_retry: bool,
+}
+
+/// `data` of `job.timed_out`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobTimedOutData {
+    #[serde(flatten)]
+    #[allow(missing_docs)]
+    pub run: RunFacts,
+    /// The job's timeout.
+    pub timeout_seconds: u32,
+    /// The tail of the run's output before it was stopped, at most 4 KiB.
+    pub output: Option<String>,
+}
+
+/// `data` of `webhook.test`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookTestData {
+    /// The subscription the test was sent to (`wh_…`).
+    #[schemars(extend("pattern" = "^wh_[0-9a-z]{1,64}$"))]
+    pub webhook_id: String,
+    /// A fixed text.
+    pub message: String,
+}
+
+impl EventData for JobCompletedData {
+    const TYPE: EventType = EventType::JobCompleted;
+    const SCHEMA_NAME: &'static str = "JobCompletedEvent";
+    const DESCRIPTION: &'static str = "A run finished successfully.";
+    fn example() -> Value {
+        job_example(RunState::Completed)
+    }
+}
+
+impl EventData for JobFailedData {
+    const TYPE: EventType = EventType::JobFailed;
+    const SCHEMA_NAME: &'static str = "JobFailedEvent";
+    const DESCRIPTION: &'static str =
+        "A run failed (sent for each failed attempt; `data.will_retry` says if another follows).";
+    fn example() -> Value {
+        job_example(RunState::Failed)
+    }
+}
+
+impl EventData for JobTimedOutData {
+    const TYPE: EventType = EventType::JobTimedOut;
+    const SCHEMA_NAME: &'static str = "JobTimedOutEvent";
+    const DESCRIPTION: &'static str = "A run exceeded its timeout and was stopped.";
+    fn example() -> Value {
+        job_example(RunState::TimedOut)
+    }
+}
+
+impl EventData for WebhookTestData {
+    const TYPE: EventType = EventType::WebhookTest;
+    const SCHEMA_NAME: &'static str = "WebhookTestEvent";
+    const DESCRIPTION: &'static str =
+        "Sent on demand to check a subscription (`POST /v1/webhooks/{id}/test`).";
+    fn example() -> Value {
+        let id = WebhookId::parse("wh_mbx2k7f0q4n8r1s5t9v3").expect("a valid example id");
+        webhook_test_payload(&id, Environment::Production, example_time(0))
+    }
+}
+
+/// One registered event type: its schema and a real example.
+#[derive(Debug, Clone, Copy)]
+pub struct EventKind {
+    /// The event type.
+    pub event_type: EventType,
+    /// Its schema's name in the OpenAPI document (`JobCompletedEvent`).
+    pub schema_name: &'static str,
+    schema: fn(&mut SchemaGenerator) -> Schema,
+    /// Registers the schema (and those it refers to) as definitions of the generator.
+    define: fn(&mut SchemaGenerator) -> Schema,
+    example: fn() -> Value,
+}
+
+impl EventKind {
+    const fn of<D: EventData>() -> Self {
+        EventKind {
+            event_type: D::TYPE,
+            schema_name: D::SCHEMA_NAME,
+            schema: |g| g.root_schema_for::<Event<D>>(),
+            define: |g| g.subschema_for::<Event<D>>(),
+            example: D::example,
+        }
+    }
+
+    /// The standalone JSON Schema (2020-12) of the whole payload.
+    pub fn json_schema(&self) -> Value {
+        let mut generator = payload_settings(SchemaSettings::draft2020_12()).into_generator();
+        (self.schema)(&mut generator).to_value()
+    }
+
+    /// The schema as OpenAPI 3.0 components: the event's own (under `schema_name`) and
+    /// the types it refers to (its `data`), by name.
+    pub fn openapi_components(&self) -> BTreeMap<String, Value> {
+        let mut generator = payload_settings(SchemaSettings::openapi3()).into_generator();
+        (self.define)(&mut generator);
+        generator.take_definitions(true).into_iter().collect()
+    }
+
+    /// A real payload of this type.
+    pub fn example(&self) -> Value {
+        (self.example)()
+    }
+}
+
+/// Every event type CronFlow sends, in documentation order.
+pub const EVENT_KINDS: [EventKind; 4] = [
+    EventKind::of::<JobCompletedData>(),
+    EventKind::of::<JobFailedData>(),
+    EventKind::of::<JobTimedOutData>(),
+    EventKind::of::<WebhookTestData>(),
+];
+
+/// The registered kind of `event_type`.
+pub fn event_kind(event_type: EventType) -> Option<&'static EventKind> {
+    EVENT_KINDS.iter().find(|k| k.event_type == event_type)
+}
+
+/// Schemas describe what CronFlow writes: every property is required, `null` included.
+fn payload_settings(settings: SchemaSettings) -> SchemaSettings {
+    settings.with(|s| s.contract = schemars::generate::Contract::Serialize)
+}
+
 /// The payload for the final state of `run` of `job`. `will_retry` says whether a retry
 /// attempt follows a failure; `next_run_at` is the job's next scheduled fire time.
+/// (`webhook.test` is not a job event: its payload comes from [`webhook_test_payload`].)
 pub fn job_event_payload(
     kind: EventType,
     job: &Job,
@@ -91,39 +372,154 @@ pub fn job_event_payload(
     next_run_at: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> Value {
-    let output = run.output.as_deref().map(|o| tail(o, EVENT_OUTPUT_TAIL));
-    let mut data = json!({
-        "run_id": run.id.as_str(),
-        "attempt": run.attempt,
-        "duration_ms": run.duration_ms,
-        "next_run_at": next_run_at.map(format_time),
-        "scheduled_for": run.scheduled_for.map(format_time),
-        "lateness_ms": run.lateness_ms,
-    });
-    let extra = match kind {
-        EventType::JobCompleted => json!({ "output": output }),
-        EventType::JobFailed => json!({
-            "error_code": run.exit_code,
-            "message": run.error,
-            "stack_trace": run.stack_trace,
-            "retries": run.attempt.saturating_sub(1),
-            "max_retries": job.spec.max_retries,
-            "will_retry": will_retry,
-        }),
-        EventType::JobTimedOut => json!({
-            "timeout_seconds": job.spec.timeout_seconds,
-            "output": output,
-        }),
-        EventType::WebhookTest => json!({}),
+    let output = run
+        .output
+        .as_deref()
+        .map(|o| tail(o, EVENT_OUTPUT_TAIL).to_owned());
+    let facts = RunFacts {
+        run_id: run.id.as_str().to_owned(),
+        attempt: run.attempt,
+        duration_ms: run.duration_ms,
+        next_run_at: next_run_at.map(format_time),
+        scheduled_for: run.scheduled_for.map(format_time),
+        lateness_ms: run.lateness_ms,
     };
-    if let (Some(d), Value::Object(e)) = (data.as_object_mut(), extra) {
-        d.extend(e);
+    let (id, env) = (Some(&job.id), job.spec.environment);
+    match kind {
+        EventType::JobCompleted => {
+            Event::new(id, env, now, JobCompletedData { run: facts, output }).to_json()
+        }
+        EventType::JobFailed => Event::new(
+            id,
+            env,
+            now,
+            JobFailedData {
+                run: facts,
+                error_code: run.exit_code,
+                message: run.error.clone(),
+                stack_trace: run.stack_trace.clone(),
+                retries: run.attempt.saturating_sub(1),
+                max_retries: job.spec.max_retries,
+                will_retry,
+            },
+        )
+        .to_json(),
+        EventType::JobTimedOut => Event::new(
+            id,
+            env,
+            now,
+            JobTimedOutData {
+                run: facts,
+                timeout_seconds: job.spec.timeout_seconds,
+                output,
+            },
+        )
+        .to_json(),
+        // Not a job event: its payload names a subscription, not a run.
+        EventType::WebhookTest => Value::Null,
     }
-    json!({
-        "event": kind.as_str(),
-        "timestamp": format_time(now),
-        "job_id": job.id.as_str(),
-        "environment": job.spec.environment.as_str(),
-        "data": data,
-    })
+}
+
+/// The payload of a `webhook.test` event sent to subscription `webhook_id`.
+pub fn webhook_test_payload(webhook_id: &WebhookId, environment: Environment, now: DateTime<Utc>) -> Value {
+    let data = WebhookTestData {
+        webhook_id: webhook_id.as_str().to_owned(),
+        message: "This is a test event from CronFlow.".to_owned(),
+    };
+    Event::new(None, environment, now, data).to_json()
+}
+
+/// A fixed instant for examples, `seconds` after 2024-03-15T08:42:00Z.
+fn example_time(seconds: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2024, 3, 15, 8, 42, 0)
+        .single()
+        .unwrap_or_default()
+        + chrono::Duration::seconds(seconds)
+}
+
+/// The payload the builder makes when a sample scheduled run ends in `state`.
+fn job_example(state: RunState) -> Value {
+    let sample = || -> Result<(Job, Run), crate::ValidationError> {
+        let spec = JobSpec {
+            name: JobName::parse("nightly-report")?,
+            schedule: Schedule::parse("42 8 * * *", "UTC")?,
+            target: Target::Command(CommandTarget::parse(
+                vec!["sh".into(), "-c".into(), "./report.sh".into()],
+                BTreeMap::new(),
+                None,
+            )?),
+            timeout_seconds: 300,
+            max_retries: 3,
+            environment: Environment::Production,
+            overlap_policy: Default::default(),
+            catch_up: Default::default(),
+            tags: Tags::parse(Vec::new())?,
+        };
+        let job_id = JobId::parse("wf_8x9k2m4p").expect("a valid example id");
+        let failed = state == RunState::Failed;
+        let job = Job {
+            id: job_id.clone(),
+            spec,
+            paused: false,
+            next_run_at: Some(example_time(86_400)),
+            created_at: example_time(-86_400),
+            updated_at: example_time(-86_400),
+        };
+        let run = Run {
+            id: RunId::parse("run_mbx2k7f0qa1b2c3d4e5").expect("a valid example id"),
+            job_id,
+            scheduled_for: Some(example_time(0)),
+            origin: RunOrigin::Schedule,
+            state,
+            attempt: if failed { 2 } else { 1 },
+            created_at: example_time(0),
+            started_at: Some(example_time(0)),
+            finished_at: Some(example_time(11)),
+            duration_ms: Some(11_204),
+            lateness_ms: Some(3),
+            exit_code: failed.then_some(1),
+            output: Some("report: 1204 rows written\n".into()),
+            error: failed.then(|| "exited with status 1".into()),
+            stack_trace: failed.then(|| "Error: Database connection pool exhausted\n".into()),
+            missed_count: None,
+            missed_last: None,
+        };
+        Ok((job, run))
+    };
+    let Ok((job, run)) = sample() else {
+        return Value::Null;
+    };
+    let kind = EventType::for_state(state).unwrap_or(EventType::JobCompleted);
+    job_event_payload(
+        kind,
+        &job,
+        &run,
+        state == RunState::Failed,
+        job.next_run_at,
+        example_time(11),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_kind_has_a_schema_and_an_example_of_its_own_type() {
+        for kind in EVENT_KINDS {
+            let schema = kind.json_schema();
+            let example = kind.example();
+            assert_eq!(example["event"], kind.event_type.as_str());
+            assert_eq!(schema["properties"]["event"]["const"], kind.event_type.as_str());
+            let required: Vec<&str> = schema["required"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert_eq!(required, ["event", "timestamp", "job_id", "environment", "data"]);
+            assert_eq!(schema["additionalProperties"], false);
+            assert_eq!(example.as_object().unwrap().len(), 5, "{example}");
+        }
+    }
 }

@@ -4,10 +4,9 @@ use super::{Store, with_pool, with_tx, with_writer};
 use crate::StoreError;
 use crate::domain::{
     Cursor, DeliveryId, Environment, EventFilter, EventId, EventType, JobId, Page, PageRequest, Webhook,
-    WebhookId, WebhookSecret, WebhookSpec, event::format_time, webhook::ROTATION_GRACE_HOURS,
+    WebhookId, WebhookSecret, WebhookSpec, event::webhook_test_payload, webhook::ROTATION_GRACE_HOURS,
 };
 use chrono::{DateTime, Duration, Utc};
-use serde_json::json;
 
 macro_rules! webhook_columns {
     () => {
@@ -313,13 +312,7 @@ impl Store {
         };
         let event_id = EventId::generate();
         let delivery_id = DeliveryId::generate();
-        let payload = json!({
-            "event": EventType::WebhookTest.as_str(),
-            "timestamp": format_time(now),
-            "job_id": null,
-            "environment": hook.filter.environment.unwrap_or_default().as_str(),
-            "data": { "webhook_id": hook.id.as_str(), "message": "This is a test event from CronFlow." },
-        });
+        let payload = webhook_test_payload(&hook.id, hook.filter.environment.unwrap_or_default(), now);
         with_tx!(self, tx, q => {
             sqlx::query("INSERT INTO events (id, job_id, run_id, event_type, payload, created_at) VALUES ($1, NULL, NULL, $2, $3, $4)")
                 .bind(event_id.as_str())
