@@ -14,6 +14,7 @@ mod activity;
 mod audit;
 mod auth;
 mod binary;
+mod dlq_queue;
 mod jobs;
 mod metrics;
 mod openapi;

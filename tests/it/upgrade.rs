@@ -54,3 +54,78 @@ async fn deliveries_keep_their_place_across_the_upgrade(backend: Backend) {
 }
 
 on_both_backends!(deliveries_keep_their_place_across_the_upgrade);
+
+/// The last migration before the DLQ became apalis's failed-task storage
+/// (`20261207000001_dlq_is_failed_tasks`).
+const BEFORE_DLQ_TASKS: i64 = 20261128000005;
+
+/// A `Failed` task for delivery `delivery`, as an older CronFlow left it (no key).
+fn failed_task(backend: Backend, task: &str, delivery: &str) -> String {
+    let queue = cronflow_jobs::queue::DELIVERY_QUEUE;
+    let body = format!(r#"{{"delivery_id":"{delivery}"}}"#);
+    match backend {
+        Backend::Sqlite => format!(
+            "INSERT INTO Jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority, metadata, done_at) \
+             VALUES (CAST('{body}' AS BLOB), '{task}', '{queue}', 'Failed', 1, 1, 0, 0, '{{}}', 0)"
+        ),
+        Backend::Postgres => format!(
+            "INSERT INTO apalis.jobs (job, id, job_type, status, attempts, max_attempts, run_at, priority, metadata, \
+             done_at) VALUES (convert_to('{body}', 'UTF8'), '{task}', '{queue}', 'Failed', 1, 1, now(), 0, ''::hstore, now())"
+        ),
+    }
+}
+
+/// `Failed` delivery tasks an older CronFlow left behind (a replay left the old task; an
+/// acknowledgement or a delivery replayed and since delivered left theirs) are
+/// reconciled by the upgrade: each delivery in the DLQ keeps its newest task, keyed by
+/// its id, and the others go, so the `Failed` tasks are the DLQ.
+async fn leftover_failed_tasks_are_reconciled_with_the_dlq(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let old = Store::connect(&db.url).await.expect("connect");
+    old.migrate_up_to(Some(BEFORE_DLQ_TASKS))
+        .await
+        .expect("the older migrations");
+    old.close().await;
+    let at = chrono::Utc::now().timestamp_millis();
+    db.execute_sql(&format!(
+        "INSERT INTO deliveries (id, event_id, webhook_id, event_type, status, attempts, acknowledged, created_at, \
+         updated_at, dead_at) VALUES \
+         ('dlv_01kbdiedtwice000000000000', 'evt_a', 'wh_x', 'job.failed', 'dead', 12, FALSE, {at}, {at}, {at}), \
+         ('dlv_01kbreplayed0000000000000', 'evt_b', 'wh_x', 'job.failed', 'delivered', 7, FALSE, {at}, {at}, NULL), \
+         ('dlv_01kbacknowledged000000000', 'evt_c', 'wh_x', 'job.failed', 'dead', 6, TRUE, {at}, {at}, {at})"
+    ))
+    .await;
+    for (task, delivery) in [
+        ("01KB0000000000000000000001", "dlv_01kbdiedtwice000000000000"),
+        ("01KB0000000000000000000002", "dlv_01kbdiedtwice000000000000"),
+        ("01KB0000000000000000000003", "dlv_01kbreplayed0000000000000"),
+        ("01KB0000000000000000000004", "dlv_01kbacknowledged000000000"),
+    ] {
+        db.execute_sql(&failed_task(backend, task, delivery)).await;
+    }
+
+    let app = TestApp::start_on(db).await;
+    let failed = app
+        .db
+        .query_strings(&format!(
+            "SELECT id || ' ' || COALESCE(idempotency_key, '(no key)') FROM {} WHERE status = 'Failed' ORDER BY id",
+            app.db.queue_table()
+        ))
+        .await;
+    assert_eq!(
+        failed,
+        ["01KB0000000000000000000002 dlv_01kbdiedtwice000000000000"],
+        "the newest task of the one delivery in the DLQ, keyed by it"
+    );
+    let dlq: Value = app.get_json("/v1/dlq").await;
+    let listed: Vec<&str> = dlq["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|d| d["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(listed, ["dlv_01kbdiedtwice000000000000"], "{dlq}");
+    app.stop().await;
+}
+
+on_both_backends!(leftover_failed_tasks_are_reconciled_with_the_dlq);
