@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 /// in its worker loop), so whatever a handler does itself (signing, building requests,
 /// reading results, supervising a child) would run on one core at a time, however many
 /// tasks are in flight. Spawned, each task's work is spread over all of the runtime's
-/// threads (measured: see the README's benchmark notes). The task keeps the handler's
+/// threads. The task keeps the handler's
 /// tracing span; a panic in `work` is resumed here, as if it had happened in the handler.
 pub(crate) async fn on_own_task<F>(work: F) -> F::Output
 where

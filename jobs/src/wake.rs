@@ -32,8 +32,8 @@ const ECHOES: [Duration; 2] = [Duration::from_millis(25), Duration::from_millis(
 /// over). apalis's stream strategy only re-polls the worker when a wake-up arrives and
 /// drops the item: one that arrives while a fetch is already running is lost, and if
 /// that fetch's snapshot predates the new tasks it finds nothing, so they would wait for
-/// the next wake-up or heartbeat (measured on Postgres: a whole slot's runs started a
-/// second late). An echo arrives after that fetch and costs at most an empty fetch.
+/// the next wake-up or heartbeat (on Postgres, a whole slot's runs could start a second
+/// late). An echo arrives after that fetch and costs at most an empty fetch.
 fn echoed<S>(inner: S) -> impl futures::Stream<Item = ()> + Unpin + Send + 'static
 where
     S: futures::Stream<Item = ()> + Unpin + Send + 'static,
@@ -76,8 +76,8 @@ where
 /// each poll and drops the item. If that poll then ends with an empty fetch, a stream
 /// that had just yielded an item has not been polled again, so no waker is registered
 /// for its next item: later wake-ups are buffered but wake nobody, and the worker sleeps
-/// until its heartbeat (measured on Postgres at 1,000 events/s: deliveries held up to
-/// 1.9 s). This adapter drains every ready item and stays registered, then wakes the
+/// until its heartbeat (under a steady stream of events, deliveries were held for up to
+/// a heartbeat). This adapter drains every ready item and stays registered, then wakes the
 /// task so that it polls (and fetches) again.
 pub(crate) struct WakeOnly<S>(S);
 

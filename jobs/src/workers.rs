@@ -42,8 +42,7 @@ pub async fn run_workers_until_stopped(
     let (run_conc, dlv_conc) = (runner.concurrency, deliveries.concurrency);
     // Fetch as many tasks as can run at once: the runs of one slot then start together,
     // and apalis's own bookkeeping (lock, acknowledge), done per fetch, takes fewer round
-    // trips (measured: 128 → 512 delivery tasks a fetch took one endpoint from 2,600 to
-    // 3,000 deliveries/s on SQLite).
+    // trips (larger fetches raised the delivery benchmark's throughput on SQLite).
     let (run_batch, delivery_batch) = (run_conc, dlv_conc);
     // `lock_tasks(false)` below: a fetched task is already `Queued` with this worker as
     // `lock_by`, which is all that orphan recovery and the acknowledgement look at; the

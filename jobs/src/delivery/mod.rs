@@ -53,10 +53,8 @@ const SATURATED_WAIT: Duration = Duration::from_millis(250);
 /// database. One, even on Postgres, where runs use two (`Store::write_lanes`): during a
 /// backlog the machine's CPU is the limit, and a second lane only split the same work
 /// into smaller batches, each paying its own round trips and commit, and made the two
-/// wait for each other on the audit log's counter. Measured with the delivery benchmark
-/// on Postgres, 3 runs alternated with two lanes: 9,580–9,980 deliveries/s against
-/// 8,600–9,000 to one endpoint, 9,110–10,060 against 8,740–8,960 fanned out, and the
-/// p99 at 1,000 events/s 13–16 ms against 22–39 ms.
+/// wait for each other on the audit log's counter: with the delivery benchmark on
+/// Postgres, one lane delivered more per second, and with a lower p99, than two.
 const DELIVERY_LANES: usize = 1;
 
 /// How deliveries behave.

@@ -43,8 +43,9 @@ use tokio_util::sync::CancellationToken;
 /// How often a running run checks whether a user asked to cancel it.
 const CANCEL_POLL: Duration = Duration::from_millis(250);
 /// The longest a handler holds a task queued ahead of its slot ([`RunTask::start_at`]).
-/// The lead is 50 ms; a longer wait means this host's clock is behind the database's,
-/// and the run then starts early rather than holding a worker slot indefinitely.
+/// The lead is a small fraction of this; a longer wait means this host's clock is behind
+/// the database's, and the run then starts early rather than holding a worker slot
+/// indefinitely.
 const MAX_HOLD: Duration = Duration::from_secs(1);
 
 /// How the worker behaves.

@@ -61,6 +61,42 @@ use std::{str::FromStr, time::Duration};
 /// entries as unknown and refuse to start (apalis#439), so ours has its own.
 const MIGRATIONS_TABLE: &str = "cronflow_migrations";
 
+/// The checksums (SHA-384 of the text) that databases recorded for migrations whose
+/// comments were edited after they shipped (figures and references to files outside the
+/// repository removed; the statements are unchanged). sqlx compares a migration's
+/// checksum with the recorded one and refuses to start on a difference, so these
+/// migrations carry their released checksum (`Migration::checksum`), and databases
+/// migrated before and after the edit record the same one.
+const SQLITE_RELEASED_CHECKSUMS: [(i64, &str); 3] = [
+    (
+        20261128000001,
+        "8b3c51da4a17648d0746b03151f075754df5330a6d27dd36a590db117011af67c9b64667d8ca1afa69b53d74e8a7e76a",
+    ),
+    (
+        20261128000002,
+        "80e35b4eacc148c0c4a12ca1b6320f09926eb8743cfa9cf34d69aaaad101e3a1e7914e3d914ce67095a94ac63cd129ee",
+    ),
+    (
+        20261128000003,
+        "9c9faf0ca7af7ad57b8743a39adeb15ee6d1b5b9a57d0112b3876bdd508cbea950f88195e6df2bfbcc160e02514a8757",
+    ),
+];
+/// [`SQLITE_RELEASED_CHECKSUMS`] for Postgres.
+const POSTGRES_RELEASED_CHECKSUMS: [(i64, &str); 3] = [
+    (
+        20261128000002,
+        "1b7e1aae91acd163fc27b4b7f764f14a66841c9fdd7391e6689f1c50882e5681c1fb2e9467c35b91857d00b1ec65f017",
+    ),
+    (
+        20261128000003,
+        "2ce7f2aff26692ff025a29e46162f6246a0d28733bc4ca18aa5a49ce06c3b5a5d500a6331ee1eefaae41aca560fb93b0",
+    ),
+    (
+        20261128000005,
+        "4e5eedf54619b019981711a61b13d64701be39f1e1bf442f52514fc1c2e3bcff95c1d5fcc91d263b3ac3aa1fcfe86684",
+    ),
+];
+
 /// How long to wait for a pooled connection before reporting the database unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long SQLite waits on a locked database before failing a statement (only
@@ -224,7 +260,7 @@ impl Store {
     /// How many write transactions of one kind the runner runs at once: one on SQLite
     /// (one writer; a second would only wait for the first), two on Postgres (one
     /// commits while the next is built). Deliveries use one on both
-    /// (`delivery::DELIVERY_LANES`, measured).
+    /// (`delivery::DELIVERY_LANES` says why).
     pub(crate) fn write_lanes(&self) -> usize {
         match self.pools {
             Pools::Sqlite { .. } => 1,
@@ -270,33 +306,48 @@ impl Store {
                 apalis_sqlite::SqliteStorage::<()>::migrations()
                     .run(writer)
                     .await?;
-                Self::own_migrator(sqlx::migrate!("../migrations/sqlite"), last)
-                    .run(writer)
-                    .await?;
+                Self::own_migrator(
+                    sqlx::migrate!("../migrations/sqlite"),
+                    &SQLITE_RELEASED_CHECKSUMS,
+                    last,
+                )
+                .run(writer)
+                .await?;
             }
             Pools::Postgres(pool) => {
                 apalis_postgres::PostgresStorage::<()>::migrations()
                     .run(pool)
                     .await?;
-                Self::own_migrator(sqlx::migrate!("../migrations/postgres"), last)
-                    .run(pool)
-                    .await?;
+                Self::own_migrator(
+                    sqlx::migrate!("../migrations/postgres"),
+                    &POSTGRES_RELEASED_CHECKSUMS,
+                    last,
+                )
+                .run(pool)
+                .await?;
             }
         }
         Ok(())
     }
 
-    fn own_migrator(mut m: Migrator, last: Option<i64>) -> Migrator {
+    /// CronFlow's migrator: its own history table, the checksums the databases recorded
+    /// for migrations whose comments changed since (`released`), and only the
+    /// migrations up to `last`, if given.
+    fn own_migrator(mut m: Migrator, released: &[(i64, &str)], last: Option<i64>) -> Migrator {
         m.dangerous_set_table_name(MIGRATIONS_TABLE);
-        if let Some(last) = last {
-            let kept: Vec<_> = m
-                .migrations
-                .iter()
-                .filter(|x| x.version <= last)
-                .cloned()
-                .collect();
-            m.migrations = kept.into();
-        }
+        let kept: Vec<_> = m
+            .migrations
+            .iter()
+            .filter(|x| last.is_none_or(|last| x.version <= last))
+            .cloned()
+            .map(|mut x| {
+                if let Some((_, sum)) = released.iter().find(|(v, _)| *v == x.version) {
+                    x.checksum = hex::decode(sum).unwrap_or_default().into();
+                }
+                x
+            })
+            .collect();
+        m.migrations = kept.into();
         m
     }
 
