@@ -77,6 +77,10 @@ impl Drop for Started {
     }
 }
 
+/// How often a parked handler released by the drain looks whether apalis has marked its
+/// worker as stopping (it does so at once; the wait is at most a step or two).
+const PARK_STEP: Duration = Duration::from_millis(1);
+
 /// How long handing back what a stopped worker holds may take before it is left to
 /// crash recovery.
 const HAND_BACK_WAIT: Duration = Duration::from_secs(5);
@@ -114,9 +118,10 @@ impl Drain {
 
     /// Parks a task that was not admitted: hands it back to `queue` at once, then holds
     /// its handler's slot until apalis is stopping the worker, so that ending it frees no
-    /// slot for another fetch. apalis marks its workers as stopping in the poll in which
-    /// the stop signal ([`Drain::run`]) resolves, the same poll that releases parked
-    /// handlers; the loop only guards that order.
+    /// slot for another fetch. apalis marks its workers as stopping right after the stop
+    /// signal ([`Drain::run`]) resolves, in the same poll that releases parked handlers;
+    /// a handler polled on another thread in between waits for the mark in steps of
+    /// [`PARK_STEP`] (apalis offers no future to await it) rather than spinning.
     async fn park(&self, queue: &str, worker: &WorkerContext, task_id: &str) {
         if let Err(e) = self
             .0
@@ -128,7 +133,7 @@ impl Drain {
         }
         self.0.released.cancelled().await;
         while !worker.is_shutting_down() {
-            tokio::task::yield_now().await;
+            tokio::time::sleep(PARK_STEP).await;
         }
     }
 

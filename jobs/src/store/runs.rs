@@ -10,7 +10,7 @@ use super::{
     db::{Statement, Tx},
     jobs::{JobRow, job_columns},
     queue,
-    webhooks::{deliveries_for, enabled_hooks, insert_deliveries},
+    webhooks::{NewEventRow, deliveries_for, enabled_hooks, insert_deliveries, insert_events},
 };
 use crate::domain::{
     Cursor, EventId, EventType, Job, JobId, OverlapPolicy, Page, PageRequest, Run, RunId, RunOrigin,
@@ -154,6 +154,16 @@ impl TryFrom<RunRow> for Run {
             missed_last: r.missed_last.map(time).transpose()?,
         })
     }
+}
+
+/// An event of a finishing run.
+struct RunEvent {
+    id: EventId,
+    kind: EventType,
+    job_id: JobId,
+    run_id: RunId,
+    environment: String,
+    payload: String,
 }
 
 /// A run row about to be inserted.
@@ -644,8 +654,8 @@ impl Store {
         let hooks = enabled_hooks(&mut tx).await?;
         let mut jobs: std::collections::HashMap<JobId, Option<Job>> = std::collections::HashMap::new();
         let mut pushed = Vec::new();
-        // (event id, type, job id, environment) of each event, fanned out after the loop.
-        let mut events: Vec<(EventId, EventType, String, String)> = Vec::new();
+        // The events of the batch, stored and fanned out after the loop.
+        let mut events: Vec<RunEvent> = Vec::new();
         for (run_id, result) in batch.iter().copied() {
             let run: Option<RunRow> = tx
                 .fetch_optional(
@@ -680,26 +690,14 @@ impl Store {
             let will_retry = retries(result.state, run.attempt, job.spec.max_retries);
             if let Some(kind) = EventType::for_state(result.state) {
                 let payload = job_event_payload(kind, job, &run, will_retry, job.next_run_at, now);
-                let event_id = EventId::generate();
-                tx.execute(
-                    "INSERT INTO events (id, job_id, run_id, event_type, payload, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
-                    &[
-                        event_id.as_str().into(),
-                        job.id.as_str().into(),
-                        run.id.as_str().into(),
-                        kind.as_str().into(),
-                        payload.to_string().into(),
-                        ms(now).into(),
-                    ],
-                )
-                .await?;
-                events.push((
-                    event_id,
+                events.push(RunEvent {
+                    id: EventId::generate(),
                     kind,
-                    job.id.to_string(),
-                    job.spec.environment.as_str().to_owned(),
-                ));
+                    job_id: job.id.clone(),
+                    run_id: run.id.clone(),
+                    environment: job.spec.environment.as_str().to_owned(),
+                    payload: payload.to_string(),
+                });
             }
             if will_retry {
                 let delay = retry_delay(retry_base, run.attempt);
@@ -717,9 +715,20 @@ impl Store {
             }
         }
         queue::push_runs(&mut tx, &pushed).await?;
+        let rows: Vec<NewEventRow<'_>> = events
+            .iter_mut()
+            .map(|e| NewEventRow {
+                id: e.id.as_str(),
+                job_id: Some(e.job_id.as_str()),
+                run_id: Some(e.run_id.as_str()),
+                kind: e.kind,
+                payload: std::mem::take(&mut e.payload),
+            })
+            .collect();
+        insert_events(&mut tx, &rows, now).await?;
         let deliveries: Vec<_> = events
             .iter()
-            .flat_map(|(id, kind, job, env)| deliveries_for(&hooks, id.as_str(), *kind, job, env))
+            .flat_map(|e| deliveries_for(&hooks, e.id.as_str(), e.kind, e.job_id.as_str(), &e.environment))
             .collect();
         insert_deliveries(&mut tx, &deliveries, now).await?;
         tx.commit().await?;

@@ -134,6 +134,41 @@ pub(crate) fn deliveries_for<'a>(
         })
 }
 
+/// An event row to insert.
+pub(crate) struct NewEventRow<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) job_id: Option<&'a str>,
+    pub(crate) run_id: Option<&'a str>,
+    pub(crate) kind: EventType,
+    pub(crate) payload: String,
+}
+
+/// Stores `events` inside `tx` with multi-row inserts: the one way events enter the
+/// outbox (a finishing run's, a published batch, a test event).
+pub(crate) async fn insert_events(
+    tx: &mut Tx,
+    events: &[NewEventRow<'_>],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    /// Events per multi-row INSERT (6 parameters each, well under both databases' limits).
+    const ROWS: usize = 500;
+    let at = now.timestamp_millis();
+    for chunk in events.chunks(ROWS) {
+        let mut s =
+            Statement::new("INSERT INTO events (id, job_id, run_id, event_type, payload, created_at) ");
+        s.values(chunk, |row, e| {
+            row.bind(e.id)
+                .bind(e.job_id)
+                .bind(e.run_id)
+                .bind(e.kind.as_str())
+                .bind(e.payload.as_str())
+                .bind(at);
+        });
+        tx.run(s).await?;
+    }
+    Ok(())
+}
+
 /// Stores `deliveries` inside `tx` with multi-row inserts and queues a task for each.
 pub(crate) async fn insert_deliveries(
     tx: &mut Tx,
@@ -344,16 +379,14 @@ impl Store {
             "data": { "webhook_id": hook.id.as_str(), "message": "This is a test event from CronFlow." },
         });
         let mut tx = self.begin().await?;
-        tx.execute(
-            "INSERT INTO events (id, job_id, run_id, event_type, payload, created_at) VALUES ($1, NULL, NULL, $2, $3, $4)",
-            &[
-                event_id.as_str().into(),
-                EventType::WebhookTest.as_str().into(),
-                payload.to_string().into(),
-                now.timestamp_millis().into(),
-            ],
-        )
-        .await?;
+        let event = NewEventRow {
+            id: event_id.as_str(),
+            job_id: None,
+            run_id: None,
+            kind: EventType::WebhookTest,
+            payload: payload.to_string(),
+        };
+        insert_events(&mut tx, std::slice::from_ref(&event), now).await?;
         tx.execute(
             "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, NULL, 'pending', $5, $5)",
@@ -377,10 +410,7 @@ impl Store {
     /// Job results go through the run's own transaction instead (`finish_run`); this is
     /// for events made elsewhere (the delivery benchmark publishes its load with it).
     pub async fn publish_events(&self, events: &[NewEvent], now: DateTime<Utc>) -> Result<usize, StoreError> {
-        /// Events per multi-row INSERT (6 parameters each, well under both databases' limits).
-        const ROWS: usize = 500;
         let ids: Vec<EventId> = events.iter().map(|_| EventId::generate()).collect();
-        let at = now.timestamp_millis();
         let mut tx = self.begin().await?;
         let hooks = enabled_hooks(&mut tx).await?;
         let deliveries: Vec<NewDelivery<'_>> = events
@@ -391,19 +421,18 @@ impl Store {
                 deliveries_for(&hooks, id.as_str(), e.kind, job, &e.environment)
             })
             .collect();
-        for chunk in events.iter().zip(&ids).collect::<Vec<_>>().chunks(ROWS) {
-            let mut s =
-                Statement::new("INSERT INTO events (id, job_id, run_id, event_type, payload, created_at) ");
-            s.values(chunk, |row, (e, id)| {
-                row.bind(id.as_str())
-                    .bind(e.job_id.as_ref().map(JobId::as_str))
-                    .bind(None::<&str>)
-                    .bind(e.kind.as_str())
-                    .bind(e.payload.to_string())
-                    .bind(at);
-            });
-            tx.run(s).await?;
-        }
+        let rows: Vec<NewEventRow<'_>> = events
+            .iter()
+            .zip(&ids)
+            .map(|(e, id)| NewEventRow {
+                id: id.as_str(),
+                job_id: e.job_id.as_ref().map(JobId::as_str),
+                run_id: None,
+                kind: e.kind,
+                payload: e.payload.to_string(),
+            })
+            .collect();
+        insert_events(&mut tx, &rows, now).await?;
         insert_deliveries(&mut tx, &deliveries, now).await?;
         tx.commit().await?;
         let queued = deliveries.len();
