@@ -10,16 +10,20 @@ use serde_json::Value;
 /// (`20261128000005_deliveries_hot_updates`).
 const BEFORE_HOT_UPDATES: i64 = 20261128000004;
 
+/// A fresh database migrated only up to CronFlow's migration `last`.
+async fn older_database(backend: Backend, last: i64) -> TestDb {
+    let db = TestDb::new(backend).await;
+    let old = Store::connect(&db.url).await.expect("connect");
+    old.migrate_up_to(Some(last)).await.expect("the older migrations");
+    old.close().await;
+    db
+}
+
 /// Dead, retrying and delivered deliveries written before `dead_at` existed: after the
 /// upgrade the DLQ lists exactly the dead, unacknowledged one (and acknowledging it
 /// empties the DLQ), and the gauges count it and the waiting retry.
 async fn deliveries_keep_their_place_across_the_upgrade(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let old = Store::connect(&db.url).await.expect("connect");
-    old.migrate_up_to(Some(BEFORE_HOT_UPDATES))
-        .await
-        .expect("the older migrations");
-    old.close().await;
+    let db = older_database(backend, BEFORE_HOT_UPDATES).await;
     // Recent enough that retention at start-up keeps them.
     let at = chrono::Utc::now().timestamp_millis();
     let later = at + 60_000;
@@ -80,12 +84,7 @@ fn failed_task(backend: Backend, task: &str, delivery: &str) -> String {
 /// reconciled by the upgrade: each delivery in the DLQ keeps its newest task, keyed by
 /// its id, and the others go, so the `Failed` tasks are the DLQ.
 async fn leftover_failed_tasks_are_reconciled_with_the_dlq(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let old = Store::connect(&db.url).await.expect("connect");
-    old.migrate_up_to(Some(BEFORE_DLQ_TASKS))
-        .await
-        .expect("the older migrations");
-    old.close().await;
+    let db = older_database(backend, BEFORE_DLQ_TASKS).await;
     let at = chrono::Utc::now().timestamp_millis();
     db.execute_sql(&format!(
         "INSERT INTO deliveries (id, event_id, webhook_id, event_type, status, attempts, acknowledged, created_at, \
@@ -176,12 +175,7 @@ fn edited_migrations(backend: Backend) -> [(i64, &'static str, &'static str); 3]
 /// recorded checksums stay as they were.
 async fn databases_migrated_before_comment_edits_still_start(backend: Backend) {
     use sha2::Digest;
-    let db = TestDb::new(backend).await;
-    let old = Store::connect(&db.url).await.expect("connect");
-    old.migrate_up_to(Some(BEFORE_DLQ_TASKS))
-        .await
-        .expect("the older migrations");
-    old.close().await;
+    let db = older_database(backend, BEFORE_DLQ_TASKS).await;
     let recorded = |version: i64| match backend {
         Backend::Sqlite => {
             format!("SELECT lower(hex(checksum)) FROM cronflow_migrations WHERE version = {version}")

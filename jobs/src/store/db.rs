@@ -195,35 +195,14 @@ impl Exec<'_> {
         }
     }
 
-    /// The first row a query returns, if any.
+    /// The row a query of at most one row returns, if any (every query the store runs
+    /// through this names one row by key or has a `LIMIT 1`).
     pub(crate) async fn fetch_optional<R: Row>(
         self,
         sql: impl Into<Sql>,
         args: &[Arg<'_>],
     ) -> Result<Option<R>, sqlx::Error> {
-        let sql = sqlx::AssertSqlSafe(sql.into());
-        match self {
-            Exec::SqlitePool(p) => {
-                query_as::<Sqlite, SqliteArguments, R>(sql, args)?
-                    .fetch_optional(p)
-                    .await
-            }
-            Exec::SqliteConn(c) => {
-                query_as::<Sqlite, SqliteArguments, R>(sql, args)?
-                    .fetch_optional(c)
-                    .await
-            }
-            Exec::PgPool(p) => {
-                query_as::<Postgres, PgArguments, R>(sql, args)?
-                    .fetch_optional(p)
-                    .await
-            }
-            Exec::PgConn(c) => {
-                query_as::<Postgres, PgArguments, R>(sql, args)?
-                    .fetch_optional(c)
-                    .await
-            }
-        }
+        Ok(self.fetch_all(sql, args).await?.into_iter().next())
     }
 
     /// The one row a query returns (an error if none).

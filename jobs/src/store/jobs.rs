@@ -3,7 +3,10 @@
 //! `next_fire_at` is the scheduler's source of truth: it is set here when a job is
 //! created, resumed or rescheduled, and cleared while the job is paused.
 
-use super::{Store, db::Statement};
+use super::{
+    Store,
+    db::{Arg, Statement},
+};
 use crate::domain::{
     CatchUpPolicy, Cursor, Environment, Job, JobId, JobPatch, JobSpec, OverlapPolicy, Page, PageRequest,
     Schedule, Target,
@@ -111,6 +114,25 @@ fn tags_json(t: &Tags) -> String {
     serde_json::to_string(t.as_slice()).unwrap_or_default()
 }
 
+/// The job's id and definition, as `$1`–`$11` of its INSERT and UPDATE (the columns of
+/// [`JobRow`] from `id` to `tags`).
+fn spec_args(job: &Job) -> Vec<Arg<'_>> {
+    let s = &job.spec;
+    vec![
+        job.id.as_str().into(),
+        s.name.as_str().into(),
+        s.schedule.expr().into(),
+        s.schedule.timezone().into(),
+        target_json(&s.target).into(),
+        i64::from(s.timeout_seconds).into(),
+        i64::from(s.max_retries).into(),
+        s.environment.as_str().into(),
+        s.overlap_policy.as_str().into(),
+        s.catch_up.as_str().into(),
+        tags_json(&s.tags).into(),
+    ]
+}
+
 impl Store {
     /// Stores a new job; it fires first at the schedule's next time after `now`.
     pub async fn create_job(&self, spec: JobSpec, now: DateTime<Utc>) -> Result<Job, StoreError> {
@@ -122,35 +144,20 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
-        let s = &job.spec;
         let sql = concat!(
             "INSERT INTO scheduled_jobs (",
             columns!(),
             ") ",
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         );
-        self.writer()
-            .execute(
-                sql,
-                &[
-                    job.id.as_str().into(),
-                    s.name.as_str().into(),
-                    s.schedule.expr().into(),
-                    s.schedule.timezone().into(),
-                    target_json(&s.target).into(),
-                    i64::from(s.timeout_seconds).into(),
-                    i64::from(s.max_retries).into(),
-                    s.environment.as_str().into(),
-                    s.overlap_policy.as_str().into(),
-                    s.catch_up.as_str().into(),
-                    tags_json(&s.tags).into(),
-                    job.paused.into(),
-                    job.next_run_at.map(ms).into(),
-                    ms(job.created_at).into(),
-                    ms(job.updated_at).into(),
-                ],
-            )
-            .await?;
+        let mut args = spec_args(&job);
+        args.extend([
+            job.paused.into(),
+            job.next_run_at.map(ms).into(),
+            ms(job.created_at).into(),
+            ms(job.updated_at).into(),
+        ]);
+        self.writer().execute(sql, &args).await?;
         self.signals.schedule_changed();
         Ok(job)
     }
@@ -224,31 +231,12 @@ impl Store {
             job.next_run_at = job.spec.schedule.next_after(now);
         }
         job.updated_at = now;
-        let s = &job.spec;
         let sql = "UPDATE scheduled_jobs SET name = $2, schedule = $3, timezone = $4, target = $5, \
                    timeout_seconds = $6, max_retries = $7, environment = $8, overlap_policy = $9, \
                    catch_up = $10, tags = $11, next_fire_at = $12, updated_at = $13 WHERE id = $1";
-        let done = self
-            .writer()
-            .execute(
-                sql,
-                &[
-                    job.id.as_str().into(),
-                    s.name.as_str().into(),
-                    s.schedule.expr().into(),
-                    s.schedule.timezone().into(),
-                    target_json(&s.target).into(),
-                    i64::from(s.timeout_seconds).into(),
-                    i64::from(s.max_retries).into(),
-                    s.environment.as_str().into(),
-                    s.overlap_policy.as_str().into(),
-                    s.catch_up.as_str().into(),
-                    tags_json(&s.tags).into(),
-                    job.next_run_at.map(ms).into(),
-                    ms(job.updated_at).into(),
-                ],
-            )
-            .await?;
+        let mut args = spec_args(&job);
+        args.extend([job.next_run_at.map(ms).into(), ms(job.updated_at).into()]);
+        let done = self.writer().execute(sql, &args).await?;
         if done == 0 {
             return Err(JobError::NotFound);
         }
