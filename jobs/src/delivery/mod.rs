@@ -16,7 +16,9 @@
 //!
 //! # Layout
 //! - `signer`: `X-CronFlow-Signature` and Standard Webhooks signatures, and verifiers.
-//! - this file: the attempt.
+//! - this file: the delivery task handler (`handle_delivery`, wired by `crate::workers`)
+//!   and the attempt. What does not live here: the retry policy (`domain::DeliveryPolicy`)
+//!   and the SQL of recording attempts (`store`).
 
 pub mod signer;
 

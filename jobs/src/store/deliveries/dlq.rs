@@ -102,6 +102,18 @@ struct AttemptRow {
     response_excerpt: Option<String>,
 }
 
+/// A page of deliveries from `rows` (the page's limit and one more, to tell whether
+/// another page follows).
+fn delivery_page(rows: Vec<DeliveryRow>, page: &PageRequest) -> Result<Page<Delivery>, StoreError> {
+    let items = rows
+        .into_iter()
+        .map(Delivery::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Page::from_rows(items, page.limit, |d| {
+        Cursor::after(d.created_at, d.id.as_str())
+    }))
+}
+
 /// Dead deliveries replayed at most per call.
 const REPLAY_LIMIT: i64 = 10_000;
 
@@ -174,13 +186,7 @@ impl Store {
                 &args,
             )
             .await?;
-        let items = rows
-            .into_iter()
-            .map(Delivery::try_from)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_rows(items, page.limit, |d| {
-            Cursor::after(d.created_at, d.id.as_str())
-        }))
+        delivery_page(rows, page)
     }
 
     /// Up to `limit` export rows (one per attempt, oldest delivery first) after `after`.
@@ -233,13 +239,7 @@ impl Store {
                 ],
             )
             .await?;
-        let items = rows
-            .into_iter()
-            .map(Delivery::try_from)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Page::from_rows(items, page.limit, |d| {
-            Cursor::after(d.created_at, d.id.as_str())
-        }))
+        delivery_page(rows, page)
     }
 
     /// Replays dead deliveries matching `filter` (or the one `only`; at most
