@@ -218,12 +218,18 @@ impl Exec<'_> {
 
     /// Runs a built statement; returns how many rows it changed.
     pub(crate) async fn run(self, statement: Statement<'_>) -> Result<u64, sqlx::Error> {
-        self.execute(statement.sql, &statement.args).await
+        let sql = statement.render(self.is_sqlite());
+        self.execute(sql, &statement.args).await
     }
 
     /// Every row a built statement returns.
     pub(crate) async fn fetch_built<R: Row>(self, statement: Statement<'_>) -> Result<Vec<R>, sqlx::Error> {
-        self.fetch_all(statement.sql, &statement.args).await
+        let sql = statement.render(self.is_sqlite());
+        self.fetch_all(sql, &statement.args).await
+    }
+
+    fn is_sqlite(&self) -> bool {
+        matches!(self, Exec::SqlitePool(_) | Exec::SqliteConn(_))
     }
 }
 
@@ -264,8 +270,14 @@ where
     Ok(sqlx::query_as_with(sql, bind_all::<A>(args)?))
 }
 
-/// A statement assembled from text and parameters: `$n` placeholders are numbered as
-/// values are bound. Replaces sqlx's `QueryBuilder`, whose type is per backend.
+/// Marks a bound parameter's place in a [`Statement`] until it is rendered.
+const PLACEHOLDER: char = '\u{1}';
+
+/// A statement assembled from text and parameters. Replaces sqlx's `QueryBuilder`,
+/// whose type is per backend. Placeholders are written when the statement runs, in the
+/// form each database binds fastest: Postgres's `$1, $2, …`; SQLite's anonymous `?`,
+/// because SQLite looks a numbered parameter's name up by a linear scan on every bind,
+/// which is quadratic in a multi-row statement's thousands of parameters.
 #[derive(Debug, Clone)]
 pub(crate) struct Statement<'a> {
     sql: String,
@@ -281,6 +293,24 @@ impl<'a> Statement<'a> {
         }
     }
 
+    /// The statement's text for SQLite (`?` placeholders) or Postgres (`$n`).
+    fn render(&self, sqlite: bool) -> String {
+        let mut out = String::with_capacity(self.sql.len() + 4 * self.args.len());
+        let mut n = 0;
+        for c in self.sql.chars() {
+            if c != PLACEHOLDER {
+                out.push(c);
+            } else if sqlite {
+                out.push('?');
+            } else {
+                n += 1;
+                out.push('$');
+                out.push_str(&n.to_string());
+            }
+        }
+        out
+    }
+
     /// Appends text.
     pub(crate) fn push(&mut self, sql: &str) -> &mut Self {
         self.sql.push_str(sql);
@@ -290,8 +320,7 @@ impl<'a> Statement<'a> {
     /// Appends a placeholder bound to `arg`.
     pub(crate) fn bind(&mut self, arg: impl Into<Arg<'a>>) -> &mut Self {
         self.args.push(arg.into());
-        self.sql.push('$');
-        self.sql.push_str(&self.args.len().to_string());
+        self.sql.push(PLACEHOLDER);
         self
     }
 
@@ -506,8 +535,12 @@ mod tests {
         });
         s.push(" WHERE id IN ").list(["p", "q"]);
         assert_eq!(
-            s.sql,
+            s.render(false),
             "INSERT INTO t (a, b) VALUES ($1, 'x'), ($2, 'x') WHERE id IN ($3, $4)"
+        );
+        assert_eq!(
+            s.render(true),
+            "INSERT INTO t (a, b) VALUES (?, 'x'), (?, 'x') WHERE id IN (?, ?)"
         );
         assert_eq!(s.args.len(), 4);
     }
