@@ -1,8 +1,7 @@
 //! Gathering the database work of concurrent tasks (delivery attempts, runs) into batches.
 //!
 //! Each attempt or run is its own apalis task, but a database commit per task would cap
-//! CronFlow near the database's commit rate (about 2,000 a second on Postgres here; see
-//! `research/limits.md`). So a task hands its reads and writes to a [`Batcher`]: a
+//! CronFlow at the database's commit rate. So a task hands its reads and writes to a [`Batcher`]: a
 //! background loop takes every request waiting at that moment (up to a maximum), serves
 //! them with one call (one query, or one transaction), and answers each caller. Nothing
 //! waits on a timer: under light load a batch holds one request and costs what a direct

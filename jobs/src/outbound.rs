@@ -1,4 +1,4 @@
-//! Outbound HTTP for HTTP-target jobs (and, later, webhooks): one reqwest client that
+//! Outbound HTTP for HTTP-target jobs and webhook deliveries: one reqwest client that
 //! never follows redirects and, unless the operator allows private targets, refuses to
 //! connect to loopback, private, link-local, CGNAT, multicast, unspecified or metadata
 //! addresses (including IPv4-mapped, NAT64 and 6to4 forms of them).

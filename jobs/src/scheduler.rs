@@ -10,9 +10,10 @@
 //!
 //! Jobs with overlap `allow` are fired [`LOOKAHEAD`] ahead of their slots
 //! ([`Store::fire_due_ahead`]): their runs and queue tasks already exist when the slot
-//! comes, and this process's worker is woken at that instant (on Postgres 50 ms before
-//! it, the worker holding each task until its slot: `store::dialect::postgres::RUN_LEAD`),
-//! so a run starts within milliseconds of its slot even when many fall due together. Consequently a change to
+//! comes, and this process's worker is woken at that instant (on Postgres a little before
+//! it, the worker holding each task until its slot: see the store's queue room), so a run
+//! starts within milliseconds of its slot even when many fall due together. Consequently
+//! a change to
 //! such a job (pause, new schedule, delete) applies to slots more than [`LOOKAHEAD`]
 //! away; runs already created for nearer slots still run (those of a deleted job
 //! do not). With an injected clock (tests) nothing is fired ahead.
@@ -33,7 +34,7 @@ const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Runs scheduler passes until `shutdown` is cancelled.
 pub async fn run_scheduler_until_stopped(store: Store, clock: Arc<dyn Clock>, shutdown: CancellationToken) {
-    let changed = store.schedule_changed();
+    let changed = store.signals().schedule();
     let lookahead = if clock.is_wall_clock() {
         chrono::Duration::from_std(LOOKAHEAD).unwrap_or_default()
     } else {

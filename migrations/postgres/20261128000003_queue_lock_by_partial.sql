@@ -1,5 +1,5 @@
--- CronFlow deletes a delivery task's row when its attempt is stored (`jobs/src/queue.rs`,
--- `TaskEnd::Done`), so every task row is now written twice (pushed, fetched) instead of
+-- CronFlow deletes a delivery task's row when its attempt is stored
+-- (`jobs/src/store/queue`, `TaskEnd::Done`), so every task row is now written twice (pushed, fetched) instead of
 -- three times. apalis's index on `lock_by` still took an entry for every pushed task
 -- (a NULL) and every fetched one. Only tasks a worker holds have a `lock_by` that any
 -- apalis query looks up (orphan recovery and the shutdown re-queue filter on exactly

@@ -2,8 +2,7 @@
 -- `status` was in the predicates of the DLQ and retrying indexes, no such update could
 -- be a HOT update (heap-only tuple: the new row version on the same page, and no index
 -- touched): each one wrote a new entry into every index of the table (its key, the
--- (event, subscription) pair, the creation order). Measured with the delivery benchmark,
--- alternated with the previous build: about 6 % more deliveries a second.
+-- (event, subscription) pair, the creation order), which the delivery benchmark felt.
 --
 -- The two partial indexes now name columns that a first attempt's update leaves as they
 -- were: `dead_at` (new: when the delivery went dead, NULL unless it is dead) and
@@ -21,8 +20,8 @@ CREATE INDEX deliveries_retrying ON deliveries (id) WHERE next_attempt_at IS NOT
 
 -- A HOT update needs room on the row's own page. Rows are appended, and most are
 -- updated once, soon after; pages filled to the brim would leave none. Half of each
--- page is kept for that: in the benchmark's backlogs 97 % of the updates were HOT, and
--- 46 % with 30 % kept free. Applies to pages written from now on.
+-- page is kept for that: with less kept free, far fewer of the updates in the
+-- benchmark's backlogs were HOT. Applies to pages written from now on.
 ALTER TABLE deliveries SET (fillfactor = 50);
 
 -- apalis's unique index on a task's idempotency key took an entry for every task, though

@@ -6,6 +6,6 @@
 --   idx_jobs_job_type_status_run_at: every query that filters on status is served by
 --     idx_jobs_status_run_at (orphan recovery, the queue-depth gauge) or by the partial
 --     indexes (fetch, retention's idx_jobs_completed_done_at).
--- Checked with EXPLAIN QUERY PLAN on a table of 40,000 tasks, without statistics.
+-- Checked with EXPLAIN QUERY PLAN on a large table of tasks, without statistics.
 DROP INDEX IF EXISTS idx_jobs_claimable;
 DROP INDEX IF EXISTS idx_jobs_job_type_status_run_at;

@@ -1,7 +1,7 @@
 -- Every task row is written three times (pushed, fetched, then deleted or acknowledged),
--- and apalis-sqlite's index on (status, run_at) changes at each: measured at a 20,000
--- task backlog, it was a quarter of the time of apalis's fetch (30 -> 22 us a task),
--- the largest statement on SQLite's one writing connection.
+-- and apalis-sqlite's index on (status, run_at) changes at each: with a backlog of
+-- tasks it was a large share of the time of apalis's fetch, the largest statement on
+-- SQLite's one writing connection.
 -- Its users take other indexes:
 --   * orphan recovery (tasks `Queued` or `Running` whose worker stopped beating) looks
 --     its tasks up by `lock_by` in the partial index below, which holds only the tasks

@@ -15,6 +15,7 @@ mod audit;
 mod auth;
 mod binary;
 mod clients;
+mod dlq_queue;
 mod event_schemas;
 mod jobs;
 mod logs;

@@ -62,3 +62,36 @@ async fn postgres_notifies_each_queue_once_per_inserting_statement() {
     pool.close().await;
     db.drop_database().await;
 }
+
+/// The columns of apalis's task table that CronFlow's own queue SQL (its push, its
+/// acknowledgement, the DLQ operations) names, with the types it relies on, are those
+/// apalis's migrations create: an apalis upgrade that renames, drops or retypes one
+/// fails here rather than in production.
+async fn apalis_task_table_has_the_columns_cronflow_writes(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = Store::connect(&db.url).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    store.close().await;
+    let sql = match backend {
+        Backend::Sqlite => "SELECT name || ' ' || type FROM pragma_table_info('Jobs')",
+        Backend::Postgres => {
+            "SELECT column_name || ' ' || data_type FROM information_schema.columns \
+             WHERE table_schema = 'apalis' AND table_name = 'jobs'"
+        }
+    };
+    let found = db.query_strings(sql).await;
+    for (column, sqlite_type, pg_type) in cronflow_jobs::store::APALIS_COLUMNS_RELIED_ON {
+        let ty = match backend {
+            Backend::Sqlite => sqlite_type,
+            Backend::Postgres => pg_type,
+        };
+        let wanted = format!("{column} {ty}");
+        assert!(
+            found.contains(&wanted),
+            "apalis's table lacks `{wanted}`: {found:?}"
+        );
+    }
+    db.drop_database().await;
+}
+
+crate::on_both_backends!(apalis_task_table_has_the_columns_cronflow_writes);

@@ -76,12 +76,18 @@ async fn three_schedulers_on_one_postgres_fire_every_slot_exactly_once() {
             r.expect("a scheduler pass succeeds while others run");
         }
     }
+    // The application's own scheduler passes run beside these three (on the same clock):
+    // one may hold a job's last slot, skipped by the others, until it commits.
+    let want: Vec<_> = (1..=ticks).map(|t| start + Duration::seconds(t)).collect();
     for job_id in &job_ids {
-        let runs = runs_of(&app, job_id).await;
-        let got = slots(&runs);
-        let want: Vec<_> = (1..=ticks).map(|t| start + Duration::seconds(t)).collect();
+        let runs = eventually(30, "every slot fired", || async {
+            let runs = runs_of(&app, job_id).await;
+            (slots(&runs).len() >= want.len()).then_some(runs)
+        })
+        .await;
         assert_eq!(
-            got, want,
+            slots(&runs),
+            want,
             "job {job_id}: one run per slot, none missing, none twice"
         );
         assert!(runs.iter().all(|r| r["origin"] == "schedule"));

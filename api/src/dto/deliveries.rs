@@ -98,10 +98,10 @@ impl DeliveryOut {
     ) -> Self {
         DeliveryOut {
             id: d.id.to_string(),
-            event_id: d.event_id,
-            webhook_id: d.webhook_id,
+            event_id: d.event_id.to_string(),
+            webhook_id: d.webhook_id.to_string(),
             event_type: d.event_type,
-            job_id: d.job_id,
+            job_id: d.job_id.map(|j| j.to_string()),
             status: d.status.into(),
             attempts: d.attempts,
             next_attempt_at: d.next_attempt_at,

@@ -16,18 +16,24 @@
 //!
 //! # Layout
 //! - `signer`: `X-CronFlow-Signature` and Standard Webhooks signatures, and verifiers.
-//! - this file: the attempt.
+//! - this file: the delivery task handler (`handle_delivery`, wired by `crate::workers`)
+//!   and the attempt. What does not live here: the retry policy (`domain::DeliveryPolicy`)
+//!   and the SQL of recording attempts (`store`).
 
 pub mod signer;
 
 use crate::batch::{BatchError, Batcher};
+use crate::drain::{Drain, on_own_task};
+use crate::queue::{DELIVERY_QUEUE, DeliveryTask};
 use crate::{
     Clock, Store, StoreError,
     domain::DeliveryId,
+    domain::{AttemptOutcome, DeliveryPolicy, DeliveryStatus},
     metrics::Metrics,
     outbound,
-    store::{AttemptOutcome, AttemptRecord, DeliveryPolicy, DeliveryStatus, DeliveryWork, Unattempted},
+    store::{AttemptRecord, DeliveryLoad, DeliveryWork, Unattempted},
 };
+use apalis::prelude::{BoxDynError, Data, TaskId, WorkerContext};
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -49,10 +55,8 @@ const SATURATED_WAIT: Duration = Duration::from_millis(250);
 /// database. One, even on Postgres, where runs use two (`Store::write_lanes`): during a
 /// backlog the machine's CPU is the limit, and a second lane only split the same work
 /// into smaller batches, each paying its own round trips and commit, and made the two
-/// wait for each other on the audit log's counter. Measured with the delivery benchmark
-/// on Postgres, 3 runs alternated with two lanes: 9,580–9,980 deliveries/s against
-/// 8,600–9,000 to one endpoint, 9,110–10,060 against 8,740–8,960 fanned out, and the
-/// p99 at 1,000 events/s 13–16 ms against 22–39 ms.
+/// wait for each other on the audit log's counter: with the delivery benchmark on
+/// Postgres, one lane delivered more per second, and with a lower p99, than two.
 const DELIVERY_LANES: usize = 1;
 
 /// How deliveries behave.
@@ -94,7 +98,7 @@ pub(crate) struct DeliveryContext {
     pub(crate) config: Arc<DeliveryConfig>,
     pub(crate) http: reqwest::Client,
     slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
-    loader: Batcher<DeliveryId, Option<DeliveryWork>>,
+    loader: Batcher<DeliveryId, DeliveryLoad>,
     recorder: Batcher<Arc<AttemptRecord>, DeliveryStatus>,
     finisher: Batcher<Unattempted, ()>,
 }
@@ -177,11 +181,7 @@ pub(crate) enum AttemptError {
 
 /// Runs queue task `task_id`, which names delivery `delivery_id`: one attempt of it. A
 /// task naming no valid delivery is logged and acknowledged without an attempt.
-pub(crate) async fn attempt_task(
-    ctx: &DeliveryContext,
-    delivery_id: &str,
-    task_id: String,
-) -> Result<(), AttemptError> {
+async fn attempt_task(ctx: &DeliveryContext, delivery_id: &str, task_id: String) -> Result<(), AttemptError> {
     match DeliveryId::parse(delivery_id) {
         Some(id) => attempt_delivery(ctx, &id, task_id).await,
         None => {
@@ -189,6 +189,7 @@ pub(crate) async fn attempt_task(
             let dropped = Unattempted {
                 task_id,
                 again_at: None,
+                dead: None,
             };
             finish_unattempted(ctx, dropped).await
         }
@@ -202,12 +203,24 @@ async fn attempt_delivery(
     id: &DeliveryId,
     task_id: String,
 ) -> Result<(), AttemptError> {
-    let Some(work) = stored(|| ctx.loader.call(id.clone())).await? else {
-        let unattempted = Unattempted {
-            task_id,
-            again_at: None,
-        };
-        return finish_unattempted(ctx, unattempted).await;
+    let work = match stored(|| ctx.loader.call(id.clone())).await? {
+        DeliveryLoad::Attempt(work) => *work,
+        DeliveryLoad::Dead => {
+            let died = Unattempted {
+                task_id,
+                again_at: None,
+                dead: Some(id.clone()),
+            };
+            return finish_unattempted(ctx, died).await;
+        }
+        DeliveryLoad::Nothing => {
+            let unattempted = Unattempted {
+                task_id,
+                again_at: None,
+                dead: None,
+            };
+            return finish_unattempted(ctx, unattempted).await;
+        }
     };
     let slots = ctx.slots_for(work.webhook.id.as_str());
     let Ok(Ok(permit)) = tokio::time::timeout(SATURATED_WAIT, slots.acquire()).await else {
@@ -215,6 +228,7 @@ async fn attempt_delivery(
         let unattempted = Unattempted {
             task_id,
             again_at: Some((id.clone(), later)),
+            dead: None,
         };
         return finish_unattempted(ctx, unattempted).await;
     };
@@ -249,6 +263,25 @@ async fn finish_unattempted(ctx: &DeliveryContext, task: Unattempted) -> Result<
     Ok(())
 }
 
+/// One delivery task: one attempt. The task is acknowledged by the attempt's own
+/// transaction, not by apalis.
+pub(crate) async fn handle_delivery(
+    task: DeliveryTask,
+    ctx: Data<Arc<DeliveryContext>>,
+    drain: Data<Drain>,
+    worker: WorkerContext,
+    task_id: TaskId,
+) -> Result<(), BoxDynError> {
+    let task_id = task_id.to_string();
+    let Some(_started) = drain.admit_or_park(DELIVERY_QUEUE, &worker, &task_id).await else {
+        return Ok(());
+    };
+    let ctx = Arc::clone(&ctx);
+    on_own_task(async move { attempt_task(&ctx, &task.delivery_id, task_id).await })
+        .await
+        .map_err(|e| Box::new(e) as BoxDynError)
+}
+
 /// The first wait of [`stored`] after a failed call; each further wait doubles, up to
 /// [`STORE_RETRY_MAX`].
 const STORE_RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -278,7 +311,7 @@ where
     }
 }
 
-async fn send(ctx: &DeliveryContext, work: &crate::store::DeliveryWork) -> AttemptOutcome {
+async fn send(ctx: &DeliveryContext, work: &DeliveryWork) -> AttemptOutcome {
     let now = ctx.clock.now();
     let started = Instant::now();
     let elapsed = || i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);

@@ -2,8 +2,8 @@
 //!
 //! Two signatures travel on every request:
 //! - `X-CronFlow-Signature: sha256=<hex HMAC-SHA256 of the raw body>`, keyed with the
-//!   whole secret string's UTF-8 bytes (`whsec_` prefix included): the product page's
-//!   recipe. During a rotation, one comma-separated entry per active secret.
+//!   whole secret string's UTF-8 bytes (`whsec_` prefix included). During a rotation, one comma-separated entry per
+//!   active secret.
 //! - Standard Webhooks: `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`,
 //!   keyed with the base64-decoded part of a `whsec_` secret (a secret not in that form:
 //!   its UTF-8 bytes); space-separated entries during a rotation. `webhook-id` is the

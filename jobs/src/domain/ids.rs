@@ -5,8 +5,7 @@
 //! digits, so ids of one kind sort by creation) followed by 10 random characters. Time
 //! order matters to the database: rows and index entries of new objects are appended
 //! at the end of their B-trees instead of landing on a random page each, so a batch of
-//! inserts dirties (and commits) a few pages rather than one per row (measured on
-//! SQLite: see the README's benchmark notes). Ids made before this scheme (12 random
+//! inserts dirties (and commits) a few pages rather than one per row. Ids made before this scheme (12 random
 //! characters) still parse and name their objects.
 
 use rand::Rng;
@@ -83,7 +82,7 @@ macro_rules! prefixed_id {
 }
 
 prefixed_id!(
-    /// A job (`wf_…`, "workflow" as on the product page).
+    /// A job (`wf_…`, for "workflow").
     JobId, "wf_"
 );
 prefixed_id!(

@@ -15,7 +15,7 @@ const MAX_TIMEOUT_SECONDS: u32 = 7 * 24 * 3600;
 /// Most retries of one run.
 const MAX_RETRIES: u32 = 100;
 
-/// The default timeout of a run, in seconds (the product page's 300 s).
+/// The default timeout of a run, in seconds (five minutes).
 pub const DEFAULT_TIMEOUT_SECONDS: u32 = 300;
 
 /// Declares an enum stored and serialised as fixed lowercase text.

@@ -1,10 +1,14 @@
 //! Domain types: parsed once at the edge, trusted everywhere after.
 //!
 //! Each type has a private representation and a fallible `parse` (or `TryFrom`), so a
-//! value of the type is valid by construction.
+//! value of the type is valid by construction. The policies live here too, as pure
+//! functions the store and workers call: which slots fire and how runs are retried
+//! (`firing`), and when a delivery is retried or dead (`delivery`).
 
 pub mod api_key;
+pub mod delivery;
 pub mod event;
+pub mod firing;
 pub mod ids;
 pub mod job;
 pub mod page;
@@ -14,6 +18,9 @@ pub mod target;
 pub mod webhook;
 
 pub use api_key::{ApiKey, NewApiKey, Scope};
+pub use delivery::{
+    Attempt, AttemptDecision, AttemptOutcome, Delivery, DeliveryPolicy, DeliveryStatus, MAX_RETRY_AFTER,
+};
 pub use event::EventType;
 pub use ids::{ApiKeyId, DeliveryId, EventId, JobId, RunId, WebhookId};
 pub use job::{CatchUpPolicy, Environment, Job, JobPatch, JobSpec, OverlapPolicy};

@@ -19,7 +19,7 @@
 //! - `command`: running a command in its own process group, with timeout and output capture.
 //! - `output`: the bounded head-and-tail output buffer.
 //! - this file: the task handler and target execution (the apalis wiring is in
-//!   `crate::workers`).
+//!   `crate::workers`, the graceful stop every handler goes through in `crate::drain`).
 
 pub mod command;
 pub mod output;
@@ -28,6 +28,7 @@ use crate::{
     Clock, Store, StoreError,
     batch::{BatchError, Batcher},
     domain::{HttpMethod, Job, Run, RunId, RunState, Target},
+    drain::{Drain, on_own_task},
     metrics::Metrics,
     outbound,
     queue::RunTask,
@@ -42,8 +43,9 @@ use tokio_util::sync::CancellationToken;
 /// How often a running run checks whether a user asked to cancel it.
 const CANCEL_POLL: Duration = Duration::from_millis(250);
 /// The longest a handler holds a task queued ahead of its slot ([`RunTask::start_at`]).
-/// The lead is 50 ms; a longer wait means this host's clock is behind the database's,
-/// and the run then starts early rather than holding a worker slot indefinitely.
+/// The lead is a small fraction of this; a longer wait means this host's clock is behind
+/// the database's, and the run then starts early rather than holding a worker slot
+/// indefinitely.
 const MAX_HOLD: Duration = Duration::from_secs(1);
 
 /// How the worker behaves.
@@ -179,7 +181,7 @@ enum RunTaskError {
 pub(crate) async fn handle_task(
     task: RunTask,
     ctx: Data<RunnerContext>,
-    drain: Data<crate::workers::Drain>,
+    drain: Data<Drain>,
     worker: WorkerContext,
     task_id: TaskId,
 ) -> Result<(), BoxDynError> {
@@ -195,9 +197,9 @@ pub(crate) async fn handle_task(
         return Ok(());
     };
     if let Some(slot) = task.start_at {
-        // Queued to become due just before its slot: wait for it (wall-clock time, which
-        // is what the queue's due times are compared with).
-        if let Ok(wait) = (slot - chrono::Utc::now()).to_std() {
+        // Queued to become due just before its slot: wait for it (only done with the
+        // wall clock, which is what the queue's due times are compared with).
+        if let Ok(wait) = (slot - ctx.clock.now()).to_std() {
             tokio::time::sleep(wait.min(MAX_HOLD)).await;
         }
     }
@@ -211,14 +213,14 @@ impl RunnerContext {
     /// Starts the run from apalis's worker task, so that the runs of one slot join one
     /// start batch (spawned first, they reached it over several batches, and the last
     /// started later); then runs and finishes it on a task of its own
-    /// ([`on_own_task`](crate::workers::on_own_task)), so that runs use every core.
+    /// ([`on_own_task`]), so that runs use every core.
     async fn execute(&self, run_id: &RunId) -> Result<(), RunTaskError> {
         match self.starter.call(run_id.clone()).await? {
             StartOutcome::Nothing => Ok(()),
             StartOutcome::Orphaned(run) => self.recover(&run).await,
             StartOutcome::Start(started) => {
                 let ctx = self.clone();
-                crate::workers::on_own_task(async move { ctx.run_started(*started).await }).await
+                on_own_task(async move { ctx.run_started(*started).await }).await
             }
         }
     }

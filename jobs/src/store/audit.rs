@@ -1,7 +1,10 @@
 //! The audit log: append-only entries with a gapless, commit-ordered sequence number, so
 //! a SIEM reading with a cursor never skips or repeats an entry.
 
-use super::{Store, with_pool};
+use super::{
+    Store,
+    db::{Statement, Tx},
+};
 use crate::StoreError;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -60,42 +63,47 @@ pub struct NewAuditEntry<'a> {
     pub detail: Value,
 }
 
-/// Appends the entries of the slice `$entries` inside transaction `$tx`, taking their
-/// sequence numbers with one counter update and writing them with multi-row inserts.
-macro_rules! append_audit_batch {
-    ($tx:expr, $entries:expr, $now:expr) => {{
-        let entries: &[$crate::store::audit::NewAuditEntry<'_>] = $entries;
-        if !entries.is_empty() {
-            let n = i64::try_from(entries.len()).unwrap_or(i64::MAX);
-            let last: i64 =
-                sqlx::query_scalar("UPDATE audit_counter SET last = last + $1 WHERE id = 1 RETURNING last")
-                    .bind(n)
-                    .fetch_one(&mut *$tx)
-                    .await?;
-            let at = $now.timestamp_millis();
-            for (c, chunk) in entries.chunks(1000).enumerate() {
-                let first = last - n + 1 + i64::try_from(c * 1000).unwrap_or(0);
-                let mut b = sqlx::QueryBuilder::new(
-                    "INSERT INTO audit_log (seq, at, actor, action, object_type, object_id, source, detail) ",
-                );
-                let mut seq = first;
-                b.push_values(chunk, |mut row, e| {
-                    row.push_bind(seq)
-                        .push_bind(at)
-                        .push_bind(e.actor)
-                        .push_bind(e.action)
-                        .push_bind(e.object_type)
-                        .push_bind(e.object_id)
-                        .push_bind(e.source)
-                        .push_bind(e.detail.to_string());
-                    seq += 1;
-                });
-                b.build().execute(&mut *$tx).await?;
-            }
-        }
-    }};
+/// Audit entries per multi-row INSERT (8 parameters each).
+const ROWS: usize = 1000;
+
+/// Appends `entries` inside `tx`, taking their sequence numbers with one counter update
+/// and writing them with multi-row inserts.
+pub(crate) async fn append_audit_batch(
+    tx: &mut Tx,
+    entries: &[NewAuditEntry<'_>],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let n = i64::try_from(entries.len()).unwrap_or(i64::MAX);
+    let (last,): (i64,) = tx
+        .fetch_one(
+            "UPDATE audit_counter SET last = last + $1 WHERE id = 1 RETURNING last",
+            &[n.into()],
+        )
+        .await?;
+    let at = now.timestamp_millis();
+    let mut seq = last - n;
+    for chunk in entries.chunks(ROWS) {
+        let mut s = Statement::new(
+            "INSERT INTO audit_log (seq, at, actor, action, object_type, object_id, source, detail) ",
+        );
+        s.values(chunk, |row, e| {
+            seq += 1;
+            row.bind(seq)
+                .bind(at)
+                .bind(e.actor)
+                .bind(e.action)
+                .bind(e.object_type)
+                .bind(e.object_id)
+                .bind(e.source)
+                .bind(e.detail.to_string());
+        });
+        tx.run(s).await?;
+    }
+    Ok(())
 }
-pub(crate) use append_audit_batch;
 
 impl Store {
     /// Appends one entry (in its own transaction).
@@ -104,21 +112,22 @@ impl Store {
         entry: &NewAuditEntry<'_>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        super::with_tx!(self, tx, q => {
-            append_audit_batch!(tx, std::slice::from_ref(entry), now);
-        });
+        let mut tx = self.begin().await?;
+        append_audit_batch(&mut tx, std::slice::from_ref(entry), now).await?;
+        tx.commit().await?;
         Ok(())
     }
 
     /// Up to `limit` entries after `after` (a seq), in order.
     pub async fn read_audit(&self, after: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = with_pool!(self, pool => sqlx::query_as(
-            "SELECT seq, at, actor, action, object_type, object_id, source, detail FROM audit_log \
-             WHERE seq > $1 ORDER BY seq LIMIT $2")
-            .bind(after)
-            .bind(limit)
-            .fetch_all(pool)
-            .await)?;
+        let rows = self
+            .reader()
+            .fetch_all(
+                "SELECT seq, at, actor, action, object_type, object_id, source, detail FROM audit_log \
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[after.into(), limit.into()],
+            )
+            .await?;
         Ok(rows)
     }
 }

@@ -3,7 +3,10 @@
 //! `next_fire_at` is the scheduler's source of truth: it is set here when a job is
 //! created, resumed or rescheduled, and cleared while the job is paused.
 
-use super::{Store, with_pool, with_writer};
+use super::{
+    Store,
+    db::{Arg, Statement},
+};
 use crate::domain::{
     CatchUpPolicy, Cursor, Environment, Job, JobId, JobPatch, JobSpec, OverlapPolicy, Page, PageRequest,
     Schedule, Target,
@@ -111,6 +114,25 @@ fn tags_json(t: &Tags) -> String {
     serde_json::to_string(t.as_slice()).unwrap_or_default()
 }
 
+/// The job's id and definition, as `$1`–`$11` of its INSERT and UPDATE (the columns of
+/// [`JobRow`] from `id` to `tags`).
+fn spec_args(job: &Job) -> Vec<Arg<'_>> {
+    let s = &job.spec;
+    vec![
+        job.id.as_str().into(),
+        s.name.as_str().into(),
+        s.schedule.expr().into(),
+        s.schedule.timezone().into(),
+        target_json(&s.target).into(),
+        i64::from(s.timeout_seconds).into(),
+        i64::from(s.max_retries).into(),
+        s.environment.as_str().into(),
+        s.overlap_policy.as_str().into(),
+        s.catch_up.as_str().into(),
+        tags_json(&s.tags).into(),
+    ]
+}
+
 impl Store {
     /// Stores a new job; it fires first at the schedule's next time after `now`.
     pub async fn create_job(&self, spec: JobSpec, now: DateTime<Utc>) -> Result<Job, StoreError> {
@@ -122,40 +144,28 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
-        let s = &job.spec;
         let sql = concat!(
             "INSERT INTO scheduled_jobs (",
             columns!(),
             ") ",
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         );
-        with_writer!(self, pool => sqlx::query(sql)
-            .bind(job.id.as_str())
-            .bind(s.name.as_str())
-            .bind(s.schedule.expr())
-            .bind(s.schedule.timezone())
-            .bind(target_json(&s.target))
-            .bind(i64::from(s.timeout_seconds))
-            .bind(i64::from(s.max_retries))
-            .bind(s.environment.as_str())
-            .bind(s.overlap_policy.as_str())
-            .bind(s.catch_up.as_str())
-            .bind(tags_json(&s.tags))
-            .bind(job.paused)
-            .bind(job.next_run_at.map(ms))
-            .bind(ms(job.created_at))
-            .bind(ms(job.updated_at))
-            .execute(pool)
-            .await.map(|_| ()))?;
-        self.schedule_changed.notify_one();
+        let mut args = spec_args(&job);
+        args.extend([
+            job.paused.into(),
+            job.next_run_at.map(ms).into(),
+            ms(job.created_at).into(),
+            ms(job.updated_at).into(),
+        ]);
+        self.writer().execute(sql, &args).await?;
+        self.signals.schedule_changed();
         Ok(job)
     }
 
     /// The job with this id, if any.
     pub async fn get_job(&self, id: &JobId) -> Result<Option<Job>, StoreError> {
         let sql = concat!("SELECT ", columns!(), " FROM scheduled_jobs WHERE id = $1");
-        let row: Option<JobRow> =
-            with_pool!(self, pool => sqlx::query_as(sql).bind(id.as_str()).fetch_optional(pool).await)?;
+        let row: Option<JobRow> = self.reader().fetch_optional(sql, &[id.as_str().into()]).await?;
         row.map(Job::try_from).transpose()
     }
 
@@ -167,13 +177,13 @@ impl Store {
         if run_ids.is_empty() {
             return Ok(std::collections::HashMap::new());
         }
-        let rows: Vec<JobRow> = with_pool!(self, pool => {
-            let mut b = sqlx::QueryBuilder::new(concat!(
-                "SELECT ", columns!(), " FROM scheduled_jobs WHERE id IN (SELECT job_id FROM runs WHERE id IN "));
-            super::push_list(&mut b, run_ids.iter().copied());
-            b.push(")");
-            b.build_query_as().fetch_all(pool).await
-        })?;
+        let mut s = Statement::new(concat!(
+            "SELECT ",
+            columns!(),
+            " FROM scheduled_jobs WHERE id IN (SELECT job_id FROM runs WHERE id IN "
+        ));
+        s.list(run_ids.iter().copied()).push(")");
+        let rows: Vec<JobRow> = self.reader().fetch_built(s).await?;
         rows.into_iter()
             .map(|r| Job::try_from(r).map(|j| (j.id.to_string(), j)))
             .collect()
@@ -191,12 +201,17 @@ impl Store {
             " FROM scheduled_jobs ",
             "WHERE created_at > $1 OR (created_at = $1 AND id > $2) ORDER BY created_at, id LIMIT $3"
         );
-        let rows: Vec<JobRow> = with_pool!(self, pool => sqlx::query_as(sql)
-            .bind(after_ms)
-            .bind(after_id)
-            .bind(i64::from(page.limit) + 1)
-            .fetch_all(pool)
-            .await)?;
+        let rows: Vec<JobRow> = self
+            .reader()
+            .fetch_all(
+                sql,
+                &[
+                    after_ms.into(),
+                    after_id.into(),
+                    (i64::from(page.limit) + 1).into(),
+                ],
+            )
+            .await?;
         let items = rows
             .into_iter()
             .map(Job::try_from)
@@ -216,30 +231,16 @@ impl Store {
             job.next_run_at = job.spec.schedule.next_after(now);
         }
         job.updated_at = now;
-        let s = &job.spec;
         let sql = "UPDATE scheduled_jobs SET name = $2, schedule = $3, timezone = $4, target = $5, \
                    timeout_seconds = $6, max_retries = $7, environment = $8, overlap_policy = $9, \
                    catch_up = $10, tags = $11, next_fire_at = $12, updated_at = $13 WHERE id = $1";
-        let done = with_writer!(self, pool => sqlx::query(sql)
-            .bind(job.id.as_str())
-            .bind(s.name.as_str())
-            .bind(s.schedule.expr())
-            .bind(s.schedule.timezone())
-            .bind(target_json(&s.target))
-            .bind(i64::from(s.timeout_seconds))
-            .bind(i64::from(s.max_retries))
-            .bind(s.environment.as_str())
-            .bind(s.overlap_policy.as_str())
-            .bind(s.catch_up.as_str())
-            .bind(tags_json(&s.tags))
-            .bind(job.next_run_at.map(ms))
-            .bind(ms(job.updated_at))
-            .execute(pool)
-            .await.map(|r| r.rows_affected()))?;
+        let mut args = spec_args(&job);
+        args.extend([job.next_run_at.map(ms).into(), ms(job.updated_at).into()]);
+        let done = self.writer().execute(sql, &args).await?;
         if done == 0 {
             return Err(JobError::NotFound);
         }
-        self.schedule_changed.notify_one();
+        self.signals.schedule_changed();
         Ok(job)
     }
 
@@ -264,26 +265,31 @@ impl Store {
         };
         job.updated_at = now;
         let sql = "UPDATE scheduled_jobs SET paused = $2, next_fire_at = $3, updated_at = $4 WHERE id = $1";
-        let done = with_writer!(self, pool => sqlx::query(sql)
-            .bind(job.id.as_str())
-            .bind(paused)
-            .bind(job.next_run_at.map(ms))
-            .bind(ms(now))
-            .execute(pool)
-            .await.map(|r| r.rows_affected()))?;
+        let done = self
+            .writer()
+            .execute(
+                sql,
+                &[
+                    job.id.as_str().into(),
+                    paused.into(),
+                    job.next_run_at.map(ms).into(),
+                    ms(now).into(),
+                ],
+            )
+            .await?;
         if done == 0 {
             return Err(JobError::NotFound);
         }
-        self.schedule_changed.notify_one();
+        self.signals.schedule_changed();
         Ok(job)
     }
 
     /// Deletes a job; `false` if there was none.
     pub async fn delete_job(&self, id: &JobId) -> Result<bool, StoreError> {
-        let n = with_writer!(self, pool => sqlx::query("DELETE FROM scheduled_jobs WHERE id = $1")
-            .bind(id.as_str())
-            .execute(pool)
-            .await.map(|r| r.rows_affected()))?;
+        let n = self
+            .writer()
+            .execute("DELETE FROM scheduled_jobs WHERE id = $1", &[id.as_str().into()])
+            .await?;
         Ok(n > 0)
     }
 }

@@ -1,6 +1,6 @@
 //! API keys: stored hashed, looked up by the id embedded in the token.
 
-use super::{Store, with_pool, with_writer};
+use super::Store;
 use crate::StoreError;
 use crate::domain::{
     ApiKey, ApiKeyId, Cursor, NewApiKey, Page, PageRequest, Scope,
@@ -34,23 +34,27 @@ impl Store {
     /// Stores a new key (its hash only).
     pub async fn insert_api_key(&self, new: &NewApiKey) -> Result<(), StoreError> {
         let k = &new.key;
-        with_writer!(self, pool => sqlx::query(
-            "INSERT INTO api_keys (id, name, scope, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(k.id.as_str())
-            .bind(&k.name)
-            .bind(k.scope.as_str())
-            .bind(&new.token_hash)
-            .bind(k.created_at.timestamp_millis())
-            .execute(pool)
-            .await.map(|_| ()))?;
+        self.writer()
+            .execute(
+                "INSERT INTO api_keys (id, name, scope, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    k.id.as_str().into(),
+                    (&k.name).into(),
+                    k.scope.as_str().into(),
+                    (&new.token_hash).into(),
+                    k.created_at.timestamp_millis().into(),
+                ],
+            )
+            .await?;
         Ok(())
     }
 
     /// Whether any key exists (the first start creates one if not).
     pub async fn has_api_keys(&self) -> Result<bool, StoreError> {
-        let n: i64 = with_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM api_keys")
-            .fetch_one(pool)
-            .await)?;
+        let (n,): (i64,) = self
+            .reader()
+            .fetch_one("SELECT COUNT(*) FROM api_keys", &[])
+            .await?;
         Ok(n > 0)
     }
 
@@ -60,22 +64,28 @@ impl Store {
         let Some(id) = key_id_of_token(token) else {
             return Ok(None);
         };
-        let row: Option<KeyRow> = with_pool!(self, pool => sqlx::query_as(
-            "SELECT id, name, scope, token_hash, created_at FROM api_keys WHERE id = $1")
-            .bind(id.as_str())
-            .fetch_optional(pool)
-            .await)?;
+        let row: Option<KeyRow> = self
+            .reader()
+            .fetch_optional(
+                "SELECT id, name, scope, token_hash, created_at FROM api_keys WHERE id = $1",
+                &[id.as_str().into()],
+            )
+            .await?;
         let Some(row) = row.filter(|r| token_matches(token, &r.token_hash)) else {
             return Ok(None);
         };
         // Best effort, and at most once a minute per key, to keep reads cheap.
-        let _ = with_writer!(self, pool => sqlx::query(
-            "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)")
-            .bind(id.as_str())
-            .bind(now.timestamp_millis())
-            .bind(now.timestamp_millis() - 60_000)
-            .execute(pool)
-            .await.map(|_| ()));
+        let _ = self
+            .writer()
+            .execute(
+                "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)",
+                &[
+                    id.as_str().into(),
+                    now.timestamp_millis().into(),
+                    (now.timestamp_millis() - 60_000).into(),
+                ],
+            )
+            .await;
         row.into_key().map(Some)
     }
 
@@ -85,14 +95,18 @@ impl Store {
             .after
             .as_ref()
             .map_or((i64::MIN, ""), |c| (c.created_at_ms, c.id.as_str()));
-        let rows: Vec<KeyRow> = with_pool!(self, pool => sqlx::query_as(
-            "SELECT id, name, scope, token_hash, created_at FROM api_keys \
-             WHERE created_at > $1 OR (created_at = $1 AND id > $2) ORDER BY created_at, id LIMIT $3")
-            .bind(after_ms)
-            .bind(after_id)
-            .bind(i64::from(page.limit) + 1)
-            .fetch_all(pool)
-            .await)?;
+        let rows: Vec<KeyRow> = self
+            .reader()
+            .fetch_all(
+                "SELECT id, name, scope, token_hash, created_at FROM api_keys \
+                 WHERE created_at > $1 OR (created_at = $1 AND id > $2) ORDER BY created_at, id LIMIT $3",
+                &[
+                    after_ms.into(),
+                    after_id.into(),
+                    (i64::from(page.limit) + 1).into(),
+                ],
+            )
+            .await?;
         let items = rows
             .into_iter()
             .map(KeyRow::into_key)
@@ -104,10 +118,10 @@ impl Store {
 
     /// Revokes a key; `false` if there was none.
     pub async fn delete_api_key(&self, id: &ApiKeyId) -> Result<bool, StoreError> {
-        let n = with_writer!(self, pool => sqlx::query("DELETE FROM api_keys WHERE id = $1")
-            .bind(id.as_str())
-            .execute(pool)
-            .await.map(|r| r.rows_affected()))?;
+        let n = self
+            .writer()
+            .execute("DELETE FROM api_keys WHERE id = $1", &[id.as_str().into()])
+            .await?;
         Ok(n > 0)
     }
 }

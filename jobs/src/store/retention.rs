@@ -1,9 +1,10 @@
 //! Retention: old runs, events, deliveries (with their attempts), audit entries and
 //! finished queue tasks are deleted in small batches, so the tables (and the queue's
 //! scans) stay small without long locks. Nothing unfinished is ever deleted, and a dead
-//! delivery stays until acknowledged or its own, longer, retention has passed.
+//! delivery stays until acknowledged or its own, longer, retention has passed; when it
+//! goes, its `Failed` queue task (its place in the DLQ) goes in the same transaction.
 
-use super::{Store, with_pool, with_writer};
+use super::{Store, db::Statement, queue};
 use crate::StoreError;
 use chrono::{DateTime, Duration, Utc};
 
@@ -78,22 +79,24 @@ impl Store {
              ((status = 'delivered' OR (status = 'dead' AND acknowledged)) AND created_at < $1) \
              OR (status = 'dead' AND created_at < $3) LIMIT $2";
         loop {
-            let ids: Vec<String> = with_pool!(self, pool => sqlx::query_scalar(deliveries_sql)
-                .bind(dlv_cut)
-                .bind(BATCH)
-                .bind(dead_cut)
-                .fetch_all(pool)
-                .await)?;
+            let ids: Vec<(String,)> = self
+                .reader()
+                .fetch_all(deliveries_sql, &[dlv_cut.into(), BATCH.into(), dead_cut.into()])
+                .await?;
             if ids.is_empty() {
                 break;
             }
             let n = ids.len() as u64;
-            for id in &ids {
-                with_writer!(self, pool => {
-                    sqlx::query("DELETE FROM delivery_attempts WHERE delivery_id = $1").bind(id).execute(pool).await?;
-                    sqlx::query("DELETE FROM deliveries WHERE id = $1").bind(id).execute(pool).await.map(|_| ())
-                })?;
-            }
+            let ids: Vec<&str> = ids.iter().map(|(id,)| id.as_str()).collect();
+            let mut tx = self.begin().await?;
+            let mut attempts = Statement::new("DELETE FROM delivery_attempts WHERE delivery_id IN ");
+            attempts.list(ids.iter().copied());
+            tx.run(attempts).await?;
+            let mut deliveries = Statement::new("DELETE FROM deliveries WHERE id IN ");
+            deliveries.list(ids.iter().copied());
+            tx.run(deliveries).await?;
+            queue::remove_dead(&mut tx, &ids).await?;
+            tx.commit().await?;
             report.deliveries += n;
             if (n as i64) < BATCH {
                 break;
@@ -112,10 +115,14 @@ impl Store {
                 audit_cut,
             )
             .await?;
-        let finished_tasks = super::with_writer!(self, _pool, q => q::DELETE_FINISHED_TASKS_SQL);
-        report.tasks = self
-            .delete_in_batches(finished_tasks, ms(policy.finished_tasks))
-            .await?;
+        let tasks_cut = ms(policy.finished_tasks);
+        loop {
+            let n = self.delete_finished_tasks(tasks_cut, BATCH).await?;
+            report.tasks += n;
+            if (n as i64) < BATCH {
+                break;
+            }
+        }
         Ok(report)
     }
 
@@ -123,9 +130,9 @@ impl Store {
     /// without them apalis's task queries pick full scans as the queue grows. Postgres's
     /// autovacuum does this by itself.
     pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
-        if let Some(pool) = self.sqlite_pool() {
-            sqlx::query("PRAGMA analysis_limit = 1000").execute(pool).await?;
-            sqlx::query("ANALYZE").execute(pool).await?;
+        if self.backend() == super::Backend::Sqlite {
+            self.writer().execute("PRAGMA analysis_limit = 1000", &[]).await?;
+            self.writer().execute("ANALYZE", &[]).await?;
         }
         Ok(())
     }
@@ -133,12 +140,7 @@ impl Store {
     async fn delete_in_batches(&self, sql: &'static str, cutoff: i64) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
-            let n = with_writer!(self, pool => sqlx::query(sql)
-                .bind(cutoff)
-                .bind(BATCH)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected()))?;
+            let n = self.writer().execute(sql, &[cutoff.into(), BATCH.into()]).await?;
             total += n;
             if (n as i64) < BATCH {
                 return Ok(total);

@@ -7,27 +7,20 @@
 
 use super::{
     Store,
+    db::{Statement, Tx},
     jobs::{JobRow, job_columns},
-    webhooks::{deliveries_for, insert_deliveries},
-    with_pool, with_tx, with_writer,
+    queue,
+    webhooks::{NewEventRow, deliveries_for, enabled_hooks, insert_deliveries, insert_events},
 };
 use crate::domain::{
-    CatchUpPolicy, Cursor, EventId, EventType, Job, JobId, OverlapPolicy, Page, PageRequest, Run, RunId,
-    RunOrigin, RunState, event::job_event_payload,
+    Cursor, EventId, EventType, Job, JobId, OverlapPolicy, Page, PageRequest, Run, RunId, RunOrigin,
+    RunState,
+    event::job_event_payload,
+    firing::{plan_slots, retries, retry_delay, start_state},
 };
 use crate::{StoreError, ValidationError};
 use chrono::{DateTime, Duration, Utc};
 
-/// A slot older than this when the scheduler sees it counts as missed during downtime
-/// (and falls to the job's catch-up policy) rather than merely late.
-pub const MISFIRE_GRACE: Duration = Duration::seconds(10);
-/// `catch_up = all` runs at most this many missed slots per stretch (the newest ones);
-/// older ones are recorded as missed. Bounds the burst after a long outage.
-pub const MAX_CATCH_UP_RUNS: usize = 100;
-/// Slots are enumerated one by one up to this many per job and pass; beyond it (a
-/// per-second schedule after a day of downtime) the rest is skipped in one step and
-/// the missed row's count is a lower bound.
-const MAX_SLOTS_SCANNED: usize = 100_000;
 /// Due jobs handled per scheduler transaction.
 pub const FIRE_BATCH: i64 = 256;
 /// How long after a slot fired ahead of time the worker is woken (the queue compares due
@@ -163,6 +156,16 @@ impl TryFrom<RunRow> for Run {
     }
 }
 
+/// An event of a finishing run.
+struct RunEvent {
+    id: EventId,
+    kind: EventType,
+    job_id: JobId,
+    run_id: RunId,
+    environment: String,
+    payload: String,
+}
+
 /// A run row about to be inserted.
 struct NewRun {
     id: RunId,
@@ -186,134 +189,92 @@ impl NewRun {
     }
 }
 
-/// Inserts `$run` for `$job_id` unless its (job, slot, attempt) exists; evaluates to
-/// whether it was inserted.
-macro_rules! insert_run {
-    ($tx:expr, $job_id:expr, $run:expr, $now:expr) => {{
-        let r: &NewRun = $run;
-        sqlx::query(
+/// Inserts `run` for `job_id` unless its (job, slot, attempt) exists; returns whether
+/// it was inserted.
+async fn insert_run(tx: &mut Tx, job_id: &str, run: &NewRun, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    let n = tx
+        .execute(
             "INSERT INTO runs (id, job_id, scheduled_for, origin, state, attempt, created_at, \
              missed_count, missed_last, finished_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
              ON CONFLICT (job_id, scheduled_for, attempt) DO NOTHING",
+            &[
+                run.id.as_str().into(),
+                job_id.into(),
+                run.scheduled_for.map(ms).into(),
+                run.origin.as_str().into(),
+                run.state.as_str().into(),
+                i64::from(run.attempt).into(),
+                ms(now).into(),
+                run.missed.map(|m| m.0).into(),
+                run.missed.map(|m| ms(m.1)).into(),
+                run.state.is_final().then(|| ms(now)).into(),
+            ],
         )
-        .bind(r.id.as_str())
-        .bind($job_id)
-        .bind(r.scheduled_for.map(ms))
-        .bind(r.origin.as_str())
-        .bind(r.state.as_str())
-        .bind(i64::from(r.attempt))
-        .bind(ms($now))
-        .bind(r.missed.map(|m| m.0))
-        .bind(r.missed.map(|m| ms(m.1)))
-        .bind(r.state.is_final().then(|| ms($now)))
-        .execute(&mut *$tx)
-        .await?
-        .rows_affected()
-            == 1
-    }};
+        .await?;
+    Ok(n == 1)
 }
 
 /// Whether the job has an unfinished run (scheduled, queued or running) that its
 /// overlap policy must respect; always `false` for overlap `allow`, which needs no look.
-macro_rules! has_active_run {
-    ($tx:expr, $job:expr) => {{
-        let job: &Job = $job;
-        if job.spec.overlap_policy == OverlapPolicy::Allow {
-            false
-        } else {
-            sqlx::query_scalar::<_, bool>(
-                "SELECT EXISTS (SELECT 1 FROM runs WHERE job_id = $1 AND state IN ('scheduled', 'queued', 'running'))",
-            )
-            .bind(job.id.as_str())
-            .fetch_one(&mut *$tx)
-            .await?
-        }
-    }};
-}
-
-/// The slots of `job` that are due at `now`, and what to do with them.
-struct Plan {
-    /// Slots to run, oldest first, with their origin.
-    fire: Vec<(DateTime<Utc>, RunOrigin)>,
-    /// A stretch of slots not run: (first, last, count).
-    missed: Option<(DateTime<Utc>, DateTime<Utc>, i64)>,
-    /// The job's next fire time after this pass.
-    next: Option<DateTime<Utc>>,
-}
-
-/// Decides, from the job's first due slot, which slots run (those due by `until`, which
-/// is `now` or, ahead of time, later) and which are recorded as missed, following its
-/// catch-up policy.
-fn plan(job: &Job, first_due: DateTime<Utc>, now: DateTime<Utc>, until: DateTime<Utc>) -> Plan {
-    let schedule = &job.spec.schedule;
-    let mut slots = vec![first_due];
-    let mut next = schedule.next_after(first_due);
-    while let Some(t) = next.filter(|t| *t <= until) {
-        if slots.len() >= MAX_SLOTS_SCANNED {
-            // Jump past the rest of the outage in one step.
-            next = schedule.next_after(now);
-            break;
-        }
-        slots.push(t);
-        next = schedule.next_after(t);
+async fn has_active_run(tx: &mut Tx, job: &Job) -> Result<bool, StoreError> {
+    if job.spec.overlap_policy == OverlapPolicy::Allow {
+        return Ok(false);
     }
-    let cut = now - MISFIRE_GRACE;
-    let split = slots.partition_point(|t| *t < cut);
-    let (stale, on_time) = slots.split_at(split);
-    let mut fire: Vec<_> = on_time.iter().map(|t| (*t, RunOrigin::Schedule)).collect();
-    let kept: &[DateTime<Utc>] = match job.spec.catch_up {
-        CatchUpPolicy::None => &[],
-        CatchUpPolicy::Latest if on_time.is_empty() => &stale[stale.len().saturating_sub(1)..],
-        CatchUpPolicy::Latest => &[],
-        CatchUpPolicy::All => &stale[stale.len().saturating_sub(MAX_CATCH_UP_RUNS)..],
-    };
-    let dropped = &stale[..stale.len() - kept.len()];
-    let mut catch_up: Vec<_> = kept.iter().map(|t| (*t, RunOrigin::CatchUp)).collect();
-    catch_up.append(&mut fire);
-    let missed = match (dropped.first(), dropped.last()) {
-        (Some(first), Some(last)) => {
-            let count = dropped.len() as i64;
-            Some((*first, *last, count))
-        }
-        _ => None,
-    };
-    Plan {
-        fire: catch_up,
-        missed,
-        next,
-    }
+    let (active,): (bool,) = tx
+        .fetch_one(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE job_id = $1 AND state IN ('scheduled', 'queued', 'running'))",
+            &[job.id.as_str().into()],
+        )
+        .await?;
+    Ok(active)
 }
 
-/// If `$job` queues overlapping runs and none of its runs is scheduled or running any
-/// more, moves its oldest queued run to `scheduled` and adds it to `$pushed`.
-macro_rules! release_queued {
-    ($tx:expr, $job:expr, $pushed:expr) => {{
-        let job: &Job = $job;
-        if job.spec.overlap_policy == OverlapPolicy::Queue {
-            let busy: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM runs WHERE job_id = $1 AND state IN ('scheduled', 'running'))",
-            )
-            .bind(job.id.as_str())
-            .fetch_one(&mut *$tx)
-            .await?;
-            if !busy {
-                let next: Option<String> = sqlx::query_scalar(
-                    "SELECT id FROM runs WHERE job_id = $1 AND state = 'queued' ORDER BY created_at, id LIMIT 1",
-                )
-                .bind(job.id.as_str())
-                .fetch_optional(&mut *$tx)
-                .await?;
-                if let Some(id) = next {
-                    sqlx::query("UPDATE runs SET state = 'scheduled' WHERE id = $1")
-                        .bind(&id)
-                        .execute(&mut *$tx)
-                        .await?;
-                    $pushed.push((id, None));
-                }
-            }
-        }
-    }};
+/// If `job` queues overlapping runs and none of its runs is scheduled or running any
+/// more, moves its oldest queued run to `scheduled` and adds it to `pushed`.
+async fn release_queued(
+    tx: &mut Tx,
+    job: &Job,
+    pushed: &mut Vec<(String, Option<DateTime<Utc>>)>,
+) -> Result<(), StoreError> {
+    if job.spec.overlap_policy != OverlapPolicy::Queue {
+        return Ok(());
+    }
+    let (busy,): (bool,) = tx
+        .fetch_one(
+            "SELECT EXISTS (SELECT 1 FROM runs WHERE job_id = $1 AND state IN ('scheduled', 'running'))",
+            &[job.id.as_str().into()],
+        )
+        .await?;
+    if busy {
+        return Ok(());
+    }
+    let next: Option<(String,)> = tx
+        .fetch_optional(
+            "SELECT id FROM runs WHERE job_id = $1 AND state = 'queued' ORDER BY created_at, id LIMIT 1",
+            &[job.id.as_str().into()],
+        )
+        .await?;
+    if let Some((id,)) = next {
+        tx.execute(
+            "UPDATE runs SET state = 'scheduled' WHERE id = $1",
+            &[(&id).into()],
+        )
+        .await?;
+        pushed.push((id, None));
+    }
+    Ok(())
+}
+
+/// The job with this id, read inside `tx`.
+async fn job_in(tx: &mut Tx, id: &JobId) -> Result<Option<Job>, StoreError> {
+    let row: Option<JobRow> = tx
+        .fetch_optional(
+            concat!("SELECT ", job_columns!(), " FROM scheduled_jobs WHERE id = $1"),
+            &[id.as_str().into()],
+        )
+        .await?;
+    row.map(Job::try_from).transpose()
 }
 
 impl Store {
@@ -337,102 +298,106 @@ impl Store {
         now: DateTime<Utc>,
         lookahead: Duration,
     ) -> Result<FireReport, StoreError> {
+        // `now` on this process's monotonic clock, for the wake-ups of slots fired ahead.
+        let now_instant = tokio::time::Instant::now();
         let mut report = FireReport::default();
         let ahead = now + lookahead;
-        let (fired, future) = with_tx!(self, tx, q => {
-            let rows: Vec<JobRow> = sqlx::query_as(q::DUE_JOBS_SQL)
-                .bind(ms(now))
-                .bind(FIRE_BATCH)
-                .bind(ms(ahead))
-                .fetch_all(&mut *tx)
-                .await?;
-            let (mut to_push, mut early) = (Vec::new(), Vec::new());
-            for row in rows {
-                let job = Job::try_from(row)?;
-                let Some(first_due) = job.next_run_at else { continue };
-                report.jobs += 1;
-                let until = if job.spec.overlap_policy == OverlapPolicy::Allow { ahead } else { now };
-                let plan = plan(&job, first_due, now, until);
-                let job_id = job.id.as_str();
-                if let Some((first, last, count)) = plan.missed {
-                    let mut row = NewRun::new(Some(first), RunOrigin::Schedule, RunState::Missed, 1);
-                    row.missed = Some((count, last));
-                    if insert_run!(tx, job_id, &row, now) {
-                        report.missed += 1;
-                    }
+        let mut tx = self.begin().await?;
+        let due_jobs = format!(
+            "{}{}",
+            concat!(
+                "SELECT ",
+                job_columns!(),
+                " FROM scheduled_jobs WHERE next_fire_at IS NOT NULL AND next_fire_at <= $3 AND NOT paused ",
+                "AND (next_fire_at <= $1 OR overlap_policy = 'allow') ORDER BY next_fire_at LIMIT $2"
+            ),
+            tx.dialect().skip_locked
+        );
+        let rows: Vec<JobRow> = tx
+            .fetch_all(due_jobs, &[ms(now).into(), FIRE_BATCH.into(), ms(ahead).into()])
+            .await?;
+        let (mut to_push, mut early) = (Vec::new(), Vec::new());
+        for row in rows {
+            let job = Job::try_from(row)?;
+            let Some(first_due) = job.next_run_at else {
+                continue;
+            };
+            report.jobs += 1;
+            let until = if job.spec.overlap_policy == OverlapPolicy::Allow {
+                ahead
+            } else {
+                now
+            };
+            let plan = plan_slots(&job, first_due, now, until);
+            let job_id = job.id.as_str();
+            if let Some((first, last, count)) = plan.missed {
+                let mut row = NewRun::new(Some(first), RunOrigin::Schedule, RunState::Missed, 1);
+                row.missed = Some((count, last));
+                if insert_run(&mut tx, job_id, &row, now).await? {
+                    report.missed += 1;
                 }
-                let mut active = !plan.fire.is_empty() && has_active_run!(tx, &job);
-                for (slot, origin) in plan.fire {
-                    let state = match (job.spec.overlap_policy, active) {
-                        (_, false) | (OverlapPolicy::Allow, true) => RunState::Scheduled,
-                        (OverlapPolicy::Skip, true) => RunState::Skipped,
-                        (OverlapPolicy::Queue, true) => RunState::Queued,
-                    };
-                    let run = NewRun::new(Some(slot), origin, state, 1);
-                    if !insert_run!(tx, job_id, &run, now) {
-                        report.duplicates += 1;
-                        continue;
-                    }
-                    match state {
-                        RunState::Skipped => report.skipped += 1,
-                        RunState::Scheduled => {
-                            report.fired += 1;
-                            active = true;
-                            if slot > now {
-                                early.push((run.id.to_string(), slot));
-                            } else {
-                                to_push.push((run.id.to_string(), None));
-                            }
-                        }
-                        _ => {
-                            report.fired += 1;
-                            active = true;
-                        }
-                    }
-                }
-                sqlx::query("UPDATE scheduled_jobs SET next_fire_at = $2 WHERE id = $1 AND next_fire_at = $3")
-                    .bind(job_id)
-                    .bind(plan.next.map(ms))
-                    .bind(ms(first_due))
-                    .execute(&mut *tx)
-                    .await?;
             }
-            q::push(&mut tx, &to_push).await?;
-            q::push_ahead(&mut tx, &early).await?;
-            let mut future: Vec<_> = early.iter().map(|(_, slot)| *slot - q::RUN_LEAD).collect();
-            future.sort();
-            future.dedup();
-            (!to_push.is_empty(), future)
-        });
-        if fired {
-            self.wake.notify_one();
+            let mut active = !plan.fire.is_empty() && has_active_run(&mut tx, &job).await?;
+            for (slot, origin) in plan.fire {
+                let state = start_state(job.spec.overlap_policy, active);
+                let run = NewRun::new(Some(slot), origin, state, 1);
+                if !insert_run(&mut tx, job_id, &run, now).await? {
+                    report.duplicates += 1;
+                    continue;
+                }
+                match state {
+                    RunState::Skipped => report.skipped += 1,
+                    RunState::Scheduled => {
+                        report.fired += 1;
+                        active = true;
+                        if slot > now {
+                            early.push((run.id.to_string(), slot));
+                        } else {
+                            to_push.push((run.id.to_string(), None));
+                        }
+                    }
+                    _ => {
+                        report.fired += 1;
+                        active = true;
+                    }
+                }
+            }
+            tx.execute(
+                "UPDATE scheduled_jobs SET next_fire_at = $2 WHERE id = $1 AND next_fire_at = $3",
+                &[job_id.into(), plan.next.map(ms).into(), ms(first_due).into()],
+            )
+            .await?;
         }
+        queue::push_runs(&mut tx, &to_push).await?;
+        queue::push_runs_ahead(&mut tx, &early).await?;
+        let lead = queue::run_lead(self.backend());
+        tx.commit().await?;
+        if !to_push.is_empty() {
+            self.signals.runs_pushed();
+        }
+        let mut future: Vec<_> = early.iter().map(|(_, slot)| *slot - lead).collect();
+        future.sort();
+        future.dedup();
         for at in future {
-            self.wake_runs_at(at);
+            // Just after the due time: the queue compares due times in whole seconds of
+            // the database's clock, and a wake a hair early would find nothing.
+            let due = now_instant + (at - now).to_std().unwrap_or_default();
+            self.signals.wake_runs_at(due + WAKE_MARGIN);
         }
         Ok(report)
-    }
-
-    /// Wakes this process's run worker just after `at` (wall-clock time, which is what
-    /// the queue compares task due times with), to take the tasks due then (on Postgres
-    /// [`RUN_LEAD`](super::dialect::postgres::RUN_LEAD) before their slot).
-    fn wake_runs_at(&self, at: DateTime<Utc>) {
-        let wake = self.wake.clone();
-        let delay = (at - Utc::now()).to_std().unwrap_or_default() + WAKE_MARGIN;
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            wake.notify_one();
-        });
     }
 
     /// When the next scheduler pass is due: the earliest next fire time of any active job,
     /// `lookahead` earlier for jobs with overlap `allow` (see [`Store::fire_due_ahead`]).
     pub async fn next_due_at(&self, lookahead: Duration) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let v: Option<i64> = with_pool!(self, pool => sqlx::query_scalar(
-            "SELECT MIN(CASE WHEN overlap_policy = 'allow' THEN next_fire_at - $1 ELSE next_fire_at END)              FROM scheduled_jobs WHERE next_fire_at IS NOT NULL AND NOT paused")
-            .bind(lookahead.num_milliseconds())
-            .fetch_one(pool)
-            .await)?;
+        let (v,): (Option<i64>,) = self
+            .reader()
+            .fetch_one(
+                "SELECT MIN(CASE WHEN overlap_policy = 'allow' THEN next_fire_at - $1 ELSE next_fire_at END) \
+                 FROM scheduled_jobs WHERE next_fire_at IS NOT NULL AND NOT paused",
+                &[lookahead.num_milliseconds().into()],
+            )
+            .await?;
         v.map(time).transpose()
     }
 
@@ -440,31 +405,28 @@ impl Store {
     /// with `skip` and a run in progress, the new run is recorded as `skipped`).
     pub async fn trigger_run(&self, job_id: &JobId, now: DateTime<Utc>) -> Result<Run, RunError> {
         let job = self.get_job(job_id).await?.ok_or(RunError::NotFound)?;
-        let id = with_tx!(self, tx, q => {
-            let active = has_active_run!(tx, &job);
-            let state = match (job.spec.overlap_policy, active) {
-                (_, false) | (OverlapPolicy::Allow, true) => RunState::Scheduled,
-                (OverlapPolicy::Skip, true) => RunState::Skipped,
-                (OverlapPolicy::Queue, true) => RunState::Queued,
-            };
-            let run = NewRun::new(None, RunOrigin::Manual, state, 1);
-            let _ = insert_run!(tx, job_id.as_str(), &run, now);
-            if state == RunState::Scheduled {
-                q::push(&mut tx, &[(run.id.to_string(), None)]).await?;
-            }
-            run.id
-        });
-        self.wake.notify_one();
-        self.get_run(&id).await?.ok_or(RunError::NotFound)
+        let mut tx = self.begin().await?;
+        let active = has_active_run(&mut tx, &job).await?;
+        let state = start_state(job.spec.overlap_policy, active);
+        let run = NewRun::new(None, RunOrigin::Manual, state, 1);
+        let _ = insert_run(&mut tx, job_id.as_str(), &run, now).await?;
+        if state == RunState::Scheduled {
+            queue::push_runs(&mut tx, &[(run.id.to_string(), None)]).await?;
+        }
+        tx.commit().await?;
+        self.signals.runs_pushed();
+        self.get_run(&run.id).await?.ok_or(RunError::NotFound)
     }
 
     /// The run with this id.
     pub async fn get_run(&self, id: &RunId) -> Result<Option<Run>, StoreError> {
-        let row: Option<RunRow> = with_pool!(self, pool => sqlx::query_as(
-            concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"))
-            .bind(id.as_str())
-            .fetch_optional(pool)
-            .await)?;
+        let row: Option<RunRow> = self
+            .reader()
+            .fetch_optional(
+                concat!("SELECT ", run_columns!(), " FROM runs WHERE id = $1"),
+                &[id.as_str().into()],
+            )
+            .await?;
         row.map(Run::try_from).transpose()
     }
 
@@ -474,16 +436,24 @@ impl Store {
             .after
             .as_ref()
             .map_or((i64::MAX, "~"), |c| (c.created_at_ms, c.id.as_str()));
-        let rows: Vec<RunRow> = with_pool!(self, pool => sqlx::query_as(concat!(
-            "SELECT ", run_columns!(), " FROM runs WHERE job_id = $1 ",
-            "AND (created_at < $2 OR (created_at = $2 AND id < $3)) ",
-            "ORDER BY created_at DESC, id DESC LIMIT $4"))
-            .bind(job_id.as_str())
-            .bind(before_ms)
-            .bind(before_id)
-            .bind(i64::from(page.limit) + 1)
-            .fetch_all(pool)
-            .await)?;
+        let rows: Vec<RunRow> = self
+            .reader()
+            .fetch_all(
+                concat!(
+                    "SELECT ",
+                    run_columns!(),
+                    " FROM runs WHERE job_id = $1 ",
+                    "AND (created_at < $2 OR (created_at = $2 AND id < $3)) ",
+                    "ORDER BY created_at DESC, id DESC LIMIT $4"
+                ),
+                &[
+                    job_id.as_str().into(),
+                    before_ms.into(),
+                    before_id.into(),
+                    (i64::from(page.limit) + 1).into(),
+                ],
+            )
+            .await?;
         let items = rows
             .into_iter()
             .map(Run::try_from)
@@ -497,7 +467,8 @@ impl Store {
     /// UPDATE that returns them, while their jobs are read beside it (another
     /// connection; a job does not change with its run's state), and says for each (in
     /// order) what to do. Runs the UPDATE did not take (already running elsewhere,
-    /// cancelled, gone) are read afterwards, which is rare.
+    /// cancelled, gone) are read afterwards, which is rare. Runs whose job was deleted
+    /// are finished `cancelled`, all in one transaction.
     pub async fn start_runs(
         &self,
         run_ids: &[RunId],
@@ -507,20 +478,16 @@ impl Store {
         if run_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let start = async {
-            with_writer!(self, pool => {
-                let mut b = sqlx::QueryBuilder::new("UPDATE runs SET state = 'running', started_at = ");
-                b.push_bind(ms(now))
-                    .push(", worker = ")
-                    .push_bind(worker)
-                    .push(", lateness_ms = CASE WHEN scheduled_for IS NULL THEN NULL ELSE ")
-                    .push_bind(ms(now))
-                    .push(" - scheduled_for END WHERE state = 'scheduled' AND id IN ");
-                super::push_list(&mut b, run_ids.iter().map(RunId::as_str));
-                b.push(concat!(" RETURNING ", run_columns!()));
-                b.build_query_as::<RunRow>().fetch_all(pool).await
-            })
-        };
+        let mut s = Statement::new("UPDATE runs SET state = 'running', started_at = ");
+        s.bind(ms(now))
+            .push(", worker = ")
+            .bind(worker)
+            .push(", lateness_ms = CASE WHEN scheduled_for IS NULL THEN NULL ELSE ")
+            .bind(ms(now))
+            .push(" - scheduled_for END WHERE state = 'scheduled' AND id IN ")
+            .list(run_ids.iter().map(RunId::as_str))
+            .push(concat!(" RETURNING ", run_columns!()));
+        let start = self.writer().fetch_built::<RunRow>(s);
         let ids: Vec<&str> = run_ids.iter().map(RunId::as_str).collect();
         let jobs = self.jobs_of_runs(&ids);
         let (started, jobs) = tokio::join!(start, jobs);
@@ -544,6 +511,7 @@ impl Store {
             .await?,
         )?;
         let mut out = Vec::with_capacity(run_ids.len());
+        let mut job_gone = Vec::new();
         for id in run_ids {
             let Some(run) = started.remove(id.as_str()) else {
                 // Not taken: running elsewhere (a crashed worker's, to recover), or not
@@ -565,12 +533,12 @@ impl Store {
                         stack_trace: None,
                         duration_ms: 0,
                     };
-                    self.finish_runs(&[(id.clone(), result)], now, Duration::zero())
-                        .await?;
+                    job_gone.push((id.clone(), result));
                     out.push(StartOutcome::Nothing);
                 }
             }
         }
+        self.finish_runs(&job_gone, now, Duration::zero()).await?;
         Ok(out)
     }
 
@@ -586,30 +554,35 @@ impl Store {
         }
         let mut groups: Vec<&(RunId, u32)> = groups.iter().collect();
         groups.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        with_writer!(self, pool, q => {
-            let mut b = sqlx::QueryBuilder::new("WITH v (id, pgid) AS (");
-            b.push_values(&groups, |mut row, (id, pgid)| {
-                row.push_bind(id.as_str()).push_bind(i64::from(*pgid));
-            });
-            // Postgres locks the rows in id order first (`dialect::postgres::LOCK_GROUP_RUNS`).
-            b.push(")")
-                .push(q::LOCK_GROUP_RUNS)
-                .push(" UPDATE runs SET pgid = v.pgid, boot_id = ")
-                .push_bind(boot_id)
-                .push(" FROM v")
-                .push(q::JOIN_LOCKED_GROUP_RUNS)
-                .push(" WHERE runs.id = v.id AND runs.state = 'running'");
-            b.build().execute(pool).await.map(|_| ())
-        })?;
+        let dialect = match self.backend() {
+            super::Backend::Sqlite => &super::db::SQLITE,
+            super::Backend::Postgres => &super::db::POSTGRES,
+        };
+        let mut s = Statement::new("WITH v (id, pgid) AS (");
+        s.values(&groups, |row, (id, pgid)| {
+            row.bind(id.as_str()).bind(i64::from(*pgid));
+        });
+        // Postgres locks the rows in id order first (`Dialect::lock_group_runs`).
+        s.push(")")
+            .push(dialect.lock_group_runs)
+            .push(" UPDATE runs SET pgid = v.pgid, boot_id = ")
+            .bind(boot_id)
+            .push(" FROM v")
+            .push(dialect.join_locked_group_runs)
+            .push(" WHERE runs.id = v.id AND runs.state = 'running'");
+        self.writer().run(s).await?;
         Ok(())
     }
+
     /// The recorded process group and boot id of a running run.
     pub async fn process_group_of(&self, run_id: &RunId) -> Result<Option<(u32, String)>, StoreError> {
-        let row: Option<(Option<i64>, Option<String>)> = with_pool!(self, pool => sqlx::query_as(
-            "SELECT pgid, boot_id FROM runs WHERE id = $1")
-            .bind(run_id.as_str())
-            .fetch_optional(pool)
-            .await)?;
+        let row: Option<(Option<i64>, Option<String>)> = self
+            .reader()
+            .fetch_optional(
+                "SELECT pgid, boot_id FROM runs WHERE id = $1",
+                &[run_id.as_str().into()],
+            )
+            .await?;
         Ok(match row {
             Some((Some(pgid), Some(boot))) => u32::try_from(pgid).ok().map(|p| (p, boot)),
             _ => None,
@@ -618,12 +591,14 @@ impl Store {
 
     /// Whether a user asked to cancel the running run.
     pub async fn cancel_requested(&self, run_id: &RunId) -> Result<bool, StoreError> {
-        let v: Option<bool> = with_pool!(self, pool => sqlx::query_scalar(
-            "SELECT cancel_requested FROM runs WHERE id = $1")
-            .bind(run_id.as_str())
-            .fetch_optional(pool)
-            .await)?;
-        Ok(v.unwrap_or(false))
+        let v: Option<(bool,)> = self
+            .reader()
+            .fetch_optional(
+                "SELECT cancel_requested FROM runs WHERE id = $1",
+                &[run_id.as_str().into()],
+            )
+            .await?;
+        Ok(v.is_some_and(|(v,)| v))
     }
 
     /// Cancels a run: one not started yet ends `cancelled` at once; a running one is
@@ -633,46 +608,36 @@ impl Store {
         if run.state.is_final() {
             return Err(RunError::AlreadyFinal(run.state.as_str()));
         }
-        let pushed = with_tx!(self, tx, q => {
-            let n = sqlx::query(
+        let mut tx = self.begin().await?;
+        let n = tx
+            .execute(
                 "UPDATE runs SET state = 'cancelled', finished_at = $2, error = 'cancelled by a user' \
-                 WHERE id = $1 AND state IN ('scheduled', 'queued')")
-                .bind(run_id.as_str())
-                .bind(ms(now))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if n == 0 {
-                sqlx::query("UPDATE runs SET cancel_requested = TRUE WHERE id = $1 AND state = 'running'")
-                    .bind(run_id.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                false
-            } else {
-                let job = sqlx::query_as::<_, JobRow>(concat!(
-                    "SELECT ", job_columns!(), " FROM scheduled_jobs WHERE id = $1"))
-                    .bind(run.job_id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let mut pushed = Vec::new();
-                if let Some(job) = job.map(Job::try_from).transpose()? {
-                    release_queued!(tx, &job, pushed);
-                }
-                q::push(&mut tx, &pushed).await?;
-                !pushed.is_empty()
-            }
-        });
-        if pushed {
-            self.wake.notify_one();
+                 WHERE id = $1 AND state IN ('scheduled', 'queued')",
+                &[run_id.as_str().into(), ms(now).into()],
+            )
+            .await?;
+        let mut pushed = Vec::new();
+        if n == 0 {
+            tx.execute(
+                "UPDATE runs SET cancel_requested = TRUE WHERE id = $1 AND state = 'running'",
+                &[run_id.as_str().into()],
+            )
+            .await?;
+        } else if let Some(job) = job_in(&mut tx, &run.job_id).await? {
+            release_queued(&mut tx, &job, &mut pushed).await?;
+            queue::push_runs(&mut tx, &pushed).await?;
+        }
+        tx.commit().await?;
+        if !pushed.is_empty() {
+            self.signals.runs_pushed();
         }
         self.get_run(run_id).await?.ok_or(RunError::NotFound)
     }
 
     /// Writes running runs' final states, each together with its event, its retry (if
-    /// the job allows one; after `retry_base × 2^(attempt-1)`, at most an hour) and the
-    /// start of the oldest queued run of its job, all in one transaction (one commit for
-    /// the batch). A run no longer running (another worker already recovered it) is left
-    /// as it is.
+    /// the job allows one; see `domain::firing::retry_delay`) and the start of the
+    /// oldest queued run of its job, all in one transaction (one commit for the batch).
+    /// A run no longer running (another worker already recovered it) is left as it is.
     pub async fn finish_runs(
         &self,
         batch: &[(RunId, RunResult)],
@@ -685,101 +650,115 @@ impl Store {
         // One order for every batch, so two batches lock shared rows in the same order.
         let mut batch: Vec<&(RunId, RunResult)> = batch.iter().collect();
         batch.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
-        let pushed = with_tx!(self, tx, q => {
-            let hooks = super::webhooks::enabled_hooks!(tx);
-            let mut jobs: std::collections::HashMap<String, Option<Job>> = std::collections::HashMap::new();
-            let mut pushed = Vec::new();
-            // (event id, type, job id, environment) of each event, fanned out after the loop.
-            let mut events: Vec<(EventId, EventType, String, String)> = Vec::new();
-            for (run_id, result) in batch.iter().copied() {
-                let run: Option<RunRow> = sqlx::query_as(concat!(
-                    "UPDATE runs SET state = $2, finished_at = $3, duration_ms = $4, exit_code = $5, \
-                     output = $6, error = $7, stack_trace = $8, pgid = NULL \
-                     WHERE id = $1 AND state IN ('running', 'scheduled') RETURNING ", run_columns!()))
-                    .bind(run_id.as_str())
-                    .bind(result.state.as_str())
-                    .bind(ms(now))
-                    .bind(result.duration_ms)
-                    .bind(result.exit_code.map(i64::from))
-                    .bind(&result.output)
-                    .bind(&result.error)
-                    .bind(&result.stack_trace)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                let Some(run) = run.map(Run::try_from).transpose()? else {
-                    continue;
-                };
-                if !jobs.contains_key(run.job_id.as_str()) {
-                    let job = sqlx::query_as::<_, JobRow>(concat!(
-                        "SELECT ", job_columns!(), " FROM scheduled_jobs WHERE id = $1"))
-                        .bind(run.job_id.as_str())
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    jobs.insert(run.job_id.to_string(), job.map(Job::try_from).transpose()?);
-                }
-                let Some(Some(job)) = jobs.get(run.job_id.as_str()) else {
-                    continue;
-                };
-                let failed = matches!(result.state, RunState::Failed | RunState::TimedOut);
-                let will_retry = failed && run.attempt <= job.spec.max_retries;
-                if let Some(kind) = EventType::for_state(result.state) {
-                    let payload = job_event_payload(kind, job, &run, will_retry, job.next_run_at, now);
-                    let event_id = EventId::generate();
-                    sqlx::query(
-                        "INSERT INTO events (id, job_id, run_id, event_type, payload, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(event_id.as_str())
-                    .bind(job.id.as_str())
-                    .bind(run.id.as_str())
-                    .bind(kind.as_str())
-                    .bind(payload.to_string())
-                    .bind(ms(now))
-                    .execute(&mut *tx)
-                    .await?;
-                    events.push((event_id, kind, job.id.to_string(), job.spec.environment.as_str().to_owned()));
-                }
-                if will_retry {
-                    let exp = 2_i32.saturating_pow(run.attempt.saturating_sub(1).min(20));
-                    let delay = (retry_base * exp).min(Duration::hours(1));
-                    let retry = NewRun::new(run.scheduled_for, RunOrigin::Retry, RunState::Scheduled, run.attempt + 1);
-                    // A manual run's retries share its NULL slot; the key allows it.
-                    let _ = insert_run!(tx, job.id.as_str(), &retry, now);
-                    pushed.push((retry.id.to_string(), Some(now + delay)));
-                } else {
-                    release_queued!(tx, job, pushed);
-                }
+        let mut tx = self.begin().await?;
+        let hooks = enabled_hooks(&mut tx).await?;
+        let mut jobs: std::collections::HashMap<JobId, Option<Job>> = std::collections::HashMap::new();
+        let mut pushed = Vec::new();
+        // The events of the batch, stored and fanned out after the loop.
+        let mut events: Vec<RunEvent> = Vec::new();
+        for (run_id, result) in batch.iter().copied() {
+            let run: Option<RunRow> = tx
+                .fetch_optional(
+                    concat!(
+                        "UPDATE runs SET state = $2, finished_at = $3, duration_ms = $4, exit_code = $5, \
+                         output = $6, error = $7, stack_trace = $8, pgid = NULL \
+                         WHERE id = $1 AND state IN ('running', 'scheduled') RETURNING ",
+                        run_columns!()
+                    ),
+                    &[
+                        run_id.as_str().into(),
+                        result.state.as_str().into(),
+                        ms(now).into(),
+                        result.duration_ms.into(),
+                        result.exit_code.map(i64::from).into(),
+                        result.output.as_deref().into(),
+                        result.error.as_deref().into(),
+                        result.stack_trace.as_deref().into(),
+                    ],
+                )
+                .await?;
+            let Some(run) = run.map(Run::try_from).transpose()? else {
+                continue;
+            };
+            if !jobs.contains_key(&run.job_id) {
+                let job = job_in(&mut tx, &run.job_id).await?;
+                jobs.insert(run.job_id.clone(), job);
             }
-            q::push(&mut tx, &pushed).await?;
-            let deliveries: Vec<_> = events
-                .iter()
-                .flat_map(|(id, kind, job, env)| deliveries_for(&hooks, id.as_str(), *kind, job, env))
-                .collect();
-            insert_deliveries!(tx, q, &deliveries, now);
-            (!pushed.is_empty(), !deliveries.is_empty())
-        });
-        if pushed.0 {
-            self.wake.notify_one();
+            let Some(Some(job)) = jobs.get(&run.job_id) else {
+                continue;
+            };
+            let will_retry = retries(result.state, run.attempt, job.spec.max_retries);
+            if let Some(kind) = EventType::for_state(result.state) {
+                let payload = job_event_payload(kind, job, &run, will_retry, job.next_run_at, now);
+                events.push(RunEvent {
+                    id: EventId::generate(),
+                    kind,
+                    job_id: job.id.clone(),
+                    run_id: run.id.clone(),
+                    environment: job.spec.environment.as_str().to_owned(),
+                    payload: payload.to_string(),
+                });
+            }
+            if will_retry {
+                let delay = retry_delay(retry_base, run.attempt);
+                let retry = NewRun::new(
+                    run.scheduled_for,
+                    RunOrigin::Retry,
+                    RunState::Scheduled,
+                    run.attempt + 1,
+                );
+                // A manual run's retries share its NULL slot; the key allows it.
+                let _ = insert_run(&mut tx, job.id.as_str(), &retry, now).await?;
+                pushed.push((retry.id.to_string(), Some(now + delay)));
+            } else {
+                release_queued(&mut tx, job, &mut pushed).await?;
+            }
         }
-        if pushed.1 {
-            self.wake_deliveries.notify_one();
+        queue::push_runs(&mut tx, &pushed).await?;
+        let rows: Vec<NewEventRow<'_>> = events
+            .iter_mut()
+            .map(|e| NewEventRow {
+                id: e.id.as_str(),
+                job_id: Some(e.job_id.as_str()),
+                run_id: Some(e.run_id.as_str()),
+                kind: e.kind,
+                payload: std::mem::take(&mut e.payload),
+            })
+            .collect();
+        insert_events(&mut tx, &rows, now).await?;
+        let deliveries: Vec<_> = events
+            .iter()
+            .flat_map(|e| deliveries_for(&hooks, e.id.as_str(), e.kind, e.job_id.as_str(), &e.environment))
+            .collect();
+        insert_deliveries(&mut tx, &deliveries, now).await?;
+        tx.commit().await?;
+        if !pushed.is_empty() {
+            self.signals.runs_pushed();
+        }
+        if !deliveries.is_empty() {
+            self.signals.deliveries_pushed();
         }
         Ok(())
     }
+
     /// Events in creation order (the outbox), one page at a time.
     pub async fn list_events(&self, page: &PageRequest) -> Result<Page<(String, String)>, StoreError> {
         let (after_ms, after_id) = page
             .after
             .as_ref()
             .map_or((i64::MIN, ""), |c| (c.created_at_ms, c.id.as_str()));
-        let rows: Vec<(String, String, i64)> = with_pool!(self, pool => sqlx::query_as(
-            "SELECT id, payload, created_at FROM events \
-             WHERE created_at > $1 OR (created_at = $1 AND id > $2) ORDER BY created_at, id LIMIT $3")
-            .bind(after_ms)
-            .bind(after_id)
-            .bind(i64::from(page.limit) + 1)
-            .fetch_all(pool)
-            .await)?;
+        let rows: Vec<(String, String, i64)> = self
+            .reader()
+            .fetch_all(
+                "SELECT id, payload, created_at FROM events \
+                 WHERE created_at > $1 OR (created_at = $1 AND id > $2) ORDER BY created_at, id LIMIT $3",
+                &[
+                    after_ms.into(),
+                    after_id.into(),
+                    (i64::from(page.limit) + 1).into(),
+                ],
+            )
+            .await?;
         let page = Page::from_rows(rows, page.limit, |(id, _, at)| Cursor {
             created_at_ms: *at,
             id: id.clone(),

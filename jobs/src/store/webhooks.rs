@@ -1,6 +1,10 @@
 //! Webhook subscriptions, and the fan-out of events to them.
 
-use super::{Store, with_pool, with_tx, with_writer};
+use super::{
+    Store,
+    db::{Statement, Tx},
+    queue,
+};
 use crate::StoreError;
 use crate::domain::{
     Cursor, DeliveryId, Environment, EventFilter, EventId, EventType, JobId, Page, PageRequest, Webhook,
@@ -14,7 +18,6 @@ macro_rules! webhook_columns {
          headers, description, enabled, disabled_reason, created_at, updated_at"
     };
 }
-pub(super) use webhook_columns;
 
 #[derive(sqlx::FromRow)]
 pub(super) struct WebhookRow {
@@ -88,22 +91,16 @@ fn job_ids_json(f: &EventFilter) -> Option<String> {
     })
 }
 
-/// The enabled subscriptions, read inside transaction `$tx` (for [`fan_out`]).
-macro_rules! enabled_hooks {
-    ($tx:expr) => {{
-        let rows: Vec<$crate::store::webhooks::WebhookRow> = sqlx::query_as(concat!(
-            "SELECT ",
-            $crate::store::webhooks::webhook_columns!(),
-            " FROM webhooks WHERE enabled"
-        ))
-        .fetch_all(&mut *$tx)
+/// The enabled subscriptions, read inside `tx` (for [`deliveries_for`]).
+pub(crate) async fn enabled_hooks(tx: &mut Tx) -> Result<Vec<Webhook>, StoreError> {
+    let rows: Vec<WebhookRow> = tx
+        .fetch_all(
+            concat!("SELECT ", webhook_columns!(), " FROM webhooks WHERE enabled"),
+            &[],
+        )
         .await?;
-        rows.into_iter()
-            .map($crate::domain::Webhook::try_from)
-            .collect::<Result<Vec<_>, _>>()?
-    }};
+    rows.into_iter().map(Webhook::try_from).collect()
 }
-pub(crate) use enabled_hooks;
 
 /// A delivery to create: one event for one subscription.
 pub(crate) struct NewDelivery<'a> {
@@ -136,34 +133,70 @@ pub(crate) fn deliveries_for<'a>(
         })
 }
 
-/// Stores the deliveries of the slice `$deliveries` inside `$tx` with multi-row inserts
-/// and queues a task for each (with `$q`, the dialect module of [`super::with_tx`]).
-macro_rules! insert_deliveries {
-    ($tx:expr, $q:ident, $deliveries:expr, $now:expr) => {{
-        /// Rows per multi-row INSERT (8 parameters each, well under both databases' limits).
-        const ROWS: usize = 500;
-        let deliveries: &[$crate::store::webhooks::NewDelivery<'_>] = $deliveries;
-        let at = $now.timestamp_millis();
-        for chunk in deliveries.chunks(ROWS) {
-            let mut b = sqlx::QueryBuilder::new(
-                "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, created_at, updated_at) ");
-            b.push_values(chunk, |mut row, d| {
-                row.push_bind(d.id.as_str())
-                    .push_bind(d.event_id)
-                    .push_bind(d.webhook_id)
-                    .push_bind(d.kind.as_str())
-                    .push_bind(d.job_id)
-                    .push_bind("pending")
-                    .push_bind(at)
-                    .push_bind(at);
-            });
-            b.build().execute(&mut *$tx).await?;
-            let tasks: Vec<_> = chunk.iter().map(|d| (d.id.to_string(), None)).collect();
-            $q::push_deliveries(&mut $tx, &tasks).await?;
-        }
-    }};
+/// An event row to insert.
+pub(crate) struct NewEventRow<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) job_id: Option<&'a str>,
+    pub(crate) run_id: Option<&'a str>,
+    pub(crate) kind: EventType,
+    pub(crate) payload: String,
 }
-pub(crate) use insert_deliveries;
+
+/// Stores `events` inside `tx` with multi-row inserts: the one way events enter the
+/// outbox (a finishing run's, a published batch, a test event).
+pub(crate) async fn insert_events(
+    tx: &mut Tx,
+    events: &[NewEventRow<'_>],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    /// Events per multi-row INSERT (6 parameters each, well under both databases' limits).
+    const ROWS: usize = 500;
+    let at = now.timestamp_millis();
+    for chunk in events.chunks(ROWS) {
+        let mut s =
+            Statement::new("INSERT INTO events (id, job_id, run_id, event_type, payload, created_at) ");
+        s.values(chunk, |row, e| {
+            row.bind(e.id)
+                .bind(e.job_id)
+                .bind(e.run_id)
+                .bind(e.kind.as_str())
+                .bind(e.payload.as_str())
+                .bind(at);
+        });
+        tx.run(s).await?;
+    }
+    Ok(())
+}
+
+/// Stores `deliveries` inside `tx` with multi-row inserts and queues a task for each.
+pub(crate) async fn insert_deliveries(
+    tx: &mut Tx,
+    deliveries: &[NewDelivery<'_>],
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    /// Rows per multi-row INSERT (8 parameters each, well under both databases' limits).
+    const ROWS: usize = 500;
+    let at = now.timestamp_millis();
+    for chunk in deliveries.chunks(ROWS) {
+        let mut s = Statement::new(
+            "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, created_at, updated_at) ",
+        );
+        s.values(chunk, |row, d| {
+            row.bind(d.id.as_str())
+                .bind(d.event_id)
+                .bind(d.webhook_id)
+                .bind(d.kind.as_str())
+                .bind(d.job_id)
+                .bind("pending")
+                .bind(at)
+                .bind(at);
+        });
+        tx.run(s).await?;
+        let tasks: Vec<_> = chunk.iter().map(|d| (d.id.to_string(), None)).collect();
+        queue::push_deliveries(tx, &tasks).await?;
+    }
+    Ok(())
+}
 
 impl Store {
     /// Stores a new subscription with `secret`.
@@ -186,31 +219,40 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
-        with_writer!(self, pool => sqlx::query(concat!(
-            "INSERT INTO webhooks (", webhook_columns!(), ") ",
-            "VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, $9, NULL, $10, $10)"))
-            .bind(hook.id.as_str())
-            .bind(&hook.url)
-            .bind(events_json(&hook.filter))
-            .bind(hook.filter.environment.map(|e| e.as_str()))
-            .bind(job_ids_json(&hook.filter))
-            .bind(hook.secret.expose())
-            .bind(serde_json::to_string(&hook.headers).unwrap_or_default())
-            .bind(&hook.description)
-            .bind(hook.enabled)
-            .bind(now.timestamp_millis())
-            .execute(pool)
-            .await.map(|_| ()))?;
+        self.writer()
+            .execute(
+                concat!(
+                    "INSERT INTO webhooks (",
+                    webhook_columns!(),
+                    ") ",
+                    "VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, $9, NULL, $10, $10)"
+                ),
+                &[
+                    hook.id.as_str().into(),
+                    (&hook.url).into(),
+                    events_json(&hook.filter).into(),
+                    hook.filter.environment.map(|e| e.as_str()).into(),
+                    job_ids_json(&hook.filter).into(),
+                    hook.secret.expose().into(),
+                    serde_json::to_string(&hook.headers).unwrap_or_default().into(),
+                    (&hook.description).into(),
+                    hook.enabled.into(),
+                    now.timestamp_millis().into(),
+                ],
+            )
+            .await?;
         Ok(hook)
     }
 
     /// The subscription with this id.
     pub async fn get_webhook(&self, id: &WebhookId) -> Result<Option<Webhook>, StoreError> {
-        let row: Option<WebhookRow> = with_pool!(self, pool => sqlx::query_as(concat!(
-            "SELECT ", webhook_columns!(), " FROM webhooks WHERE id = $1"))
-            .bind(id.as_str())
-            .fetch_optional(pool)
-            .await)?;
+        let row: Option<WebhookRow> = self
+            .reader()
+            .fetch_optional(
+                concat!("SELECT ", webhook_columns!(), " FROM webhooks WHERE id = $1"),
+                &[id.as_str().into()],
+            )
+            .await?;
         row.map(Webhook::try_from).transpose()
     }
 
@@ -220,14 +262,22 @@ impl Store {
             .after
             .as_ref()
             .map_or((i64::MIN, ""), |c| (c.created_at_ms, c.id.as_str()));
-        let rows: Vec<WebhookRow> = with_pool!(self, pool => sqlx::query_as(concat!(
-            "SELECT ", webhook_columns!(), " FROM webhooks ",
-            "WHERE created_at > $1 OR (created_at = $1 AND id > $2) ORDER BY created_at, id LIMIT $3"))
-            .bind(after_ms)
-            .bind(after_id)
-            .bind(i64::from(page.limit) + 1)
-            .fetch_all(pool)
-            .await)?;
+        let rows: Vec<WebhookRow> = self
+            .reader()
+            .fetch_all(
+                concat!(
+                    "SELECT ",
+                    webhook_columns!(),
+                    " FROM webhooks ",
+                    "WHERE created_at > $1 OR (created_at = $1 AND id > $2) ORDER BY created_at, id LIMIT $3"
+                ),
+                &[
+                    after_ms.into(),
+                    after_id.into(),
+                    (i64::from(page.limit) + 1).into(),
+                ],
+            )
+            .await?;
         let items = rows
             .into_iter()
             .map(Webhook::try_from)
@@ -245,22 +295,26 @@ impl Store {
         spec: WebhookSpec,
         now: DateTime<Utc>,
     ) -> Result<Option<Webhook>, StoreError> {
-        let n = with_writer!(self, pool => sqlx::query(
-            "UPDATE webhooks SET url = $2, events = $3, environment = $4, job_ids = $5, headers = $6, \
-             description = $7, enabled = $8, \
-             disabled_reason = CASE WHEN $8 THEN NULL ELSE disabled_reason END, \
-             failing_since = CASE WHEN $8 THEN NULL ELSE failing_since END, updated_at = $9 WHERE id = $1")
-            .bind(id.as_str())
-            .bind(&spec.url)
-            .bind(events_json(&spec.filter))
-            .bind(spec.filter.environment.map(|e| e.as_str()))
-            .bind(job_ids_json(&spec.filter))
-            .bind(serde_json::to_string(&spec.headers).unwrap_or_default())
-            .bind(&spec.description)
-            .bind(spec.enabled)
-            .bind(now.timestamp_millis())
-            .execute(pool)
-            .await.map(|r| r.rows_affected()))?;
+        let n = self
+            .writer()
+            .execute(
+                "UPDATE webhooks SET url = $2, events = $3, environment = $4, job_ids = $5, headers = $6, \
+                 description = $7, enabled = $8, \
+                 disabled_reason = CASE WHEN $8 THEN NULL ELSE disabled_reason END, \
+                 failing_since = CASE WHEN $8 THEN NULL ELSE failing_since END, updated_at = $9 WHERE id = $1",
+                &[
+                    id.as_str().into(),
+                    (&spec.url).into(),
+                    events_json(&spec.filter).into(),
+                    spec.filter.environment.map(|e| e.as_str()).into(),
+                    job_ids_json(&spec.filter).into(),
+                    serde_json::to_string(&spec.headers).unwrap_or_default().into(),
+                    (&spec.description).into(),
+                    spec.enabled.into(),
+                    now.timestamp_millis().into(),
+                ],
+            )
+            .await?;
         if n == 0 {
             return Ok(None);
         }
@@ -270,10 +324,10 @@ impl Store {
     /// Deletes a subscription; `false` if there was none. Its pending deliveries end
     /// `dead` at their next attempt.
     pub async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, StoreError> {
-        let n = with_writer!(self, pool => sqlx::query("DELETE FROM webhooks WHERE id = $1")
-            .bind(id.as_str())
-            .execute(pool)
-            .await.map(|r| r.rows_affected()))?;
+        let n = self
+            .writer()
+            .execute("DELETE FROM webhooks WHERE id = $1", &[id.as_str().into()])
+            .await?;
         Ok(n > 0)
     }
 
@@ -285,15 +339,19 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<Webhook>, StoreError> {
         let until = now + Duration::hours(ROTATION_GRACE_HOURS);
-        let n = with_writer!(self, pool => sqlx::query(
-            "UPDATE webhooks SET previous_secret = secret, previous_secret_until = $3, secret = $2, updated_at = $4 \
-             WHERE id = $1")
-            .bind(id.as_str())
-            .bind(new.expose())
-            .bind(until.timestamp_millis())
-            .bind(now.timestamp_millis())
-            .execute(pool)
-            .await.map(|r| r.rows_affected()))?;
+        let n = self
+            .writer()
+            .execute(
+                "UPDATE webhooks SET previous_secret = secret, previous_secret_until = $3, secret = $2, updated_at = $4 \
+                 WHERE id = $1",
+                &[
+                    id.as_str().into(),
+                    new.expose().into(),
+                    until.timestamp_millis().into(),
+                    now.timestamp_millis().into(),
+                ],
+            )
+            .await?;
         if n == 0 {
             return Ok(None);
         }
@@ -313,27 +371,30 @@ impl Store {
         let event_id = EventId::generate();
         let delivery_id = DeliveryId::generate();
         let payload = webhook_test_payload(&hook.id, hook.filter.environment.unwrap_or_default(), now);
-        with_tx!(self, tx, q => {
-            sqlx::query("INSERT INTO events (id, job_id, run_id, event_type, payload, created_at) VALUES ($1, NULL, NULL, $2, $3, $4)")
-                .bind(event_id.as_str())
-                .bind(EventType::WebhookTest.as_str())
-                .bind(payload.to_string())
-                .bind(now.timestamp_millis())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, NULL, 'pending', $5, $5)")
-                .bind(delivery_id.as_str())
-                .bind(event_id.as_str())
-                .bind(hook.id.as_str())
-                .bind(EventType::WebhookTest.as_str())
-                .bind(now.timestamp_millis())
-                .execute(&mut *tx)
-                .await?;
-            q::push_deliveries(&mut tx, &[(delivery_id.to_string(), None)]).await?;
-        });
-        self.wake_deliveries.notify_one();
+        let mut tx = self.begin().await?;
+        let event = NewEventRow {
+            id: event_id.as_str(),
+            job_id: None,
+            run_id: None,
+            kind: EventType::WebhookTest,
+            payload: payload.to_string(),
+        };
+        insert_events(&mut tx, std::slice::from_ref(&event), now).await?;
+        tx.execute(
+            "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, NULL, 'pending', $5, $5)",
+            &[
+                delivery_id.as_str().into(),
+                event_id.as_str().into(),
+                hook.id.as_str().into(),
+                EventType::WebhookTest.as_str().into(),
+                now.timestamp_millis().into(),
+            ],
+        )
+        .await?;
+        queue::push_deliveries(&mut tx, &[(delivery_id.to_string(), None)]).await?;
+        tx.commit().await?;
+        self.signals.deliveries_pushed();
         Ok(Some(delivery_id))
     }
 
@@ -342,37 +403,34 @@ impl Store {
     /// Job results go through the run's own transaction instead (`finish_run`); this is
     /// for events made elsewhere (the delivery benchmark publishes its load with it).
     pub async fn publish_events(&self, events: &[NewEvent], now: DateTime<Utc>) -> Result<usize, StoreError> {
-        /// Events per multi-row INSERT (6 parameters each, well under both databases' limits).
-        const ROWS: usize = 500;
         let ids: Vec<EventId> = events.iter().map(|_| EventId::generate()).collect();
-        let at = now.timestamp_millis();
-        let queued = with_tx!(self, tx, q => {
-            let hooks = enabled_hooks!(tx);
-            let deliveries: Vec<NewDelivery<'_>> = events
-                .iter()
-                .zip(&ids)
-                .flat_map(|(e, id)| {
-                    let job = e.job_id.as_ref().map_or("", JobId::as_str);
-                    deliveries_for(&hooks, id.as_str(), e.kind, job, &e.environment)
-                })
-                .collect();
-            for chunk in events.iter().zip(&ids).collect::<Vec<_>>().chunks(ROWS) {
-                let mut b = sqlx::QueryBuilder::new("INSERT INTO events (id, job_id, run_id, event_type, payload, created_at) ");
-                b.push_values(chunk, |mut row, (e, id)| {
-                    row.push_bind(id.as_str())
-                        .push_bind(e.job_id.as_ref().map(JobId::as_str))
-                        .push_bind(None::<String>)
-                        .push_bind(e.kind.as_str())
-                        .push_bind(e.payload.to_string())
-                        .push_bind(at);
-                });
-                b.build().execute(&mut *tx).await?;
-            }
-            insert_deliveries!(tx, q, &deliveries, now);
-            deliveries.len()
-        });
+        let mut tx = self.begin().await?;
+        let hooks = enabled_hooks(&mut tx).await?;
+        let deliveries: Vec<NewDelivery<'_>> = events
+            .iter()
+            .zip(&ids)
+            .flat_map(|(e, id)| {
+                let job = e.job_id.as_ref().map_or("", JobId::as_str);
+                deliveries_for(&hooks, id.as_str(), e.kind, job, &e.environment)
+            })
+            .collect();
+        let rows: Vec<NewEventRow<'_>> = events
+            .iter()
+            .zip(&ids)
+            .map(|(e, id)| NewEventRow {
+                id: id.as_str(),
+                job_id: e.job_id.as_ref().map(JobId::as_str),
+                run_id: None,
+                kind: e.kind,
+                payload: e.payload.to_string(),
+            })
+            .collect();
+        insert_events(&mut tx, &rows, now).await?;
+        insert_deliveries(&mut tx, &deliveries, now).await?;
+        tx.commit().await?;
+        let queued = deliveries.len();
         if queued > 0 {
-            self.wake_deliveries.notify_one();
+            self.signals.deliveries_pushed();
         }
         Ok(queued)
     }

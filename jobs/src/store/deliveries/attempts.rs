@@ -1,0 +1,401 @@
+//! The attempt path: loading what attempts need, recording attempts with their
+//! consequences (retry, death, the subscription's health, the audit log), and
+//! acknowledging the tasks that carried them, in one transaction per batch.
+
+use super::{DeliveryRow, delivery_columns};
+use crate::StoreError;
+use crate::domain::{
+    AttemptDecision, AttemptOutcome, Delivery, DeliveryId, DeliveryPolicy, DeliveryStatus, Webhook, WebhookId,
+};
+use crate::store::{
+    Store,
+    audit::{NewAuditEntry, append_audit_batch},
+    db::Statement,
+    queue::{self, TaskEnd},
+};
+use chrono::{DateTime, Utc};
+use std::borrow::Borrow;
+
+/// What a worker needs to make an attempt.
+#[derive(Debug, Clone)]
+pub struct DeliveryWork {
+    /// The delivery.
+    pub delivery: Delivery,
+    /// Its subscription.
+    pub webhook: Webhook,
+    /// The exact body to send (stored once when the event was written).
+    pub payload: String,
+    /// Attempts made since creation or the last replay.
+    pub round_attempts: u32,
+}
+
+/// What loading a delivery for an attempt found.
+#[derive(Debug, Clone)]
+pub enum DeliveryLoad {
+    /// It needs an attempt (`pending` or `retrying`).
+    Attempt(Box<DeliveryWork>),
+    /// Its subscription or event no longer exists: it was marked `dead` instead.
+    Dead,
+    /// It needs no attempt (delivered, dead, or gone).
+    Nothing,
+}
+
+/// One attempt to record: what it needed, how it went, and the queue task that made it,
+/// which the same transaction acknowledges.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    /// The delivery as the attempt began.
+    pub work: DeliveryWork,
+    /// How the attempt went.
+    pub outcome: AttemptOutcome,
+    /// The apalis task that carried the attempt.
+    pub task_id: String,
+}
+
+/// A delivery task that made no attempt: its delivery needed none (already delivered,
+/// dead or gone), died without one (`dead`: its subscription or event is gone), or its
+/// endpoint had its maximum of attempts in flight and the attempt is queued again for
+/// `again_at`.
+#[derive(Debug, Clone)]
+pub struct Unattempted {
+    /// The apalis task.
+    pub task_id: String,
+    /// The delivery, and when to try it again.
+    pub again_at: Option<(DeliveryId, DateTime<Utc>)>,
+    /// The delivery, if it died without an attempt (its task then joins the DLQ).
+    pub dead: Option<DeliveryId>,
+}
+
+/// A delivery with what an attempt needs from other tables.
+#[derive(sqlx::FromRow)]
+struct WorkRow {
+    #[sqlx(flatten)]
+    delivery: DeliveryRow,
+    round_attempts: i64,
+    payload: Option<String>,
+}
+
+/// What recording one attempt writes: the attempt, and what the policy decided.
+struct Recorded<'a> {
+    work: &'a DeliveryWork,
+    outcome: &'a AttemptOutcome,
+    attempt: i64,
+    decision: AttemptDecision,
+}
+
+impl<'a> Recorded<'a> {
+    fn new(record: &'a AttemptRecord, policy: &DeliveryPolicy<'_>, now: DateTime<Utc>) -> Self {
+        Recorded {
+            work: &record.work,
+            outcome: &record.outcome,
+            attempt: i64::from(record.work.delivery.attempts) + 1,
+            decision: policy.decide(record.work.round_attempts, &record.outcome, now),
+        }
+    }
+
+    fn id(&self) -> &'a str {
+        self.work.delivery.id.as_str()
+    }
+
+    fn hook_id(&self) -> &'a str {
+        self.work.webhook.id.as_str()
+    }
+
+    fn audit_entry(&self) -> NewAuditEntry<'a> {
+        NewAuditEntry {
+            actor: "system",
+            action: "delivery.attempt",
+            object_type: "delivery",
+            object_id: Some(self.id()),
+            source: None,
+            detail: serde_json::json!({
+                "webhook_id": self.hook_id(),
+                "url": &self.work.webhook.url,
+                "attempt": self.attempt,
+                "status_code": self.outcome.status_code,
+                "error_kind": self.outcome.error_kind,
+                "duration_ms": self.outcome.duration_ms,
+                "result": self.decision.status.as_str(),
+            }),
+        }
+    }
+}
+
+/// Sorted, without repeats.
+fn sorted<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = ids.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+impl Store {
+    /// For each of `ids` (in order), what an attempt finds: the delivery and what an
+    /// attempt needs, if it still needs one (`pending` or `retrying`); two queries for
+    /// the whole batch. Deliveries whose subscription or event was deleted are marked
+    /// `dead` here.
+    pub async fn begin_deliveries(
+        &self,
+        ids: &[DeliveryId],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DeliveryLoad>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut s = Statement::new(concat!(
+            "SELECT x.*, e.payload FROM (SELECT ",
+            delivery_columns!(),
+            ", round_attempts FROM deliveries WHERE id IN "
+        ));
+        s.list(ids.iter().map(DeliveryId::as_str))
+            .push(") x LEFT JOIN events e ON e.id = x.event_id");
+        let rows: Vec<WorkRow> = self.reader().fetch_built(s).await?;
+        let mut hook_ids: Vec<WebhookId> = rows
+            .iter()
+            .filter_map(|r| WebhookId::parse(&r.delivery.webhook_id))
+            .collect();
+        hook_ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        hook_ids.dedup();
+        let hooks = self.webhooks_by_id(&hook_ids).await?;
+        let mut found = std::collections::HashMap::with_capacity(rows.len());
+        let mut orphans = Vec::new();
+        for row in rows {
+            let payload = row.payload;
+            let round = row.round_attempts;
+            let delivery = Delivery::try_from(row.delivery)?;
+            if !matches!(
+                delivery.status,
+                DeliveryStatus::Pending | DeliveryStatus::Retrying
+            ) {
+                continue;
+            }
+            match (hooks.get(delivery.webhook_id.as_str()), payload) {
+                (Some(webhook), Some(payload)) => {
+                    let work = DeliveryWork {
+                        webhook: webhook.clone(),
+                        payload,
+                        round_attempts: u32::try_from(round).unwrap_or(u32::MAX),
+                        delivery,
+                    };
+                    found.insert(work.delivery.id.clone(), DeliveryLoad::Attempt(Box::new(work)));
+                }
+                _ => {
+                    found.insert(delivery.id.clone(), DeliveryLoad::Dead);
+                    orphans.push(delivery.id);
+                }
+            }
+        }
+        if !orphans.is_empty() {
+            let mut s = Statement::new(
+                "UPDATE deliveries SET status = 'dead', last_error = 'the subscription or event no longer exists', \
+                 next_attempt_at = NULL, dead_at = ",
+            );
+            s.bind(now.timestamp_millis())
+                .push(", updated_at = ")
+                .bind(now.timestamp_millis())
+                .push(" WHERE id IN ")
+                .list(orphans.iter().map(DeliveryId::as_str));
+            self.writer().run(s).await?;
+        }
+        Ok(ids
+            .iter()
+            .map(|id| found.remove(id).unwrap_or(DeliveryLoad::Nothing))
+            .collect())
+    }
+
+    /// Records attempts and their consequences, all in one transaction (one commit for
+    /// the batch, with multi-row statements): each delivery becomes what the retry
+    /// policy decides (`DeliveryPolicy::decide`): `delivered`, `retrying` with its next
+    /// attempt queued, or `dead`. Returns the new statuses, in order.
+    ///
+    /// The subscriptions' health moves with them: a success clears a subscription's
+    /// failing streak (a success and a failure of one subscription in the same batch
+    /// count as a success); a `410 Gone`, or failures without a success for
+    /// `policy.disable_after`, disable it with the reason recorded (and in the audit
+    /// log).
+    ///
+    /// Each attempt's task is acknowledged in the same transaction: deleted, or left
+    /// `Failed` (the DLQ) for a delivery that is now dead. A crash before the commit
+    /// leaves both the attempt unrecorded and its task taken, and the task is handed out
+    /// again once this worker's lease lapses (at least once).
+    pub async fn record_attempts(
+        &self,
+        batch: &[impl Borrow<AttemptRecord>],
+        policy: &DeliveryPolicy<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DeliveryStatus>, StoreError> {
+        /// Rows per multi-row statement (at most 8 parameters a row).
+        const ROWS: usize = 500;
+        let recorded: Vec<Recorded<'_>> = batch
+            .iter()
+            .map(|r| Recorded::new(r.borrow(), policy, now))
+            .collect();
+        let succeeded = sorted(
+            recorded
+                .iter()
+                .filter(|r| r.outcome.delivered())
+                .map(|r| r.hook_id()),
+        );
+        let failing = sorted(
+            recorded
+                .iter()
+                .filter(|r| !r.outcome.delivered() && succeeded.binary_search(&r.hook_id()).is_err())
+                .map(|r| r.hook_id()),
+        );
+        let gone = sorted(recorded.iter().filter(|r| r.outcome.gone()).map(|r| r.hook_id()));
+        let at = now.timestamp_millis();
+        let mut tx = self.begin().await?;
+        for chunk in recorded.chunks(ROWS) {
+            let mut s = Statement::new(
+                "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, \
+                 error_kind, error, response_excerpt) ",
+            );
+            s.values(chunk, |row, r| {
+                row.bind(r.id())
+                    .bind(r.attempt)
+                    .bind(r.outcome.started_at.timestamp_millis())
+                    .bind(r.outcome.duration_ms)
+                    .bind(r.outcome.status_code.map(i64::from))
+                    .bind(r.outcome.error_kind)
+                    .bind(r.outcome.error.as_deref())
+                    .bind(r.outcome.response_excerpt.as_deref());
+            });
+            s.push(" ON CONFLICT (delivery_id, attempt) DO NOTHING");
+            tx.run(s).await?;
+
+            let mut s = Statement::new(
+                "WITH v (id, status, attempts, next_attempt_at, last_status_code, last_error, delivered_at, dead_at) AS (",
+            );
+            s.values(chunk, |row, r| {
+                let status = r.decision.status;
+                row.bind(r.id())
+                    .bind(status.as_str())
+                    .bind(r.attempt)
+                    .bind(r.decision.next.map(|t| t.timestamp_millis()))
+                    .bind(r.outcome.status_code.map(i64::from))
+                    .bind(r.outcome.error.as_deref())
+                    .bind((status == DeliveryStatus::Delivered).then_some(at))
+                    .bind((status == DeliveryStatus::Dead).then_some(at));
+            });
+            // `next_attempt_at` and `dead_at` stay NULL for a delivery that succeeds at
+            // once, so (on Postgres) its update touches no index: see the migration
+            // `20261128000005_deliveries_hot_updates`.
+            s.push(
+                ") UPDATE deliveries SET status = v.status, attempts = v.attempts, \
+                 round_attempts = deliveries.round_attempts + 1, next_attempt_at = v.next_attempt_at, \
+                 last_status_code = v.last_status_code, last_error = v.last_error, dead_at = v.dead_at, \
+                 delivered_at = COALESCE(v.delivered_at, deliveries.delivered_at), updated_at = ",
+            )
+            .bind(at)
+            .push(" FROM v WHERE deliveries.id = v.id");
+            tx.run(s).await?;
+        }
+        // Acknowledge first: a retry's new task must not meet the failed one's key.
+        let ends: Vec<_> = batch
+            .iter()
+            .zip(&recorded)
+            .map(|(b, r)| {
+                let end = if r.decision.status == DeliveryStatus::Dead {
+                    TaskEnd::Dead(r.id())
+                } else {
+                    TaskEnd::Done
+                };
+                (b.borrow().task_id.as_str(), end)
+            })
+            .collect();
+        queue::finish_delivery_tasks(&mut tx, &ends).await?;
+        let retries: Vec<_> = recorded
+            .iter()
+            .filter_map(|r| Some((r.id().to_owned(), Some(r.decision.next?))))
+            .collect();
+        queue::push_deliveries(&mut tx, &retries).await?;
+
+        if !succeeded.is_empty() {
+            let mut s = Statement::new(
+                "UPDATE webhooks SET failing_since = NULL WHERE failing_since IS NOT NULL AND id IN ",
+            );
+            s.list(succeeded.iter().copied());
+            tx.run(s).await?;
+        }
+        let mut to_disable: Vec<(&str, String)> = gone
+            .iter()
+            .map(|id| (*id, "the endpoint answered 410 Gone".to_owned()))
+            .collect();
+        if !failing.is_empty() {
+            let mut s = Statement::new("UPDATE webhooks SET failing_since = COALESCE(failing_since, ");
+            s.bind(at)
+                .push(") WHERE id IN ")
+                .list(failing.iter().copied())
+                .push(" RETURNING id, failing_since");
+            let rows: Vec<(String, Option<i64>)> = tx.fetch_built(s).await?;
+            for (id, since) in rows {
+                let failing_for = since.map_or(0, |s| at - s);
+                let failing_for_std =
+                    std::time::Duration::from_millis(u64::try_from(failing_for).unwrap_or(0));
+                if policy.disables(failing_for_std)
+                    && gone.binary_search(&id.as_str()).is_err()
+                    && let Some(hook) = failing.iter().find(|h| **h == id)
+                {
+                    to_disable.push((
+                        hook,
+                        format!(
+                            "every attempt failed for {} s (the limit is {} s)",
+                            failing_for / 1000,
+                            policy.disable_after.as_secs()
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut entries: Vec<_> = recorded.iter().map(Recorded::audit_entry).collect();
+        for (hook_id, reason) in &to_disable {
+            let n = tx
+                .execute(
+                    "UPDATE webhooks SET enabled = FALSE, disabled_reason = $2, updated_at = $3 WHERE id = $1 AND enabled",
+                    &[(*hook_id).into(), reason.into(), at.into()],
+                )
+                .await?;
+            if n == 1 {
+                tracing::warn!(webhook_id = %hook_id, %reason, "webhook subscription disabled");
+                entries.push(NewAuditEntry {
+                    actor: "system",
+                    action: "webhook.disabled",
+                    object_type: "webhook",
+                    object_id: Some(hook_id),
+                    source: None,
+                    detail: serde_json::json!({ "reason": reason }),
+                });
+            }
+        }
+        // Last, just before the commit: taking sequence numbers locks the audit counter
+        // until then, and every transaction that audits waits for it.
+        append_audit_batch(&mut tx, &entries, now).await?;
+        tx.commit().await?;
+        Ok(recorded.iter().map(|r| r.decision.status).collect())
+    }
+
+    /// Acknowledges delivery tasks that made no attempt (deleted; left `Failed` for a
+    /// delivery that died without one), queuing a new task for each that has a time to
+    /// try again, in one transaction.
+    pub async fn finish_unattempted(&self, tasks: &[Unattempted]) -> Result<(), StoreError> {
+        let again: Vec<_> = tasks
+            .iter()
+            .filter_map(|t| t.again_at.as_ref().map(|(id, at)| (id.to_string(), Some(*at))))
+            .collect();
+        let ends: Vec<_> = tasks
+            .iter()
+            .map(|t| {
+                let end = t
+                    .dead
+                    .as_ref()
+                    .map_or(TaskEnd::Done, |d| TaskEnd::Dead(d.as_str()));
+                (t.task_id.as_str(), end)
+            })
+            .collect();
+        let mut tx = self.begin().await?;
+        queue::finish_delivery_tasks(&mut tx, &ends).await?;
+        queue::push_deliveries(&mut tx, &again).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,309 @@
+//! The read side of deliveries: one delivery with its attempts, listings, the activity
+//! export, and the dead letter queue (listing, replay, acknowledgement). The DLQ is the
+//! set of dead, unacknowledged deliveries; their `Failed` queue tasks are the same set
+//! (see `store::queue`), kept so by replay and acknowledgement here and by retention.
+
+use super::{DeliveryRow, delivery_columns, time};
+use crate::StoreError;
+use crate::domain::{Attempt, Cursor, Delivery, DeliveryId, DeliveryStatus, Page, PageRequest, WebhookId};
+use crate::store::{Store, db::Arg, queue};
+use chrono::{DateTime, Utc};
+
+/// Filter of a bulk replay.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayFilter {
+    /// Only deliveries to this subscription.
+    pub webhook_id: Option<WebhookId>,
+    /// Only this event type.
+    pub event_type: Option<String>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// Which deliveries a listing or export shows; every field narrows it.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    /// Only deliveries to this subscription.
+    pub webhook_id: Option<String>,
+    /// Only events of this job.
+    pub job_id: Option<String>,
+    /// Only this event type.
+    pub event_type: Option<String>,
+    /// Only this status.
+    pub status: Option<DeliveryStatus>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl DeliveryFilter {
+    /// The filter as `$1`–`$6` (subscription, job, event type, status, since, until;
+    /// empty or unbounded when unset) of a listing or export query.
+    fn args(&self) -> [Arg<'_>; 6] {
+        [
+            self.webhook_id.as_deref().unwrap_or("").into(),
+            self.job_id.as_deref().unwrap_or("").into(),
+            self.event_type.as_deref().unwrap_or("").into(),
+            self.status.map_or("", DeliveryStatus::as_str).into(),
+            self.since.map_or(i64::MIN, |t| t.timestamp_millis()).into(),
+            self.until.map_or(i64::MAX, |t| t.timestamp_millis()).into(),
+        ]
+    }
+}
+
+/// One row of the activity export: one attempt (or a delivery not attempted yet).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ExportRow {
+    /// `dlv_…`.
+    pub delivery_id: String,
+    /// `evt_…`.
+    pub event_id: String,
+    /// `wh_…`.
+    pub webhook_id: String,
+    /// `job.failed`, ...
+    pub event_type: String,
+    /// `wf_…`, empty for test events.
+    pub job_id: Option<String>,
+    /// The delivery's current status.
+    pub delivery_status: String,
+    /// When the delivery was created (ms).
+    pub delivery_created_at: i64,
+    /// Attempt number; 0 for a delivery not attempted yet.
+    pub attempt: i64,
+    /// When the attempt started (ms).
+    pub attempted_at: Option<i64>,
+    /// How long it took.
+    pub duration_ms: Option<i64>,
+    /// The answer's status.
+    pub status_code: Option<i64>,
+    /// Why it failed.
+    pub error_kind: Option<String>,
+    /// Human-readable error.
+    pub error: Option<String>,
+    /// First 4 KiB of the answer.
+    pub response_excerpt: Option<String>,
+}
+
+/// Where an export resumes: after this (delivery creation time, delivery id, attempt).
+pub type ExportCursor = (i64, String, i64);
+
+/// An attempt as stored.
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    attempt: i64,
+    started_at: i64,
+    duration_ms: i64,
+    status_code: Option<i64>,
+    error_kind: Option<String>,
+    error: Option<String>,
+    response_excerpt: Option<String>,
+}
+
+/// A page of deliveries from `rows` (the page's limit and one more, to tell whether
+/// another page follows).
+fn delivery_page(rows: Vec<DeliveryRow>, page: &PageRequest) -> Result<Page<Delivery>, StoreError> {
+    let items = rows
+        .into_iter()
+        .map(Delivery::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Page::from_rows(items, page.limit, |d| {
+        Cursor::after(d.created_at, d.id.as_str())
+    }))
+}
+
+/// Dead deliveries replayed at most per call.
+const REPLAY_LIMIT: i64 = 10_000;
+
+impl Store {
+    /// A delivery and its attempts, oldest first.
+    pub async fn get_delivery(
+        &self,
+        id: &DeliveryId,
+    ) -> Result<Option<(Delivery, Vec<Attempt>)>, StoreError> {
+        let row: Option<DeliveryRow> = self
+            .reader()
+            .fetch_optional(
+                concat!("SELECT ", delivery_columns!(), " FROM deliveries WHERE id = $1"),
+                &[id.as_str().into()],
+            )
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let attempts: Vec<AttemptRow> = self
+            .reader()
+            .fetch_all(
+                "SELECT attempt, started_at, duration_ms, status_code, error_kind, error, response_excerpt \
+                 FROM delivery_attempts WHERE delivery_id = $1 ORDER BY attempt",
+                &[id.as_str().into()],
+            )
+            .await?;
+        let attempts = attempts
+            .into_iter()
+            .map(|a| {
+                Ok(Attempt {
+                    attempt: u32::try_from(a.attempt).unwrap_or(u32::MAX),
+                    started_at: time(a.started_at)?,
+                    duration_ms: a.duration_ms,
+                    status_code: a.status_code.and_then(|c| i32::try_from(c).ok()),
+                    error_kind: a.error_kind,
+                    error: a.error,
+                    response_excerpt: a.response_excerpt,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(Some((Delivery::try_from(row)?, attempts)))
+    }
+
+    /// Deliveries matching `filter`, newest first, one page at a time.
+    pub async fn list_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Delivery>, StoreError> {
+        let (before_ms, before_id) = page
+            .after
+            .as_ref()
+            .map_or((i64::MAX, "~"), |c| (c.created_at_ms, c.id.as_str()));
+        let mut args = filter.args().to_vec();
+        args.extend([
+            before_ms.into(),
+            before_id.into(),
+            (i64::from(page.limit) + 1).into(),
+        ]);
+        let rows: Vec<DeliveryRow> = self
+            .reader()
+            .fetch_all(
+                concat!(
+                    "SELECT ",
+                    delivery_columns!(),
+                    " FROM deliveries WHERE ",
+                    "($1 = '' OR webhook_id = $1) AND ($2 = '' OR job_id = $2) AND ($3 = '' OR event_type = $3) ",
+                    "AND ($4 = '' OR status = $4) AND created_at >= $5 AND created_at < $6 ",
+                    "AND (created_at < $7 OR (created_at = $7 AND id < $8)) ORDER BY created_at DESC, id DESC LIMIT $9"
+                ),
+                &args,
+            )
+            .await?;
+        delivery_page(rows, page)
+    }
+
+    /// Up to `limit` export rows (one per attempt, oldest delivery first) after `after`.
+    /// Callers stream an export by calling this until it returns fewer than `limit`.
+    pub async fn export_attempts(
+        &self,
+        filter: &DeliveryFilter,
+        after: Option<&ExportCursor>,
+        limit: i64,
+    ) -> Result<Vec<ExportRow>, StoreError> {
+        let (k_at, k_id, k_attempt) = after.map_or((i64::MIN, "", -1), |(a, b, c)| (*a, b.as_str(), *c));
+        let mut args = filter.args().to_vec();
+        args.extend([k_at.into(), k_id.into(), k_attempt.into(), limit.into()]);
+        let rows: Vec<ExportRow> = self
+            .reader()
+            .fetch_all(
+                "SELECT d.id AS delivery_id, d.event_id, d.webhook_id, d.event_type, d.job_id, \
+                 d.status AS delivery_status, d.created_at AS delivery_created_at, COALESCE(a.attempt, 0) AS attempt, \
+                 a.started_at AS attempted_at, a.duration_ms, a.status_code, a.error_kind, a.error, a.response_excerpt \
+                 FROM deliveries d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id WHERE \
+                 ($1 = '' OR d.webhook_id = $1) AND ($2 = '' OR d.job_id = $2) AND ($3 = '' OR d.event_type = $3) \
+                 AND ($4 = '' OR d.status = $4) AND d.created_at >= $5 AND d.created_at < $6 \
+                 AND (d.created_at > $7 OR (d.created_at = $7 AND (d.id > $8 OR (d.id = $8 AND COALESCE(a.attempt, 0) > $9)))) \
+                 ORDER BY d.created_at, d.id, COALESCE(a.attempt, 0) LIMIT $10",
+                &args,
+            )
+            .await?;
+        Ok(rows)
+    }
+
+    /// The dead letter queue: dead, unacknowledged deliveries, oldest first.
+    pub async fn list_dlq(&self, page: &PageRequest) -> Result<Page<Delivery>, StoreError> {
+        let (after_ms, after_id) = page
+            .after
+            .as_ref()
+            .map_or((i64::MIN, ""), |c| (c.created_at_ms, c.id.as_str()));
+        let rows: Vec<DeliveryRow> = self
+            .reader()
+            .fetch_all(
+                concat!(
+                    "SELECT ",
+                    delivery_columns!(),
+                    " FROM deliveries WHERE dead_at IS NOT NULL AND NOT acknowledged ",
+                    "AND (created_at > $1 OR (created_at = $1 AND id > $2)) ORDER BY created_at, id LIMIT $3"
+                ),
+                &[
+                    after_ms.into(),
+                    after_id.into(),
+                    (i64::from(page.limit) + 1).into(),
+                ],
+            )
+            .await?;
+        delivery_page(rows, page)
+    }
+
+    /// Replays dead deliveries matching `filter` (or the one `only`; at most
+    /// 10,000 a call): each goes back to `pending` with a fresh retry schedule, and its
+    /// `Failed` task is taken back (due now, attempts reset), keeping its id, so
+    /// receivers see the same idempotency key. Returns how many were replayed.
+    pub async fn replay_dead(
+        &self,
+        only: Option<&DeliveryId>,
+        filter: &ReplayFilter,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let ids: Vec<(String,)> = self
+            .reader()
+            .fetch_all(
+                "SELECT id FROM deliveries WHERE status = 'dead' \
+                 AND ($1 = '' OR id = $1) AND ($2 = '' OR webhook_id = $2) AND ($3 = '' OR event_type = $3) \
+                 AND created_at >= $4 AND created_at < $5 ORDER BY created_at, id LIMIT $6",
+                &[
+                    only.map_or("", |d| d.as_str()).into(),
+                    filter.webhook_id.as_ref().map_or("", |w| w.as_str()).into(),
+                    filter.event_type.as_deref().unwrap_or("").into(),
+                    filter.since.map_or(i64::MIN, |t| t.timestamp_millis()).into(),
+                    filter.until.map_or(i64::MAX, |t| t.timestamp_millis()).into(),
+                    REPLAY_LIMIT.into(),
+                ],
+            )
+            .await?;
+        let mut replayed = Vec::new();
+        let mut tx = self.begin().await?;
+        for (id,) in &ids {
+            let n = tx
+                .execute(
+                    "UPDATE deliveries SET status = 'pending', round_attempts = 0, acknowledged = FALSE, \
+                     next_attempt_at = NULL, dead_at = NULL, updated_at = $2 WHERE id = $1 AND status = 'dead'",
+                    &[id.into(), now.timestamp_millis().into()],
+                )
+                .await?;
+            if n == 1 {
+                replayed.push(id.as_str());
+            }
+        }
+        queue::revive_dead(&mut tx, &replayed).await?;
+        tx.commit().await?;
+        if !replayed.is_empty() {
+            self.signals.deliveries_pushed();
+        }
+        Ok(replayed.len() as u64)
+    }
+
+    /// Acknowledges a dead delivery: it leaves the DLQ (and stays on record), and its
+    /// `Failed` task is deleted. `false` if there is no dead delivery with this id.
+    pub async fn acknowledge_dead(&self, id: &DeliveryId, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let n = tx
+            .execute(
+                "UPDATE deliveries SET acknowledged = TRUE, updated_at = $2 WHERE id = $1 AND status = 'dead'",
+                &[id.as_str().into(), now.timestamp_millis().into()],
+            )
+            .await?;
+        if n > 0 {
+            queue::remove_dead(&mut tx, &[id.as_str()]).await?;
+        }
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+}
