@@ -208,9 +208,8 @@ async fn a_toml_file_configures_and_the_environment_overrides_it() {
     assert!(served.terminate().success());
 }
 
-#[tokio::test]
-async fn keys_create_prints_a_working_token_of_the_scope_asked_for() {
-    let db = TestDb::new(Backend::Postgres).await;
+async fn keys_create_prints_a_working_token_of_the_scope_asked_for(backend: Backend) {
+    let db = TestDb::new(backend).await;
     let dir = tempfile::tempdir().unwrap();
     let out = cronflow(dir.path(), &db.url)
         .args(["keys", "create", "--scope", "read", "--name", "ci"])
@@ -241,6 +240,8 @@ async fn keys_create_prints_a_working_token_of_the_scope_asked_for() {
     assert_eq!(status, 403, "{body}");
     app.stop().await;
 }
+
+on_both_backends!(keys_create_prints_a_working_token_of_the_scope_asked_for);
 
 #[test]
 fn the_openapi_command_prints_the_committed_document() {
