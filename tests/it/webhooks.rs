@@ -325,13 +325,16 @@ async fn a_redirect_is_not_followed(backend: Backend) {
 }
 
 /// With 8 delivery slots and at most 4 per endpoint, a hung endpoint's 40 attempts
-/// would fill every slot without the cap.
+/// would fill every slot without the cap. Its attempts must stay hung for the whole test
+/// (a loaded machine may take longer than the default 10 s timeout to deliver the 40
+/// events; a timed-out attempt's retry would be a fifth request, not a fifth slot).
 async fn a_hung_endpoint_does_not_delay_a_healthy_one(backend: Backend) {
     let app = TestApp::spawn_with(
         backend,
         &[
             ("CRONFLOW_DELIVERY_CONCURRENCY", "8"),
             ("CRONFLOW_DELIVERY_PER_ENDPOINT", "4"),
+            ("CRONFLOW_WEBHOOK_TIMEOUT", "120s"),
         ],
     )
     .await;
