@@ -103,6 +103,15 @@ pub fn main_entry() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(Command::Worker) = cli.command
+        && !settings.database_url.starts_with("postgres")
+    {
+        eprintln!(
+            "cronflow: `cronflow worker` needs a Postgres CRONFLOW_DATABASE_URL shared with a \
+             `cronflow serve` process; on SQLite, `cronflow serve` runs the workers itself"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     if let Some(Command::Bench(_)) = cli.command {
         crate::bench::init_quiet_tracing();
     } else {

@@ -117,24 +117,37 @@ pub fn loud(line: &str) {
 /// elsewhere the test is skipped, with one warning per test process naming the
 /// packages to install.
 pub fn postgres_available() -> bool {
-    static WARNED: std::sync::Once = std::sync::Once::new();
     match postgres_server() {
         PostgresServer::External(_) | PostgresServer::Private(_) => true,
         PostgresServer::Missing => {
-            let message = format!(
-                "no Postgres answers at {POSTGRES_URL_VAR} and no server binaries were found \
-                 (apt-get install {}, or set {})",
-                crate::pg_server::PACKAGES,
-                crate::pg_server::BIN_VAR
-            );
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "{message}; CI must run the Postgres tests"
-            );
-            WARNED.call_once(|| loud(&format!("warning: {message}: skipping the Postgres tests")));
+            no_postgres_binaries(&format!("no Postgres answers at {POSTGRES_URL_VAR}"));
             false
         }
     }
+}
+
+/// The installed server binaries, for a test that starts a server of its own; `None`
+/// (the test then skips itself; under `CI=true` it fails) if there are none.
+pub fn postgres_binaries() -> Option<std::path::PathBuf> {
+    let bin = crate::pg_server::installed_binaries();
+    if bin.is_none() {
+        no_postgres_binaries("a test needs a Postgres server of its own");
+    }
+    bin
+}
+
+fn no_postgres_binaries(why: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let message = format!(
+        "{why}, and no server binaries were found (apt-get install {}, or set {})",
+        crate::pg_server::PACKAGES,
+        crate::pg_server::BIN_VAR
+    );
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{message}; CI must run the Postgres tests"
+    );
+    WARNED.call_once(|| loud(&format!("warning: {message}: skipping the Postgres tests")));
 }
 
 /// A fresh, empty database that lives as long as the test needs it.

@@ -18,6 +18,7 @@ mod activity;
 mod audit;
 mod auth;
 mod binary;
+mod chaos;
 mod jobs;
 mod metrics;
 mod openapi;
