@@ -284,7 +284,13 @@ fn subscriptions(receiver: &TestReceiver) -> Vec<(String, Vec<&'static str>)> {
     ]
 }
 
-async fn api(client: &reqwest::Client, base: &str, method: reqwest::Method, path: &str, body: &Value) -> Value {
+async fn api(
+    client: &reqwest::Client,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: &Value,
+) -> Value {
     let r = client
         .request(method, format!("{base}{path}"))
         .bearer_auth(ADMIN)
@@ -315,7 +321,10 @@ async fn run_chaos(chaos: Chaos) {
     {
         use sqlx::Connection;
         let mut admin = sqlx::PgConnection::connect(&pg.url("postgres")).await.unwrap();
-        sqlx::query("CREATE DATABASE chaos").execute(&mut admin).await.unwrap();
+        sqlx::query("CREATE DATABASE chaos")
+            .execute(&mut admin)
+            .await
+            .unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
     let migrated = Command::new(BIN)
@@ -349,7 +358,8 @@ async fn run_chaos(chaos: Chaos) {
         db_url: db_url.clone(),
         processes: Vec::new(),
     };
-    let roles = std::iter::repeat_n(Role::Serve, chaos.serves).chain(std::iter::repeat_n(Role::Worker, chaos.workers));
+    let roles = std::iter::repeat_n(Role::Serve, chaos.serves)
+        .chain(std::iter::repeat_n(Role::Worker, chaos.workers));
     for (index, role) in roles.enumerate() {
         let p = fleet.start(role, index, 0).await;
         fleet.processes.push(p);
@@ -357,7 +367,14 @@ async fn run_chaos(chaos: Chaos) {
     let client = http_client();
     let base = fleet.api();
     for (url, events) in subscriptions(&receiver) {
-        api(&client, &base, reqwest::Method::POST, "/v1/webhooks", &json!({"url": url, "events": events})).await;
+        api(
+            &client,
+            &base,
+            reqwest::Method::POST,
+            "/v1/webhooks",
+            &json!({"url": url, "events": events}),
+        )
+        .await;
     }
     let pgids = dir.path().join("pgids");
     let mut job_ids = Vec::new();
@@ -384,10 +401,13 @@ async fn run_chaos(chaos: Chaos) {
             .unwrap();
             let back = Utc::now();
             let first_run = eventually(chaos.settle, "a run started after Postgres came back", || async {
-                let started: Vec<String> = query(&db_url, &format!(
-                    "SELECT id FROM runs WHERE started_at > {} LIMIT 1",
-                    back.timestamp_millis()
-                ))
+                let started: Vec<String> = query(
+                    &db_url,
+                    &format!(
+                        "SELECT id FROM runs WHERE started_at > {} LIMIT 1",
+                        back.timestamp_millis()
+                    ),
+                )
                 .await
                 .ok()?;
                 (!started.is_empty()).then(Utc::now)
@@ -406,32 +426,49 @@ async fn run_chaos(chaos: Chaos) {
     // Settle: the schedulers catch up past the window, then no job fires any more, every
     // run ends, every delivery is delivered or dead.
     let base = fleet.api();
-    eventually(chaos.settle, "every job's next fire time past the window", || async {
-        let behind: Vec<String> = query(&db_url, &format!(
-            "SELECT id FROM scheduled_jobs WHERE next_fire_at <= {}",
-            window_end.timestamp_millis()
-        ))
-        .await
-        .ok()?;
-        behind.is_empty().then_some(())
-    })
+    eventually(
+        chaos.settle,
+        "every job's next fire time past the window",
+        || async {
+            let behind: Vec<String> = query(
+                &db_url,
+                &format!(
+                    "SELECT id FROM scheduled_jobs WHERE next_fire_at <= {}",
+                    window_end.timestamp_millis()
+                ),
+            )
+            .await
+            .ok()?;
+            behind.is_empty().then_some(())
+        },
+    )
     .await;
     for id in &job_ids {
-        api(&client, &base, reqwest::Method::POST, &format!("/v1/jobs/{id}/pause"), &json!({})).await;
+        api(
+            &client,
+            &base,
+            reqwest::Method::POST,
+            &format!("/v1/jobs/{id}/pause"),
+            &json!({}),
+        )
+        .await;
     }
-    eventually(chaos.settle, "every run to end", || async {
-        let open: Vec<String> = query(&db_url, "SELECT id FROM runs WHERE state IN ('scheduled', 'queued', 'running')")
-            .await
-            .ok()?;
-        open.is_empty().then_some(())
-    })
+    settle(
+        &fleet,
+        chaos.settle,
+        "every run to end",
+        "SELECT id FROM runs WHERE state IN ('scheduled', 'queued', 'running')",
+        "SELECT state || ' ' || origin || ' ' || COUNT(*) || ' oldest slot ' || MIN(scheduled_for) FROM runs \
+         WHERE state IN ('scheduled', 'queued', 'running') GROUP BY state, origin",
+    )
     .await;
-    eventually(chaos.settle, "every delivery to be delivered or dead", || async {
-        let open: Vec<String> = query(&db_url, "SELECT id FROM deliveries WHERE status IN ('pending', 'retrying')")
-            .await
-            .ok()?;
-        open.is_empty().then_some(())
-    })
+    settle(
+        &fleet,
+        chaos.settle,
+        "every delivery to be delivered or dead",
+        "SELECT id FROM deliveries WHERE status IN ('pending', 'retrying')",
+        "SELECT status || ' ' || COUNT(*) FROM deliveries GROUP BY status",
+    )
     .await;
 
     let db = Snapshot::read(&db_url).await;
@@ -443,7 +480,14 @@ async fn run_chaos(chaos: Chaos) {
 
     // The dead-letter queue, replayed in bulk with the flaky endpoint now healthy, drains.
     healthy.store(true, Ordering::Relaxed);
-    let replayed = api(&client, &base, reqwest::Method::POST, "/v1/dlq/replay", &json!({})).await;
+    let replayed = api(
+        &client,
+        &base,
+        reqwest::Method::POST,
+        "/v1/dlq/replay",
+        &json!({}),
+    )
+    .await;
     assert_eq!(
         replayed["replayed"].as_u64(),
         Some(report.dead as u64),
@@ -464,15 +508,32 @@ async fn run_chaos(chaos: Chaos) {
     })
     .await;
     let after_replay = Snapshot::read(&db_url).await;
-    let replay_report = reconcile(&after_replay, &receiver.requests(), &job_ids, window_start, window_end);
+    let replay_report = reconcile(
+        &after_replay,
+        &receiver.requests(),
+        &job_ids,
+        window_start,
+        window_end,
+    );
 
     let recoveries = recoveries(&db, &kills);
-    print_figures(&chaos, &report, &replay_report, &kills, &recoveries, (pg_restarted_at, pg_back_at, pg_first_run_at));
+    print_figures(
+        &chaos,
+        &report,
+        &replay_report,
+        &kills,
+        &recoveries,
+        (pg_restarted_at, pg_back_at, pg_first_run_at),
+    );
     fleet.stop();
     drop(pg);
 
     assert!(kills.len() >= 3, "the chaos loop killed processes: {kills:?}");
-    assert!(report.problems.is_empty(), "reconciliation:\n{}", report.problems.join("\n"));
+    assert!(
+        report.problems.is_empty(),
+        "reconciliation:\n{}",
+        report.problems.join("\n")
+    );
     assert!(
         replay_report.problems.is_empty(),
         "after the replay:\n{}",
@@ -485,13 +546,39 @@ async fn run_chaos(chaos: Chaos) {
     );
 }
 
+/// Waits until `open` selects no row, or fails after `secs` seconds showing what `show`
+/// selects and the end of each process's log.
+async fn settle(fleet: &Fleet, secs: u64, what: &str, open: &str, show: &str) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if query(&fleet.db_url, open).await.is_ok_and(|rows| rows.is_empty()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let shown = query(&fleet.db_url, show).await;
+    let mut logs = String::new();
+    for p in &fleet.processes {
+        let name = format!("{:?}-{}-{}.log", p.role, p.index, p.starts).to_lowercase();
+        let text = std::fs::read_to_string(fleet.dir.join(&name)).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(8).collect();
+        logs += &format!(
+            "--- {name}\n{}\n",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    panic!("timed out after {secs} s waiting for {what}: {shown:?}\n{logs}");
+}
+
 /// The first column, as text, of `sql`'s rows on the chaos database.
 async fn query(url: &str, sql: &str) -> Result<Vec<String>, sqlx::Error> {
     use sqlx::Connection;
     let mut conn = sqlx::PgConnection::connect(url).await?;
-    let rows = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT CAST(t.c AS TEXT) FROM ({sql}) AS t(c)")))
-        .fetch_all(&mut conn)
-        .await;
+    let rows = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "SELECT CAST(t.c AS TEXT) FROM ({sql}) AS t(c)"
+    )))
+    .fetch_all(&mut conn)
+    .await;
     let _ = conn.close().await;
     rows
 }
@@ -563,7 +650,10 @@ impl Snapshot {
         .fetch_all(&pool)
         .await
         .unwrap();
-        let webhooks: Vec<(String, String)> = sqlx::query_as("SELECT id, url FROM webhooks").fetch_all(&pool).await.unwrap();
+        let webhooks: Vec<(String, String)> = sqlx::query_as("SELECT id, url FROM webhooks")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
         pool.close().await;
         Snapshot {
             runs,
@@ -572,7 +662,9 @@ impl Snapshot {
             webhooks: webhooks
                 .into_iter()
                 .map(|(id, url)| {
-                    let path = reqwest::Url::parse(&url).map(|u| u.path().to_owned()).unwrap_or(url);
+                    let path = reqwest::Url::parse(&url)
+                        .map(|u| u.path().to_owned())
+                        .unwrap_or(url);
                     (id, path)
                 })
                 .collect(),
@@ -638,7 +730,10 @@ fn reconcile(
     let mut by_job: BTreeMap<&str, BTreeMap<i64, Vec<&str>>> = BTreeMap::new();
     for run in &db.runs {
         let Some(slot) = run.scheduled_for else {
-            problem(format!("run {} has no slot (nothing was triggered by hand)", run.id));
+            problem(format!(
+                "run {} has no slot (nothing was triggered by hand)",
+                run.id
+            ));
             continue;
         };
         let covered = match (run.state.as_str(), run.missed_count, run.missed_last) {
@@ -646,7 +741,10 @@ fn reconcile(
                 r.missed_rows += 1;
                 r.missed_slots += count as usize;
                 if (last - slot) / SLOT_MS + 1 != count {
-                    problem(format!("missed row {} counts {count} slots from {slot} to {last}", run.id));
+                    problem(format!(
+                        "missed row {} counts {count} slots from {slot} to {last}",
+                        run.id
+                    ));
                 }
                 (slot..=last).step_by(SLOT_MS as usize).collect()
             }
@@ -665,7 +763,12 @@ fn reconcile(
             }
         };
         for s in covered {
-            by_job.entry(&run.job_id).or_default().entry(s).or_default().push(&run.id);
+            by_job
+                .entry(&run.job_id)
+                .or_default()
+                .entry(s)
+                .or_default()
+                .push(&run.id);
         }
     }
     for job in job_ids {
@@ -679,7 +782,10 @@ fn reconcile(
         }
         for (slot, rows) in slots {
             if rows.len() > 1 {
-                problem(format!("job {job}, slot {slot}: {} ledger rows {rows:?}", rows.len()));
+                problem(format!(
+                    "job {job}, slot {slot}: {} ledger rows {rows:?}",
+                    rows.len()
+                ));
             }
         }
         let end = window_end.timestamp_millis() / SLOT_MS * SLOT_MS;
@@ -707,7 +813,10 @@ fn reconcile(
         };
         match event_of_run.get(run.id.as_str()) {
             Some((_, ty)) if *ty == want => {}
-            other => problem(format!("run {} ended {} but its event is {other:?}", run.id, run.state)),
+            other => problem(format!(
+                "run {} ended {} but its event is {other:?}",
+                run.id, run.state
+            )),
         }
         if run.finished_at.is_none() {
             problem(format!("run {} ended without a finish time", run.id));
@@ -722,7 +831,11 @@ fn reconcile(
     let mut received: BTreeMap<&str, Vec<&Seen>> = BTreeMap::new();
     let mut keys_per_copy: BTreeMap<(String, String, String), BTreeSet<String>> = BTreeMap::new();
     for s in seen {
-        let key = s.headers.get("x-cronflow-idempotency-key").map(String::as_str).unwrap_or("");
+        let key = s
+            .headers
+            .get("x-cronflow-idempotency-key")
+            .map(String::as_str)
+            .unwrap_or("");
         received.entry(key).or_default().push(s);
         let body: Value = serde_json::from_slice(&s.body).unwrap_or(Value::Null);
         let copy = (
@@ -734,7 +847,10 @@ fn reconcile(
     }
     for ((path, ty, run), keys) in &keys_per_copy {
         if keys.len() != 1 {
-            problem(format!("{ty} of run {run} reached {path} under {} keys: {keys:?}", keys.len()));
+            problem(format!(
+                "{ty} of run {run} reached {path} under {} keys: {keys:?}",
+                keys.len()
+            ));
         }
     }
     let mut expected: BTreeSet<(String, &str)> = BTreeSet::new();
@@ -762,7 +878,10 @@ fn reconcile(
             "delivered" => {
                 r.delivered += 1;
                 if !copies.iter().any(|s| s.answer == Answer::Status(200)) {
-                    problem(format!("delivery {} is delivered but {path} never answered it 200", d.id));
+                    problem(format!(
+                        "delivery {} is delivered but {path} never answered it 200",
+                        d.id
+                    ));
                 }
             }
             "dead" => r.dead += 1,
@@ -784,7 +903,9 @@ fn reconcile(
     }
     for key in received.keys() {
         if !db.deliveries.iter().any(|d| d.id == *key) {
-            problem(format!("the receiver got a request under key {key:?}, which is no delivery"));
+            problem(format!(
+                "the receiver got a request under key {key:?}, which is no delivery"
+            ));
         }
     }
     r.problems = problems;
@@ -799,7 +920,10 @@ fn recoveries(db: &Snapshot, kills: &[Kill]) -> Vec<Duration> {
         .filter(|run| run.error.as_deref().is_some_and(|e| e.contains(RECOVERED)))
         .filter_map(|run| {
             let worker = run.worker.as_deref()?;
-            let kill = kills.iter().rev().find(|k| worker.contains(&format!("-{}-", k.pid)))?;
+            let kill = kills
+                .iter()
+                .rev()
+                .find(|k| worker.contains(&format!("-{}-", k.pid)))?;
             let finished = Utc.timestamp_millis_opt(run.finished_at?).single()?;
             (finished - kill.at).to_std().ok()
         })

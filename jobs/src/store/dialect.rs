@@ -80,6 +80,8 @@ pub(crate) mod sqlite {
     pub(crate) const LOCK_GROUP_RUNS: &str = "";
     /// The join on [`LOCK_GROUP_RUNS`]'s rows: none.
     pub(crate) const JOIN_LOCKED_GROUP_RUNS: &str = "";
+    /// `Store::finish_runs`: nothing to lock (one writer).
+    pub(crate) const LOCK_QUEUE_JOBS_OF_RUNS: &str = "";
 
     push_fns!(sqlx::SqliteConnection, sqlite);
 
@@ -128,6 +130,15 @@ pub(crate) mod postgres {
          AND state = 'running' ORDER BY id FOR UPDATE)";
     /// The join on [`LOCK_GROUP_RUNS`]'s rows.
     pub(crate) const JOIN_LOCKED_GROUP_RUNS: &str = " JOIN locked ON locked.id = v.id";
+
+    /// `Store::finish_runs` locks the `queue` jobs of the runs it finishes (the list of
+    /// run ids follows), in id order, before any run: a scheduler pass holds a job's row
+    /// while it records a slot `queued` behind a running run, and a finish that decided
+    /// concurrently that nothing was queued would leave that run queued for ever (and
+    /// with it every later slot of the job). Locked, the finish waits for the pass and
+    /// then sees the queued run and starts it.
+    pub(crate) const LOCK_QUEUE_JOBS_OF_RUNS: &str = "SELECT id FROM scheduled_jobs WHERE overlap_policy = 'queue' \
+         AND id IN (SELECT job_id FROM runs WHERE id IN ";
 
     push_fns!(sqlx::PgConnection, postgres);
 

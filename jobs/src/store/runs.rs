@@ -574,27 +574,30 @@ impl Store {
         Ok(out)
     }
 
-    /// Records the process groups of running commands (and the host boot they belong
-    /// to), so a worker recovering a run after a crash can kill what is left of it.
+    /// Records the process groups of running commands (with their leaders' start times
+    /// and the host boot they belong to), so a worker recovering a run after a crash can
+    /// kill what is left of it, and only that.
     pub async fn record_process_groups(
         &self,
-        groups: &[(RunId, u32)],
+        groups: &[(RunId, u32, Option<u64>)],
         boot_id: &str,
     ) -> Result<(), StoreError> {
         if groups.is_empty() {
             return Ok(());
         }
-        let mut groups: Vec<&(RunId, u32)> = groups.iter().collect();
+        let mut groups: Vec<&(RunId, u32, Option<u64>)> = groups.iter().collect();
         groups.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         with_writer!(self, pool, q => {
-            let mut b = sqlx::QueryBuilder::new("WITH v (id, pgid) AS (");
-            b.push_values(&groups, |mut row, (id, pgid)| {
-                row.push_bind(id.as_str()).push_bind(i64::from(*pgid));
+            let mut b = sqlx::QueryBuilder::new("WITH v (id, pgid, pgid_start) AS (");
+            b.push_values(&groups, |mut row, (id, pgid, start)| {
+                row.push_bind(id.as_str())
+                    .push_bind(i64::from(*pgid))
+                    .push_bind(start.and_then(|s| i64::try_from(s).ok()));
             });
             // Postgres locks the rows in id order first (`dialect::postgres::LOCK_GROUP_RUNS`).
             b.push(")")
                 .push(q::LOCK_GROUP_RUNS)
-                .push(" UPDATE runs SET pgid = v.pgid, boot_id = ")
+                .push(" UPDATE runs SET pgid = v.pgid, pgid_start = v.pgid_start, boot_id = ")
                 .push_bind(boot_id)
                 .push(" FROM v")
                 .push(q::JOIN_LOCKED_GROUP_RUNS)
@@ -603,15 +606,21 @@ impl Store {
         })?;
         Ok(())
     }
-    /// The recorded process group and boot id of a running run.
-    pub async fn process_group_of(&self, run_id: &RunId) -> Result<Option<(u32, String)>, StoreError> {
-        let row: Option<(Option<i64>, Option<String>)> = with_pool!(self, pool => sqlx::query_as(
-            "SELECT pgid, boot_id FROM runs WHERE id = $1")
+    /// The recorded process group of a running run: its id, the boot id, and its
+    /// leader's start time (if it could be read).
+    pub async fn process_group_of(
+        &self,
+        run_id: &RunId,
+    ) -> Result<Option<(u32, String, Option<u64>)>, StoreError> {
+        let row: Option<(Option<i64>, Option<String>, Option<i64>)> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT pgid, boot_id, pgid_start FROM runs WHERE id = $1")
             .bind(run_id.as_str())
             .fetch_optional(pool)
             .await)?;
         Ok(match row {
-            Some((Some(pgid), Some(boot))) => u32::try_from(pgid).ok().map(|p| (p, boot)),
+            Some((Some(pgid), Some(boot), start)) => u32::try_from(pgid)
+                .ok()
+                .map(|p| (p, boot, start.and_then(|s| u64::try_from(s).ok()))),
             _ => None,
         })
     }
@@ -686,6 +695,12 @@ impl Store {
         let mut batch: Vec<&(RunId, RunResult)> = batch.iter().collect();
         batch.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         let pushed = with_tx!(self, tx, q => {
+            if !q::LOCK_QUEUE_JOBS_OF_RUNS.is_empty() {
+                let mut b = sqlx::QueryBuilder::new(q::LOCK_QUEUE_JOBS_OF_RUNS);
+                super::push_list(&mut b, batch.iter().map(|(id, _)| id.as_str()));
+                b.push(") ORDER BY id FOR UPDATE");
+                b.build().execute(&mut *tx).await?;
+            }
             let hooks = super::webhooks::enabled_hooks!(tx);
             let mut jobs: std::collections::HashMap<String, Option<Job>> = std::collections::HashMap::new();
             let mut pushed = Vec::new();
