@@ -980,3 +980,120 @@ fn print_figures(
         after.requests,
     ));
 }
+
+/// Makes files immutable (`chattr +i`) for as long as it lives: even root's writes, and
+/// writes through descriptors opened before, are refused (`EPERM`). Permissions would not
+/// do: they are checked only when a file is opened, and not at all for root.
+struct Immutable(Vec<PathBuf>);
+
+impl Immutable {
+    fn set(paths: Vec<PathBuf>) -> Immutable {
+        let frozen = Immutable(paths);
+        let status = Command::new("chattr").arg("+i").args(&frozen.0).status().unwrap();
+        assert!(status.success(), "chattr +i {:?}", frozen.0);
+        frozen
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").args(&self.0).status();
+    }
+}
+
+/// The SQLite database's directory and files made read-only mid-run (the write-ahead
+/// log's shared-memory index excepted: it is mapped into memory, where a refused write
+/// would be a crash, not an error): writes fail with a clear error and the process keeps
+/// serving; once writable again, work resumes by itself; the file is not corrupted.
+#[tokio::test]
+async fn sqlite_made_read_only_mid_run_errs_clearly_and_resumes_uncorrupted() {
+    let can_freeze = nix::unistd::geteuid().is_root() && {
+        let probe = tempfile::NamedTempFile::new().unwrap();
+        let ok = Command::new("chattr").arg("+i").arg(probe.path()).status().is_ok_and(|s| s.success());
+        let _ = Command::new("chattr").arg("-i").arg(probe.path()).status();
+        ok
+    };
+    if !can_freeze {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs as root on a filesystem with chattr +i");
+        loud("warning: making a file immutable needs root and chattr (e2fsprogs); skipping the read-only SQLite test");
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let db = data.join("cronflow.db");
+    let mut fleet = Fleet {
+        dir: dir.path().to_owned(),
+        db_url: format!("sqlite://{}", db.display()),
+        processes: Vec::new(),
+    };
+    let serve = fleet.start(Role::Serve, 0, 0).await;
+    fleet.processes.push(serve);
+    let (client, base) = (http_client(), fleet.api());
+    let mut body = crate::helpers::job_body("every-second");
+    body["schedule"] = json!("* * * * * *");
+    body["overlap_policy"] = json!("allow");
+    let job = api(&client, &base, reqwest::Method::POST, "/v1/jobs", &body).await;
+    let runs_path = format!("{base}/v1/jobs/{}/runs?limit=500", job["id"].as_str().unwrap());
+    let completed_since = |since: DateTime<Utc>| {
+        let (client, path) = (client.clone(), runs_path.clone());
+        async move {
+            let page: Value = client.get(&path).bearer_auth(ADMIN).send().await.ok()?.json().await.ok()?;
+            let n = page["items"]
+                .as_array()?
+                .iter()
+                .filter(|r| r["state"] == "completed")
+                .filter(|r| r["started_at"].as_str().and_then(|s| s.parse::<DateTime<Utc>>().ok()) > Some(since))
+                .count();
+            (n >= 2).then_some(())
+        }
+    };
+    eventually(60, "runs completing", || completed_since(Utc::now() - chrono::Duration::hours(1))).await;
+
+    let mut files = vec![data.clone()];
+    files.extend(
+        std::fs::read_dir(&data)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| !p.to_string_lossy().ends_with("-shm")),
+    );
+    let frozen = Immutable::set(files);
+    let log = dir.path().join("serve-0-0.log");
+    let refused = eventually(60, "a write refused with a clear error", || async {
+        let mut body = crate::helpers::job_body("while-read-only");
+        body["schedule"] = json!("0 0 1 1 *");
+        let r = client
+            .post(format!("{base}/v1/jobs"))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .ok()?;
+        (r.status().is_server_error()).then_some(())?;
+        r.json::<Value>().await.ok()
+    })
+    .await;
+    assert!(refused["code"].is_string(), "a JSON error: {refused}");
+    let logged = eventually(60, "the refusal in the log", || async {
+        let text = std::fs::read_to_string(&log).ok()?;
+        text.lines()
+            .find(|l| l.contains("readonly") || l.contains("not permitted") || l.contains("I/O error"))
+            .map(str::to_owned)
+    })
+    .await;
+    loud(&format!("read-only SQLite: the API answered {refused}; the log says: {logged}"));
+    let r = client.get(format!("{base}/v1/jobs")).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(r.status(), 200, "reads still served");
+
+    drop(frozen);
+    let thawed = Utc::now();
+    eventually(60, "runs completing again", || completed_since(thawed)).await;
+    api(&client, &base, reqwest::Method::POST, "/v1/jobs", &crate::helpers::job_body("after")).await;
+    fleet.stop();
+    let pool = sqlx::SqlitePool::connect(&fleet.db_url).await.unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&pool).await.unwrap();
+    assert_eq!(check, "ok");
+    pool.close().await;
+}

@@ -302,3 +302,49 @@ pub(crate) async fn assert_outbox_is_consistent(app: &TestApp) {
     }
     assert_eq!(events.len(), final_runs.len(), "no event without its final run");
 }
+
+/// A job deleted while one of its runs is going: the run still ends with its final state
+/// recorded, and its event is written and delivered.
+async fn a_job_deleted_mid_run_still_records_the_run_and_sends_its_event(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = TestReceiver::start(&[200]).await;
+    let r = app
+        .post(
+            "/v1/webhooks",
+            &serde_json::json!({"url": receiver.url("/hook"), "events": ["job.completed"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let job = app
+        .create_job(&shell_job(
+            "deleted-mid-run",
+            &format!("while [ ! -e {} ]; do sleep 0.05; done", go.display()),
+        ))
+        .await;
+    let job_id = job["id"].as_str().unwrap();
+    let run = app.trigger(job_id).await;
+    let run_id = run["id"].as_str().unwrap();
+    eventually(30, "the run to be running", || async {
+        (app.run(run_id).await["state"] == "running").then_some(())
+    })
+    .await;
+    assert_eq!(app.delete(&format!("/v1/jobs/{job_id}")).await.status(), 204);
+    std::fs::write(&go, "").unwrap();
+    let seen = eventually(30, "the run's event at the receiver", || async {
+        let seen = receiver.requests();
+        (!seen.is_empty()).then_some(seen)
+    })
+    .await;
+    let body: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(body["event"], "job.completed");
+    assert_eq!(body["data"]["run_id"], run_id);
+    assert_eq!(app.run(run_id).await["state"], "completed");
+    app.stop().await;
+}
+
+on_both_backends!(
+    #[ignore = "known flaw: a job deleted mid-run loses that run's event; fixed after the store reshape"]
+    a_job_deleted_mid_run_still_records_the_run_and_sends_its_event
+);
