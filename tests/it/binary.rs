@@ -387,7 +387,11 @@ on_both_backends!(a_worker_killed_mid_delivery_delivers_after_restart);
 async fn an_attempt_cut_short_by_a_crash_is_recorded_as_interrupted(backend: Backend) {
     let (d, seen) = kill_mid_delivery_and_restart(backend).await;
     let history = d["attempt_history"].as_array().unwrap();
-    assert_eq!(history.len(), seen.len(), "every attempt sent is in the history: {d}");
+    assert_eq!(
+        history.len(),
+        seen.len(),
+        "every attempt sent is in the history: {d}"
+    );
     assert_eq!(history[0]["error_kind"], "interrupted", "{d}");
     assert_eq!(d["attempts"].as_u64(), Some(seen.len() as u64), "{d}");
 }

@@ -687,6 +687,7 @@ struct Report {
     delivered: usize,
     dead: usize,
     requests: usize,
+    /// Copies of a delivery answered 200 beyond the first (at-least-once at work).
     duplicates: usize,
     /// Deliveries whose history lacks attempts the receiver answered (sent, then the
     /// process died before recording them).
@@ -869,7 +870,11 @@ fn reconcile(
         if copies.iter().any(|s| s.path != path) {
             problem(format!("delivery {} reached a path other than {path}", d.id));
         }
-        r.duplicates += copies.len().saturating_sub(1);
+        r.duplicates += copies
+            .iter()
+            .filter(|s| s.answer == Answer::Status(200))
+            .count()
+            .saturating_sub(1);
         let answered_by_receiver = copies
             .iter()
             .filter(|s| matches!(s.answer, Answer::Status(_)))
@@ -913,18 +918,19 @@ fn reconcile(
 }
 
 /// For each run recovered after its worker was killed: how long after the kill it was
-/// recorded failed. The worker's name carries its process id.
+/// recorded failed. The worker's name carries its process id. (Runs recovered from a
+/// worker a process restarted itself, after the Postgres restart, are not counted.)
 fn recoveries(db: &Snapshot, kills: &[Kill]) -> Vec<Duration> {
     db.runs
         .iter()
         .filter(|run| run.error.as_deref().is_some_and(|e| e.contains(RECOVERED)))
         .filter_map(|run| {
             let worker = run.worker.as_deref()?;
+            let finished = Utc.timestamp_millis_opt(run.finished_at?).single()?;
             let kill = kills
                 .iter()
                 .rev()
-                .find(|k| worker.contains(&format!("-{}-", k.pid)))?;
-            let finished = Utc.timestamp_millis_opt(run.finished_at?).single()?;
+                .find(|k| k.at <= finished && worker.contains(&format!("-{}-", k.pid)))?;
             (finished - kill.at).to_std().ok()
         })
         .collect()
@@ -946,8 +952,8 @@ fn print_figures(
          kills {} ({serves} serve, {} worker); runs recovered from killed processes {} \
          (recorded {:?}..{:?} after the kill)\n  \
          Postgres restarted in {:?}; first run started {:?} after it was back\n  \
-         events {}, deliveries {} (delivered {}, dead {}), requests received {}, duplicates {} \
-         (all under one key per delivery)\n  \
+         events {}, deliveries {} (delivered {}, dead {}), requests received {}, \
+         copies answered 200 beyond a delivery's first {} (each under its delivery's one key)\n  \
          attempt histories missing attempts the receiver saw: {} deliveries, {} attempts\n  \
          after the bulk replay: delivered {}, dead {}, requests received {}",
         chaos.serves,
@@ -1009,13 +1015,22 @@ impl Drop for Immutable {
 async fn sqlite_made_read_only_mid_run_errs_clearly_and_resumes_uncorrupted() {
     let can_freeze = nix::unistd::geteuid().is_root() && {
         let probe = tempfile::NamedTempFile::new().unwrap();
-        let ok = Command::new("chattr").arg("+i").arg(probe.path()).status().is_ok_and(|s| s.success());
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .arg(probe.path())
+            .status()
+            .is_ok_and(|s| s.success());
         let _ = Command::new("chattr").arg("-i").arg(probe.path()).status();
         ok
     };
     if !can_freeze {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI runs as root on a filesystem with chattr +i");
-        loud("warning: making a file immutable needs root and chattr (e2fsprogs); skipping the read-only SQLite test");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs as root on a filesystem with chattr +i"
+        );
+        loud(
+            "warning: making a file immutable needs root and chattr (e2fsprogs); skipping the read-only SQLite test",
+        );
         return;
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -1039,17 +1054,33 @@ async fn sqlite_made_read_only_mid_run_errs_clearly_and_resumes_uncorrupted() {
     let completed_since = |since: DateTime<Utc>| {
         let (client, path) = (client.clone(), runs_path.clone());
         async move {
-            let page: Value = client.get(&path).bearer_auth(ADMIN).send().await.ok()?.json().await.ok()?;
+            let page: Value = client
+                .get(&path)
+                .bearer_auth(ADMIN)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
             let n = page["items"]
                 .as_array()?
                 .iter()
                 .filter(|r| r["state"] == "completed")
-                .filter(|r| r["started_at"].as_str().and_then(|s| s.parse::<DateTime<Utc>>().ok()) > Some(since))
+                .filter(|r| {
+                    r["started_at"]
+                        .as_str()
+                        .and_then(|s| s.parse::<DateTime<Utc>>().ok())
+                        > Some(since)
+                })
                 .count();
             (n >= 2).then_some(())
         }
     };
-    eventually(60, "runs completing", || completed_since(Utc::now() - chrono::Duration::hours(1))).await;
+    eventually(60, "runs completing", || {
+        completed_since(Utc::now() - chrono::Duration::hours(1))
+    })
+    .await;
 
     let mut files = vec![data.clone()];
     files.extend(
@@ -1083,17 +1114,34 @@ async fn sqlite_made_read_only_mid_run_errs_clearly_and_resumes_uncorrupted() {
             .map(str::to_owned)
     })
     .await;
-    loud(&format!("read-only SQLite: the API answered {refused}; the log says: {logged}"));
-    let r = client.get(format!("{base}/v1/jobs")).bearer_auth(ADMIN).send().await.unwrap();
+    loud(&format!(
+        "read-only SQLite: the API answered {refused}; the log says: {logged}"
+    ));
+    let r = client
+        .get(format!("{base}/v1/jobs"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "reads still served");
 
     drop(frozen);
     let thawed = Utc::now();
     eventually(60, "runs completing again", || completed_since(thawed)).await;
-    api(&client, &base, reqwest::Method::POST, "/v1/jobs", &crate::helpers::job_body("after")).await;
+    api(
+        &client,
+        &base,
+        reqwest::Method::POST,
+        "/v1/jobs",
+        &crate::helpers::job_body("after"),
+    )
+    .await;
     fleet.stop();
     let pool = sqlx::SqlitePool::connect(&fleet.db_url).await.unwrap();
-    let check: String = sqlx::query_scalar("PRAGMA integrity_check").fetch_one(&pool).await.unwrap();
+    let check: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(check, "ok");
     pool.close().await;
 }
