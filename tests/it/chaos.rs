@@ -16,11 +16,12 @@
 //! `cargo test -p cronflow-tests --test it -- --ignored --nocapture chaos::long`.
 
 use crate::{
-    helpers::{eventually, group_has_live_members, http_client, loud, postgres_binaries},
+    helpers::{eventually, http_client, loud, postgres_binaries},
     pg_server::PgServer,
     receiver::{Answer, Seen, TestReceiver},
 };
 use chrono::{DateTime, TimeZone, Utc};
+use cronflow_jobs::runner::command::live_group_members;
 use serde_json::{Value, json};
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -250,9 +251,12 @@ impl Drop for Fleet {
 
 /// The job set: mostly `allow` (a fifth of them failing), some `skip` running long enough
 /// to outlive a killed worker (two of them timing out), some `queue`. Every command
-/// appends its process-group id (the shell is the group's leader) to `pgids`.
+/// appends its process-group id (the shell is the group's leader) and the leader's start
+/// time to `pgids`.
 fn job_bodies(n: usize, pgids: &Path) -> Vec<Value> {
-    let record = format!("echo $$ >> {};", pgids.display());
+    // "pgid start": the leader's start time tells the job's group from a later one that
+    // reuses the number (pids wrap around quickly when thousands of runs start).
+    let record = format!("echo $$ $(cut -d' ' -f22 /proc/$$/stat) >> {};", pgids.display());
     (0..n)
         .map(|i| {
             let (overlap, script, timeout) = match i % 10 {
@@ -473,10 +477,13 @@ async fn run_chaos(chaos: Chaos) {
 
     let db = Snapshot::read(&db_url).await;
     let report = reconcile(&db, &receiver.requests(), &job_ids, window_start, window_end);
-    let live_groups = recorded_groups(&pgids)
-        .into_iter()
-        .filter(|pgid| group_has_live_members(*pgid))
-        .collect::<Vec<_>>();
+    let groups = recorded_groups(&pgids);
+    let live_groups: Vec<_> = groups.iter().copied().filter(|g| job_group_alive(*g)).collect();
+    loud(&format!(
+        "chaos: {} process groups recorded by the jobs, {} alive after every run ended",
+        groups.len(),
+        live_groups.len()
+    ));
 
     // The dead-letter queue, replayed in bulk with the flaky endpoint now healthy, drains.
     healthy.store(true, Ordering::Relaxed);
@@ -583,13 +590,27 @@ async fn query(url: &str, sql: &str) -> Result<Vec<String>, sqlx::Error> {
     rows
 }
 
-/// The process groups the jobs' commands recorded.
-fn recorded_groups(pgids: &Path) -> BTreeSet<i32> {
+/// The process groups the jobs' commands recorded, with their leaders' start times.
+fn recorded_groups(pgids: &Path) -> BTreeSet<(u32, u64)> {
     std::fs::read_to_string(pgids)
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.trim().parse().ok())
+        .filter_map(|l| {
+            let (pgid, start) = l.trim().split_once(' ')?;
+            Some((pgid.parse().ok()?, start.parse().ok()?))
+        })
         .collect()
+}
+
+/// Whether a job's process group still has a live member: its leader (the same process:
+/// same start time), or, the leader gone, members started no earlier than it (a group
+/// whose leader started at another time reuses the number and is not the job's).
+fn job_group_alive((pgid, start): (u32, u64)) -> bool {
+    let members = live_group_members(pgid);
+    match members.iter().find(|(pid, _)| *pid == pgid) {
+        Some((_, leader_start)) => *leader_start == start,
+        None => !members.is_empty() && members.iter().all(|(_, s)| *s >= start),
+    }
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -906,8 +927,9 @@ fn reconcile(
     for (event, hook) in expected {
         problem(format!("event {event} has no delivery to {hook}"));
     }
+    let deliveries: BTreeSet<&str> = db.deliveries.iter().map(|d| d.id.as_str()).collect();
     for key in received.keys() {
-        if !db.deliveries.iter().any(|d| d.id == *key) {
+        if !deliveries.contains(key) {
             problem(format!(
                 "the receiver got a request under key {key:?}, which is no delivery"
             ));

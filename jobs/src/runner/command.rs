@@ -205,9 +205,9 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// The live (non-zombie) members of process group `pgid` and their start times, from
-/// `/proc`.
-fn group_members(pgid: u32) -> Vec<(u32, u64)> {
+/// The live (non-zombie) members of process group `pgid` and their start times (as
+/// [`process_start_time`] gives them), from `/proc`.
+pub fn live_group_members(pgid: u32) -> Vec<(u32, u64)> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -237,7 +237,7 @@ pub fn kill_recorded_group(group: &RecordedGroup, this_boot: &str) -> Result<Rec
     let Some(job_start) = group.leader_start else {
         return Ok(RecoveryKill::NotTheJobs);
     };
-    let members = group_members(group.pgid);
+    let members = live_group_members(group.pgid);
     if members.is_empty() {
         return Ok(RecoveryKill::Gone);
     }
