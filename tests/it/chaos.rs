@@ -137,6 +137,8 @@ struct Process {
     /// `serve`: its API's base URL.
     base: Option<String>,
     starts: usize,
+    /// When it was started (a pid is reused once the numbers wrap around).
+    started_at: DateTime<Utc>,
 }
 
 /// A process killed by the chaos loop.
@@ -144,6 +146,7 @@ struct Process {
 struct Kill {
     role: Role,
     pid: u32,
+    started_at: DateTime<Utc>,
     at: DateTime<Utc>,
 }
 
@@ -182,6 +185,7 @@ impl Fleet {
     async fn start(&mut self, role: Role, index: usize, starts: usize) -> Process {
         let name = format!("{role:?}-{index}-{starts}.log").to_lowercase();
         let log = self.dir.join(name);
+        let started_at = Utc::now();
         let child = self.command(role, &log).spawn().expect("start cronflow");
         let base = match role {
             Role::Worker => None,
@@ -201,6 +205,7 @@ impl Fleet {
             child,
             base,
             starts,
+            started_at,
         }
     }
 
@@ -221,6 +226,7 @@ impl Fleet {
         let kill = Kill {
             role: p.role,
             pid,
+            started_at: p.started_at,
             at: Utc::now(),
         };
         let (role, index, starts) = (p.role, p.index, p.starts + 1);
@@ -624,6 +630,7 @@ struct RunRow {
     missed_last: Option<i64>,
     worker: Option<String>,
     error: Option<String>,
+    started_at: Option<i64>,
     finished_at: Option<i64>,
 }
 
@@ -652,7 +659,7 @@ impl Snapshot {
     async fn read(url: &str) -> Snapshot {
         let pool = sqlx::PgPool::connect(url).await.unwrap();
         let runs = sqlx::query_as(
-            "SELECT id, job_id, scheduled_for, state, origin, missed_count, missed_last, worker, error, finished_at FROM runs",
+            "SELECT id, job_id, scheduled_for, state, origin, missed_count, missed_last, worker, error, started_at, finished_at FROM runs",
         )
         .fetch_all(&pool)
         .await
@@ -940,19 +947,19 @@ fn reconcile(
 }
 
 /// For each run recovered after its worker was killed: how long after the kill it was
-/// recorded failed. The worker's name carries its process id. (Runs recovered from a
-/// worker a process restarted itself, after the Postgres restart, are not counted.)
+/// recorded failed: the run started on a process killed later (the worker's name
+/// carries its process id, and the run started within that process's life).
 fn recoveries(db: &Snapshot, kills: &[Kill]) -> Vec<Duration> {
     db.runs
         .iter()
         .filter(|run| run.error.as_deref().is_some_and(|e| e.contains(RECOVERED)))
         .filter_map(|run| {
             let worker = run.worker.as_deref()?;
+            let started = Utc.timestamp_millis_opt(run.started_at?).single()?;
             let finished = Utc.timestamp_millis_opt(run.finished_at?).single()?;
-            let kill = kills
-                .iter()
-                .rev()
-                .find(|k| k.at <= finished && worker.contains(&format!("-{}-", k.pid)))?;
+            let kill = kills.iter().find(|k| {
+                worker.contains(&format!("-{}-", k.pid)) && k.started_at <= started && started <= k.at
+            })?;
             (finished - kill.at).to_std().ok()
         })
         .collect()
