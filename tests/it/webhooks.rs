@@ -329,7 +329,17 @@ async fn a_redirect_is_not_followed(backend: Backend) {
 /// (a loaded machine may take longer than the default 10 s timeout to deliver the 40
 /// events; a timed-out attempt's retry would be a fifth request, not a fifth slot).
 async fn a_hung_endpoint_does_not_delay_a_healthy_one(backend: Backend) {
-    let app = TestApp::spawn_with(
+    let app = spawn_with_eight_slots_four_per_endpoint(backend).await;
+    hung_endpoint_scenario(&app).await;
+    app.stop().await;
+}
+
+on_both_backends!(a_hung_endpoint_does_not_delay_a_healthy_one);
+
+/// An application with 8 delivery slots, at most 4 per endpoint, and attempts that hang
+/// for the whole test rather than time out (and be retried) before a test releases them.
+async fn spawn_with_eight_slots_four_per_endpoint(backend: Backend) -> TestApp {
+    TestApp::spawn_with(
         backend,
         &[
             ("CRONFLOW_DELIVERY_CONCURRENCY", "8"),
@@ -337,12 +347,8 @@ async fn a_hung_endpoint_does_not_delay_a_healthy_one(backend: Backend) {
             ("CRONFLOW_WEBHOOK_TIMEOUT", "120s"),
         ],
     )
-    .await;
-    hung_endpoint_scenario(&app).await;
-    app.stop().await;
+    .await
 }
-
-on_both_backends!(a_hung_endpoint_does_not_delay_a_healthy_one);
 
 async fn hung_endpoint_scenario(app: &TestApp) {
     let hung = TestReceiver::start(&[0]).await;
@@ -373,16 +379,7 @@ async fn hung_endpoint_scenario(app: &TestApp) {
 /// once its worker was stopping, holding the one writing connection: the finished
 /// attempts could not be recorded and were sent again after the restart.)
 async fn a_graceful_stop_records_the_attempts_in_flight(backend: Backend) {
-    let app = TestApp::spawn_with(
-        backend,
-        &[
-            ("CRONFLOW_DELIVERY_CONCURRENCY", "8"),
-            ("CRONFLOW_DELIVERY_PER_ENDPOINT", "4"),
-            // The hung attempts must not time out (and be retried) before the release.
-            ("CRONFLOW_WEBHOOK_TIMEOUT", "120s"),
-        ],
-    )
-    .await;
+    let app = spawn_with_eight_slots_four_per_endpoint(backend).await;
     let receiver = TestReceiver::start(&[0, 0, 0, 0, 200]).await;
     subscribe(&app, &receiver.url("/slow")).await;
     let runs = 40;
