@@ -730,6 +730,19 @@ mod tests {
         assert!(reaped.is_ok(), "zombies of group {pgid} were never reaped");
     }
 
+    /// Waits (bounded) for a group sent SIGKILL to die, which happens asynchronously, then
+    /// asserts it is gone for good.
+    async fn assert_killed_group_dies(pgid: u32) {
+        let died = tokio::time::timeout(Duration::from_secs(10), async {
+            while !live_members(pgid).is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(died.is_ok(), "group {pgid} still has live members");
+        assert_group_is_dead(pgid).await;
+    }
+
     #[tokio::test]
     async fn exit_zero_is_completed() {
         let outcome = run(&sh("echo hello"), &RunLimits::new(LONG)).await;
@@ -1003,15 +1016,7 @@ mod tests {
         let pgid = pgid_rx.await.unwrap();
         task.abort();
         assert!(task.await.unwrap_err().is_cancelled());
-        // SIGKILL was sent on drop; dying is asynchronous, so wait (bounded) for it.
-        let died = tokio::time::timeout(Duration::from_secs(5), async {
-            while !live_members(pgid).is_empty() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
-        assert!(died.is_ok(), "group {pgid} still has live members");
-        assert_group_is_dead(pgid).await;
+        assert_killed_group_dies(pgid).await;
     }
 
     #[tokio::test]
@@ -1091,7 +1096,7 @@ mod tests {
             RecoveryKill::Killed
         );
         assert_eq!(run.await.unwrap().exit_code, Some(137));
-        assert_group_is_dead(pgid).await;
+        assert_killed_group_dies(pgid).await;
         assert_eq!(
             kill_recorded_group(&group, &this_boot()).unwrap(),
             RecoveryKill::Gone
@@ -1128,6 +1133,6 @@ mod tests {
         assert!(!live_members(pgid).is_empty(), "the group was spared");
         run.abort();
         let _ = run.await;
-        assert_group_is_dead(pgid).await;
+        assert_killed_group_dies(pgid).await;
     }
 }
