@@ -100,6 +100,15 @@ pub fn main_entry() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(Command::Worker) = cli.command
+        && !settings.database_url.expose_secret().starts_with("postgres")
+    {
+        eprintln!(
+            "cronflow: `cronflow worker` needs a Postgres CRONFLOW_DATABASE_URL shared with a \
+             `cronflow serve` process; on SQLite, `cronflow serve` runs the workers itself"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     telemetry::init(settings.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {

@@ -1,7 +1,7 @@
 //! Webhook Activity: filters and pagination over thousands of deliveries, and the CSV
 //! export read back with a standard CSV reader.
 
-use crate::{both_backends, helpers::*};
+use crate::{helpers::*, on_both_backends};
 use serde_json::Value;
 
 const N: usize = 3000;
@@ -88,18 +88,19 @@ async fn all_pages(app: &TestApp, query: &str) -> Vec<Value> {
     }
 }
 
-async fn deliveries_filter_and_paginate_newest_first(app: &TestApp) {
-    insert_fixture(app).await;
-    let all = all_pages(app, "").await;
+async fn deliveries_filter_and_paginate_newest_first(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    insert_fixture(&app).await;
+    let all = all_pages(&app, "").await;
     assert_eq!(all.len(), N);
     let ids: Vec<&str> = all.iter().map(|d| d["id"].as_str().unwrap()).collect();
     let mut sorted = ids.clone();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
     assert_eq!(ids, sorted, "newest first, no repeats");
-    let dead = all_pages(app, "status=dead").await;
+    let dead = all_pages(&app, "status=dead").await;
     assert_eq!(dead.len(), N / 4);
     assert!(dead.iter().all(|d| d["status"] == "dead"));
-    let a_jobs = all_pages(app, "webhook_id=wh_a&job_id=wf_job4").await;
+    let a_jobs = all_pages(&app, "webhook_id=wh_a&job_id=wf_job4").await;
     assert_eq!(a_jobs.len(), N / 10);
     assert!(
         a_jobs
@@ -108,14 +109,16 @@ async fn deliveries_filter_and_paginate_newest_first(app: &TestApp) {
     );
     // created_at of delivery i is base + i ms: [base + 100, base + 200) holds 100.
     let query = format!("since={}&until={}", rfc3339(base() + 100), rfc3339(base() + 200));
-    let window = all_pages(app, &query).await;
+    let window = all_pages(&app, &query).await;
     assert_eq!(window.len(), 100);
     let (status, err) = status_and_json(app.get("/v1/deliveries?status=lost").await).await;
     assert_eq!(status, 400, "{err}");
+    app.stop().await;
 }
 
-async fn the_csv_export_reads_back_to_the_same_rows(app: &TestApp) {
-    insert_fixture(app).await;
+async fn the_csv_export_reads_back_to_the_same_rows(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    insert_fixture(&app).await;
     let r = app.get("/v1/deliveries/export.csv?webhook_id=wh_b").await;
     assert_eq!(r.status(), 200);
     assert!(
@@ -152,9 +155,10 @@ async fn the_csv_export_reads_back_to_the_same_rows(app: &TestApp) {
         };
         assert_eq!(&row[col("error")], expected, "row {k}");
     }
+    app.stop().await;
 }
 
-both_backends!(
+on_both_backends!(
     deliveries_filter_and_paginate_newest_first,
     the_csv_export_reads_back_to_the_same_rows
 );
@@ -172,7 +176,8 @@ fn rss_kib(field: &str) -> u64 {
 
 /// Measures memory while exporting 1,000,000 attempts (ignored by default: it takes a
 /// minute). Run with `cargo test --workspace -- --ignored --nocapture a_million`.
-async fn a_million_row_export_keeps_memory_flat(app: &TestApp) {
+async fn a_million_row_export_keeps_memory_flat(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let rows = 1_000_000;
     let sql = match app.db.backend {
         Backend::Sqlite => format!(
@@ -218,21 +223,10 @@ async fn a_million_row_export_keeps_memory_flat(app: &TestApp) {
         (peak - before) / 1024
     );
     assert_eq!(lines - 1, rows, "every row exported");
+    app.stop().await;
 }
 
-mod a_million_row_export {
-    #[tokio::test]
+on_both_backends!(
     #[ignore = "a minute long; run with --ignored to measure export memory"]
-    async fn sqlite() {
-        let app = crate::helpers::TestApp::spawn(crate::helpers::Backend::Sqlite).await;
-        super::a_million_row_export_keeps_memory_flat(&app).await;
-        app.stop().await;
-    }
-    #[tokio::test]
-    #[ignore = "a minute long; run with --ignored to measure export memory"]
-    async fn postgres() {
-        let app = crate::helpers::TestApp::spawn(crate::helpers::Backend::Postgres).await;
-        super::a_million_row_export_keeps_memory_flat(&app).await;
-        app.stop().await;
-    }
-}
+    a_million_row_export_keeps_memory_flat
+);

@@ -1,7 +1,7 @@
 //! The audit stream: every API change and delivery attempt, a cursor that neither skips
 //! nor repeats while writes happen, and follow mode.
 
-use crate::{both_backends, helpers::*};
+use crate::{helpers::*, on_both_backends};
 use cronflow_jobs::domain::Scope;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -24,7 +24,8 @@ async fn read_audit(app: &TestApp, key: &str, cursor: i64) -> Vec<Value> {
         .collect()
 }
 
-async fn api_changes_are_audited_with_who_what_and_where(app: &TestApp) {
+async fn api_changes_are_audited_with_who_what_and_where(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let audit_key = app.key(Scope::Audit).await;
     let job = app.create_job(&job_body("audited")).await;
     let id = job["id"].as_str().unwrap();
@@ -90,9 +91,11 @@ async fn api_changes_are_audited_with_who_what_and_where(app: &TestApp) {
         .await
         .unwrap();
     assert_eq!(r.status(), 403, "a read key cannot read the audit log");
+    app.stop().await;
 }
 
-async fn the_cursor_neither_skips_nor_repeats_while_writes_happen(app: &TestApp) {
+async fn the_cursor_neither_skips_nor_repeats_while_writes_happen(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let audit_key = app.key(Scope::Audit).await;
     let job = app.create_job(&job_body("toggled")).await;
     let id = job["id"].as_str().unwrap().to_owned();
@@ -121,7 +124,7 @@ async fn the_cursor_neither_skips_nor_repeats_while_writes_happen(app: &TestApp)
     let mut cursor = 0;
     loop {
         let done = writer.is_finished();
-        for e in read_audit(app, &audit_key, cursor).await {
+        for e in read_audit(&app, &audit_key, cursor).await {
             seen.push(e["seq"].as_i64().unwrap());
         }
         cursor = seen.last().copied().unwrap_or(0);
@@ -132,9 +135,11 @@ async fn the_cursor_neither_skips_nor_repeats_while_writes_happen(app: &TestApp)
     writer.await.unwrap();
     let expected: Vec<i64> = (1..=writes + 1).collect();
     assert_eq!(seen, expected, "every entry exactly once, in order");
+    app.stop().await;
 }
 
-async fn follow_mode_streams_new_entries_as_they_happen(app: &TestApp) {
+async fn follow_mode_streams_new_entries_as_they_happen(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let audit_key = app.key(Scope::Audit).await;
     let r = app
         .client
@@ -150,6 +155,7 @@ async fn follow_mode_streams_new_entries_as_they_happen(app: &TestApp) {
     let entry: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(entry["action"], "POST /v1/jobs");
     assert_eq!(entry["object_id"], job["id"]);
+    app.stop().await;
 }
 
 async fn eventually_line<S>(stream: &mut S) -> String
@@ -168,7 +174,7 @@ where
     text.lines().next().unwrap().to_owned()
 }
 
-both_backends!(
+on_both_backends!(
     api_changes_are_audited_with_who_what_and_where,
     the_cursor_neither_skips_nor_repeats_while_writes_happen,
     follow_mode_streams_new_entries_as_they_happen,

@@ -1,7 +1,7 @@
 //! Every /v1 route needs a key, and a key's scope limits what it can do. The routes are
 //! read from the OpenAPI document, so a new route is covered without editing this file.
 
-use crate::{both_backends, helpers::*};
+use crate::{helpers::*, on_both_backends};
 use cronflow_jobs::domain::Scope;
 use reqwest::Method;
 use serde_json::Value;
@@ -23,7 +23,8 @@ fn v1_operations() -> Vec<(Method, String)> {
     ops
 }
 
-async fn every_v1_route_refuses_a_missing_or_wrong_key(app: &TestApp) {
+async fn every_v1_route_refuses_a_missing_or_wrong_key(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     for (method, path) in v1_operations() {
         let r = app
             .client
@@ -49,9 +50,11 @@ async fn every_v1_route_refuses_a_missing_or_wrong_key(app: &TestApp) {
             assert_eq!(r.status(), 401, "{method} {path} with key {wrong}");
         }
     }
+    app.stop().await;
 }
 
-async fn a_read_key_can_read_all_but_the_audit_log_and_change_nothing(app: &TestApp) {
+async fn a_read_key_can_read_all_but_the_audit_log_and_change_nothing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let read = app.key(Scope::Read).await;
     for (method, path) in v1_operations() {
         let r = app
@@ -73,9 +76,11 @@ async fn a_read_key_can_read_all_but_the_audit_log_and_change_nothing(app: &Test
             assert_eq!(status, 403, "{method} {path} with a read key");
         }
     }
+    app.stop().await;
 }
 
-async fn an_audit_key_cannot_read_jobs(app: &TestApp) {
+async fn an_audit_key_cannot_read_jobs(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let audit = app.key(Scope::Audit).await;
     let r = app
         .client
@@ -87,9 +92,11 @@ async fn an_audit_key_cannot_read_jobs(app: &TestApp) {
     let (status, body) = status_and_json(r).await;
     assert_eq!(status, 403);
     assert_eq!(body["code"], "forbidden");
+    app.stop().await;
 }
 
-async fn a_revoked_key_stops_working(app: &TestApp) {
+async fn a_revoked_key_stops_working(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let r = app
         .post("/v1/keys", &serde_json::json!({"name": "ci", "scope": "read"}))
         .await;
@@ -122,9 +129,10 @@ async fn a_revoked_key_stops_working(app: &TestApp) {
         .await
         .unwrap();
     assert_eq!(gone.status(), 401);
+    app.stop().await;
 }
 
-both_backends!(
+on_both_backends!(
     every_v1_route_refuses_a_missing_or_wrong_key,
     a_read_key_can_read_all_but_the_audit_log_and_change_nothing,
     an_audit_key_cannot_read_jobs,

@@ -208,9 +208,8 @@ async fn a_toml_file_configures_and_the_environment_overrides_it() {
     assert!(served.terminate().success());
 }
 
-#[tokio::test]
-async fn keys_create_prints_a_working_token_of_the_scope_asked_for() {
-    let db = TestDb::new(Backend::Postgres).await;
+async fn keys_create_prints_a_working_token_of_the_scope_asked_for(backend: Backend) {
+    let db = TestDb::new(backend).await;
     let dir = tempfile::tempdir().unwrap();
     let out = cronflow(dir.path(), &db.url)
         .args(["keys", "create", "--scope", "read", "--name", "ci"])
@@ -241,6 +240,8 @@ async fn keys_create_prints_a_working_token_of_the_scope_asked_for() {
     assert_eq!(status, 403, "{body}");
     app.stop().await;
 }
+
+on_both_backends!(keys_create_prints_a_working_token_of_the_scope_asked_for);
 
 #[test]
 fn the_openapi_command_prints_the_committed_document() {
@@ -368,6 +369,42 @@ async fn a_worker_killed_mid_run_is_recovered_and_its_processes_stopped(backend:
 on_both_backends!(a_worker_killed_mid_run_is_recovered_and_its_processes_stopped);
 
 async fn a_worker_killed_mid_delivery_delivers_after_restart(backend: Backend) {
+    let (d, seen) = kill_mid_delivery_and_restart(backend).await;
+    assert!(seen.len() >= 2, "attempted again: {}", seen.len());
+    assert!(
+        seen.iter()
+            .all(|s| s.headers["x-cronflow-idempotency-key"] == d["id"].as_str().unwrap()),
+        "the same idempotency key"
+    );
+    assert_eq!(d["status"], "delivered");
+}
+
+on_both_backends!(a_worker_killed_mid_delivery_delivers_after_restart);
+
+/// The attempt in flight when its process was killed went out (the receiver got it), so
+/// the delivery's history records it, as `interrupted` (its outcome unknown), and it
+/// counts against the retry budget.
+async fn an_attempt_cut_short_by_a_crash_is_recorded_as_interrupted(backend: Backend) {
+    let (d, seen) = kill_mid_delivery_and_restart(backend).await;
+    let history = d["attempt_history"].as_array().unwrap();
+    assert_eq!(
+        history.len(),
+        seen.len(),
+        "every attempt sent is in the history: {d}"
+    );
+    assert_eq!(history[0]["error_kind"], "interrupted", "{d}");
+    assert_eq!(d["attempts"].as_u64(), Some(seen.len() as u64), "{d}");
+}
+
+on_both_backends!(
+    #[ignore = "known flaw: an attempt sent just before its process died is missing from the delivery's history; fixed after the store reshape"]
+    an_attempt_cut_short_by_a_crash_is_recorded_as_interrupted
+);
+
+/// Starts `serve`, sends a test event to a receiver that hangs on the first attempt,
+/// SIGKILLs the process while that attempt is in flight, starts it again, and returns the
+/// delivery once delivered, with the requests the receiver got.
+async fn kill_mid_delivery_and_restart(backend: Backend) -> (Value, Vec<Seen>) {
     let db = TestDb::new(backend).await;
     let dir = tempfile::tempdir().unwrap();
     let start = |dir: &Path| {
@@ -423,15 +460,27 @@ async fn a_worker_killed_mid_delivery_delivers_after_restart(backend: Backend) {
     })
     .await;
     let seen = receiver.requests();
-    assert!(seen.len() >= 2, "attempted again: {}", seen.len());
-    assert!(
-        seen.iter().all(|s| s.headers["x-cronflow-idempotency-key"] == id),
-        "the same idempotency key"
-    );
-    assert_eq!(d["status"], "delivered");
     assert!(second.terminate().success());
     receiver.release();
     db.drop_database().await;
+    (d, seen)
 }
 
-on_both_backends!(a_worker_killed_mid_delivery_delivers_after_restart);
+#[test]
+fn worker_refuses_a_sqlite_database_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("CRONFLOW_DATABASE_URL", "sqlite://cronflow.db")
+        .arg("worker")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("Postgres"), "{stderr}");
+    assert!(!dir.path().join("cronflow.db").exists(), "nothing was created");
+    let help = Command::new(BIN).args(["worker", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Postgres"));
+}

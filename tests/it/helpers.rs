@@ -2,6 +2,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use crate::pg_server::PgServer;
 pub use crate::receiver::{Seen, TestReceiver};
 use cronflow::{Application, Settings};
 use cronflow_jobs::{
@@ -10,7 +11,10 @@ use cronflow_jobs::{
 };
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, OnceLock},
+};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -25,50 +29,125 @@ pub enum Backend {
     Postgres,
 }
 
-/// Generates `mod NAME { sqlite, postgres }` tests that call `NAME(TestApp)` with an
-/// application on each backend.
+/// The one way to run a test on both databases: `on_both_backends!(name, ...)` makes
+/// `mod name { sqlite, postgres }`, two tests that each call `name(Backend)` (an `async
+/// fn` that sets up its own application or database, e.g. with [`TestApp::spawn`]).
+/// Attributes before a name (`#[ignore = "why"]`) go on both tests. The Postgres test
+/// skips itself (one warning line) where no Postgres can be had; see
+/// [`postgres_available`].
 #[macro_export]
-macro_rules! both_backends {
-    ($($name:ident),+ $(,)?) => {
+macro_rules! on_both_backends {
+    ($($(#[$meta:meta])* $name:ident),+ $(,)?) => {
         $(
             mod $name {
                 #[tokio::test]
+                $(#[$meta])*
                 async fn sqlite() {
-                    let app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite).await;
-                    super::$name(&app).await;
-                    app.stop().await;
+                    super::$name($crate::helpers::Backend::Sqlite).await;
                 }
                 #[tokio::test]
+                $(#[$meta])*
                 async fn postgres() {
-                    let app = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await;
-                    super::$name(&app).await;
-                    app.stop().await;
+                    if $crate::helpers::postgres_available() {
+                        super::$name($crate::helpers::Backend::Postgres).await;
+                    }
                 }
             }
         )+
     };
 }
 
-/// Generates `mod NAME { sqlite, postgres }` tests that call `SCENARIO(Backend)` (by
-/// default `NAME`), for tests that set up their own database or application (a restart,
-/// a child process, an older schema).
-#[macro_export]
-macro_rules! on_both_backends {
-    ($name:ident) => {
-        $crate::on_both_backends!($name => $name);
-    };
-    ($name:ident => $scenario:ident) => {
-        mod $name {
-            #[tokio::test]
-            async fn sqlite() {
-                super::$scenario($crate::helpers::Backend::Sqlite).await;
-            }
-            #[tokio::test]
-            async fn postgres() {
-                super::$scenario($crate::helpers::Backend::Postgres).await;
-            }
+/// The server tests create Postgres databases on, found once per test process: the
+/// one `CRONFLOW_TEST_POSTGRES_URL` names if it answers; else a private server started
+/// from the installed binaries, shared by this process's tests and stopped when it
+/// ends; else none.
+enum PostgresServer {
+    External(String),
+    Private(PgServer),
+    Missing,
+}
+
+static POSTGRES: OnceLock<PostgresServer> = OnceLock::new();
+
+fn postgres_server() -> &'static PostgresServer {
+    POSTGRES.get_or_init(|| {
+        let url = std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        if answers(&url) {
+            return PostgresServer::External(url);
         }
+        let Some(bin) = crate::pg_server::installed_binaries() else {
+            return PostgresServer::Missing;
+        };
+        match PgServer::start_new(&bin) {
+            Ok(server) => {
+                loud(&format!(
+                    "note: no Postgres answers at {url}; these tests use a private server on port {} \
+                     (from {}), stopped when they end",
+                    server.port(),
+                    bin.display()
+                ));
+                PostgresServer::Private(server)
+            }
+            Err(e) => panic!("no Postgres answers at {url}, and a private server would not start: {e}"),
+        }
+    })
+}
+
+/// Whether something accepts TCP connections at the host and port of `url`.
+fn answers(url: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return false;
     };
+    let host = parsed.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = parsed.port().unwrap_or(5432);
+    (host.as_str(), port).to_socket_addrs().is_ok_and(|mut addrs| {
+        addrs.any(|a| std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok())
+    })
+}
+
+/// Writes one line to the terminal even while the test harness captures output.
+pub fn loud(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// Whether the Postgres half of the tests can run. Where no Postgres answers and none is
+/// installed, it cannot: under `CI=true` that fails the test (CI installs Postgres);
+/// elsewhere the test is skipped, with one warning per test process naming the
+/// packages to install.
+pub fn postgres_available() -> bool {
+    match postgres_server() {
+        PostgresServer::External(_) | PostgresServer::Private(_) => true,
+        PostgresServer::Missing => {
+            no_postgres_binaries(&format!("no Postgres answers at {POSTGRES_URL_VAR}"));
+            false
+        }
+    }
+}
+
+/// The installed server binaries, for a test that starts a server of its own; `None`
+/// (the test then skips itself; under `CI=true` it fails) if there are none.
+pub fn postgres_binaries() -> Option<std::path::PathBuf> {
+    let bin = crate::pg_server::installed_binaries();
+    if bin.is_none() {
+        no_postgres_binaries("a test needs a Postgres server of its own");
+    }
+    bin
+}
+
+fn no_postgres_binaries(why: &str) {
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    let message = format!(
+        "{why}, and no server binaries were found (apt-get install {}, or set {})",
+        crate::pg_server::PACKAGES,
+        crate::pg_server::BIN_VAR
+    );
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{message}; CI must run the Postgres tests"
+    );
+    WARNED.call_once(|| loud(&format!("warning: {message}: skipping the Postgres tests")));
 }
 
 /// A fresh, empty database that lives as long as the test needs it.
@@ -81,8 +160,15 @@ pub struct TestDb {
     pg_name: Option<String>,
 }
 
+/// The URL of the server's database tests connect to for creating their own.
 fn postgres_admin_url() -> String {
-    std::env::var(POSTGRES_URL_VAR).unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
+    match postgres_server() {
+        PostgresServer::External(url) => url.clone(),
+        PostgresServer::Private(server) => server.url("postgres"),
+        PostgresServer::Missing => {
+            panic!("no Postgres server: a Postgres test must check postgres_available() first")
+        }
+    }
 }
 
 impl TestDb {
@@ -539,7 +625,9 @@ pub fn tool_available(mut check: std::process::Command, what: &str) -> bool {
         .is_ok_and(|s| s.success());
     if !ok {
         assert!(std::env::var_os("CI").is_none(), "CI must install {what}");
-        eprintln!("warning: {what} is not installed; skipping a check that needs it");
+        loud(&format!(
+            "warning: {what} is not installed; skipping a check that needs it"
+        ));
     }
     ok
 }

@@ -1,13 +1,14 @@
 //! The jobs resource: create, read, list, change, pause, resume, delete; validation;
 //! persistence.
 
-use crate::{both_backends, helpers::*, on_both_backends};
+use crate::{helpers::*, on_both_backends};
 use chrono::{DateTime, Utc};
 use cronflow_jobs::clock::ManualClock;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-async fn a_job_round_trips_through_create_get_patch_and_delete(app: &TestApp) {
+async fn a_job_round_trips_through_create_get_patch_and_delete(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let body = json!({
         "name": "nightly-report",
         "schedule": "0 2 * * *",
@@ -78,9 +79,11 @@ async fn a_job_round_trips_through_create_get_patch_and_delete(app: &TestApp) {
     assert_eq!(status, 404);
     assert_eq!(body["code"], "not_found");
     assert_eq!(app.delete(&format!("/v1/jobs/{id}")).await.status(), 404);
+    app.stop().await;
 }
 
-async fn invalid_jobs_are_refused_with_the_field_named_and_nothing_stored(app: &TestApp) {
+async fn invalid_jobs_are_refused_with_the_field_named_and_nothing_stored(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let valid = job_body("ok");
     let with = |k: &str, v: Value| {
         let mut b = valid.clone();
@@ -219,9 +222,11 @@ async fn invalid_jobs_are_refused_with_the_field_named_and_nothing_stored(app: &
         .get_json(&format!("/v1/jobs/{}", job["id"].as_str().unwrap()))
         .await;
     assert_eq!(unchanged["timezone"], "UTC", "a refused patch changes nothing");
+    app.stop().await;
 }
 
-async fn an_oversized_body_is_refused_with_413(app: &TestApp) {
+async fn an_oversized_body_is_refused_with_413(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let mut body = job_body("big");
     body["target"]["command"] = json!(["echo", "x".repeat(2 * 1024 * 1024)]);
     let (status, err) = status_and_json(app.post("/v1/jobs", &body).await).await;
@@ -239,6 +244,7 @@ async fn an_oversized_body_is_refused_with_413(app: &TestApp) {
     assert_eq!(r.status(), 413);
     let listed: Value = app.get_json("/v1/jobs").await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 0);
+    app.stop().await;
 }
 
 fn futures_stream(
@@ -249,7 +255,8 @@ fn futures_stream(
     futures::stream::iter(chunks)
 }
 
-async fn jobs_are_listed_page_by_page_without_gaps_or_repeats(app: &TestApp) {
+async fn jobs_are_listed_page_by_page_without_gaps_or_repeats(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let mut created = Vec::new();
     for i in 0..7 {
         created.push(
@@ -287,9 +294,10 @@ async fn jobs_are_listed_page_by_page_without_gaps_or_repeats(app: &TestApp) {
             "{bad}: {err}"
         );
     }
+    app.stop().await;
 }
 
-both_backends!(
+on_both_backends!(
     a_job_round_trips_through_create_get_patch_and_delete,
     invalid_jobs_are_refused_with_the_field_named_and_nothing_stored,
     an_oversized_body_is_refused_with_413,

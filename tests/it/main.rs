@@ -1,19 +1,24 @@
 //! CronFlow's end-to-end tests, one binary. Each test starts the real application (or
 //! the real `cronflow` program) on a random port over a fresh SQLite file or a fresh
-//! Postgres database; `both_backends!` (or `on_both_backends!`, for tests that set up
-//! their own database) runs a test on each.
+//! Postgres database; `on_both_backends!` runs a test on each.
 //!
 //! Postgres: `CRONFLOW_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`) names a server where tests may create
-//! databases. If it cannot be reached, Postgres tests fail; they are never skipped.
+//! databases. If nothing answers there, the tests start a private server from the
+//! installed binaries (`pg_server`) and share it; if none is installed, the Postgres
+//! tests fail under `CI=true` and are skipped elsewhere, with one warning naming the
+//! packages to install. `docs/testing.md` says how to run everything, the chaos test's
+//! long form included.
 
 mod helpers;
+mod pg_server;
 mod receiver;
 
 mod activity;
 mod audit;
 mod auth;
 mod binary;
+mod chaos;
 mod clients;
 mod dlq_queue;
 mod event_schemas;

@@ -1,7 +1,7 @@
 //! `/metrics`: parses as Prometheus text, moves when runs and deliveries happen, and is
 //! closed to non-loopback clients unless they have the metrics token.
 
-use crate::helpers::*;
+use crate::{helpers::*, on_both_backends};
 use serde_json::json;
 
 fn parse(text: &str) -> prometheus_parse::Scrape {
@@ -113,34 +113,33 @@ async fn a_metrics_token_guards_the_endpoint() {
 /// A retry waiting in the database is a task waiting in the delivery queue, and the
 /// queue-depth gauge counts it (on SQLite it reads apalis's partial index of pending
 /// tasks; on both, a task being attempted is not waiting).
-#[tokio::test]
-async fn the_queue_depth_counts_a_waiting_retry() {
-    for backend in [Backend::Sqlite, Backend::Postgres] {
-        let app = TestApp::spawn_with(backend, &[("CRONFLOW_RETRY_SCHEDULE", "1h")]).await;
-        let receiver = TestReceiver::start(&[500]).await;
-        let hook: serde_json::Value = app
-            .post(
-                "/v1/webhooks",
-                &json!({"url": receiver.url("/down"), "events": ["job.completed"]}),
-            )
-            .await
-            .json()
-            .await
-            .unwrap();
-        app.post(
-            &format!("/v1/webhooks/{}/test", hook["id"].as_str().unwrap()),
-            &json!({}),
+async fn the_queue_depth_counts_a_waiting_retry(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("CRONFLOW_RETRY_SCHEDULE", "1h")]).await;
+    let receiver = TestReceiver::start(&[500]).await;
+    let hook: serde_json::Value = app
+        .post(
+            "/v1/webhooks",
+            &json!({"url": receiver.url("/down"), "events": ["job.completed"]}),
         )
-        .await;
-        let scrape = eventually(30, "the retry to wait", || async {
-            let s = scrape(&app).await?;
-            (value(&s, "cronflow_delivery_retries_waiting", None) == 1.0).then_some(s)
-        })
-        .await;
-        let depth = |queue| value(&scrape, "cronflow_queue_depth", Some(("queue", queue)));
-        assert_eq!(depth("cronflow-deliveries"), 1.0, "{backend:?}");
-        assert_eq!(depth("cronflow-runs"), 0.0, "{backend:?}");
-        assert_eq!(receiver.requests().len(), 1, "one attempt so far");
-        app.stop().await;
-    }
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.post(
+        &format!("/v1/webhooks/{}/test", hook["id"].as_str().unwrap()),
+        &json!({}),
+    )
+    .await;
+    let scrape = eventually(30, "the retry to wait", || async {
+        let s = scrape(&app).await?;
+        (value(&s, "cronflow_delivery_retries_waiting", None) == 1.0).then_some(s)
+    })
+    .await;
+    let depth = |queue| value(&scrape, "cronflow_queue_depth", Some(("queue", queue)));
+    assert_eq!(depth("cronflow-deliveries"), 1.0, "{backend:?}");
+    assert_eq!(depth("cronflow-runs"), 0.0, "{backend:?}");
+    assert_eq!(receiver.requests().len(), 1, "one attempt so far");
+    app.stop().await;
 }
+
+on_both_backends!(the_queue_depth_counts_a_waiting_retry);

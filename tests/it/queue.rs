@@ -11,6 +11,9 @@ const CHANNEL: &str = "apalis::job::insert";
 
 #[tokio::test]
 async fn postgres_notifies_each_queue_once_per_inserting_statement() {
+    if !postgres_available() {
+        return;
+    }
     let db = TestDb::new(Backend::Postgres).await;
     let store = Store::connect(&db.url).await.expect("connect");
     store.migrate().await.expect("migrate");

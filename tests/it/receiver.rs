@@ -1,5 +1,6 @@
 //! `TestReceiver`: a real HTTP server on 127.0.0.1 that records every request (raw body
-//! and headers) and answers with a programmed sequence of statuses.
+//! and headers) and answers with a programmed sequence of statuses, or as a function of
+//! the request decides.
 //!
 //! Every webhook delivery it receives (a request with `X-CronFlow-Event`) is validated
 //! against the JSON Schema CronFlow serves for that event type; reading the requests
@@ -28,6 +29,8 @@ pub struct Seen {
     pub body: Vec<u8>,
     /// When it arrived.
     pub at: chrono::DateTime<chrono::Utc>,
+    /// How it was answered.
+    pub answer: Answer,
     /// For a delivery: why its body does not fit its event type's schema, if it does not.
     pub schema_problem: Option<String>,
 }
@@ -60,10 +63,24 @@ fn schema_problem(headers: &BTreeMap<String, String>, body: &[u8]) -> Option<Str
     (!errors.is_empty()).then(|| format!("{event} payload {payload} does not fit its schema: {errors:?}"))
 }
 
+/// How the receiver answers one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// At once, with this status.
+    Status(u16),
+    /// Not until [`TestReceiver::release`], then 200 (a hung endpoint).
+    HangUntilReleased,
+    /// 200 after this long (past the sender's timeout, a hung attempt that ends).
+    HangFor(std::time::Duration),
+}
+
+/// Chooses the answer to the `n`-th request (from 1), given its path.
+pub type AnswerPlan = dyn Fn(&str, usize) -> Answer + Send + Sync;
+
 #[derive(Clone)]
 struct State {
     seen: Arc<Mutex<Vec<Seen>>>,
-    statuses: Arc<Vec<u16>>,
+    plan: Arc<AnswerPlan>,
     release: Arc<tokio::sync::Notify>,
 }
 
@@ -79,32 +96,33 @@ impl Endpoint for Handler {
             .iter()
             .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or_default().to_owned()))
             .collect();
-        let n = {
-            let schema_problem = schema_problem(&headers, &body);
+        let schema_problem = schema_problem(&headers, &body);
+        let path = req.uri().path().to_owned();
+        let answer = {
             let mut seen = self.0.seen.lock().unwrap();
+            let answer = (self.0.plan)(&path, seen.len() + 1);
             seen.push(Seen {
                 method: req.method().to_string(),
-                path: req.uri().path().to_owned(),
+                path,
                 headers,
                 body,
                 at: chrono::Utc::now(),
+                answer,
                 schema_problem,
             });
-            seen.len()
+            answer
         };
-        // The n-th request gets the n-th status; the last one repeats. 0 means: never
-        // answer (a hung endpoint) until `release` is called, then answer 200.
-        let status = self
-            .0
-            .statuses
-            .get(n - 1)
-            .or(self.0.statuses.last())
-            .copied()
-            .unwrap_or(200);
-        if status == 0 {
-            self.0.release.notified().await;
-            return Ok(Response::builder().status(StatusCode::OK).body("released"));
-        }
+        let status = match answer {
+            Answer::Status(status) => status,
+            Answer::HangUntilReleased => {
+                self.0.release.notified().await;
+                return Ok(Response::builder().status(StatusCode::OK).body("released"));
+            }
+            Answer::HangFor(d) => {
+                tokio::time::sleep(d).await;
+                200
+            }
+        };
         let mut resp = Response::builder().status(StatusCode::from_u16(status).unwrap_or(StatusCode::OK));
         if (300..400).contains(&status) {
             resp = resp.header("Location", "http://127.0.0.1:9/elsewhere");
@@ -124,8 +142,21 @@ pub struct TestReceiver {
 }
 
 impl TestReceiver {
-    /// Starts a receiver answering `statuses` in turn (the last repeats).
+    /// Starts a receiver answering `statuses` in turn (the last repeats); 0 means hang
+    /// until [`TestReceiver::release`].
     pub async fn start(statuses: &[u16]) -> TestReceiver {
+        let statuses = statuses.to_vec();
+        Self::start_with(Arc::new(move |_, n| {
+            match statuses.get(n - 1).or(statuses.last()).copied().unwrap_or(200) {
+                0 => Answer::HangUntilReleased,
+                status => Answer::Status(status),
+            }
+        }))
+        .await
+    }
+
+    /// Starts a receiver whose `plan` chooses each answer.
+    pub async fn start_with(plan: Arc<AnswerPlan>) -> TestReceiver {
         let acceptor = TcpListener::bind("127.0.0.1:0")
             .into_acceptor()
             .await
@@ -136,7 +167,7 @@ impl TestReceiver {
             .expect("socket address");
         let state = State {
             seen: Arc::default(),
-            statuses: Arc::new(statuses.to_vec()),
+            plan,
             release: Arc::default(),
         };
         let handler = Handler(state.clone());

@@ -2,7 +2,7 @@
 //! deliveries (with their attempts), long-dead deliveries, old audit entries; never an
 //! unfinished run, nor a dead delivery younger than its own retention.
 
-use crate::{both_backends, helpers::*};
+use crate::{helpers::*, on_both_backends};
 use chrono::{Duration, Utc};
 use cronflow_jobs::store::RetentionPolicy;
 
@@ -12,7 +12,8 @@ async fn ids(app: &TestApp, table: &str) -> Vec<String> {
         .await
 }
 
-async fn retention_removes_only_what_is_old(app: &TestApp) {
+async fn retention_removes_only_what_is_old(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     // The app's own retention loop may run too (with the real clock): same result.
     let now = Utc::now();
     let day = |d: i64| (now - Duration::days(d)).timestamp_millis();
@@ -49,13 +50,13 @@ async fn retention_removes_only_what_is_old(app: &TestApp) {
     ))
     .await;
     app.store.prune(now, &RetentionPolicy::default()).await.unwrap();
-    assert_eq!(ids(app, "runs").await, ["run_new", "run_oldrunning"]);
+    assert_eq!(ids(&app, "runs").await, ["run_new", "run_oldrunning"]);
     assert_eq!(
-        ids(app, "deliveries").await,
+        ids(&app, "deliveries").await,
         ["dlv_new", "dlv_olddead", "dlv_oldretrying"]
     );
     assert_eq!(
-        ids(app, "events").await,
+        ids(&app, "events").await,
         ["evt_c", "evt_f"],
         "events a remaining delivery needs are kept"
     );
@@ -75,6 +76,7 @@ async fn retention_removes_only_what_is_old(app: &TestApp) {
         v
     };
     assert_eq!(attempts, ["dlv_new"]);
+    app.stop().await;
 }
 
-both_backends!(retention_removes_only_what_is_old);
+on_both_backends!(retention_removes_only_what_is_old);

@@ -1,10 +1,11 @@
 //! Running jobs: commands and their outcomes, timeouts, output capture, retries,
 //! overlap, cancel, and the event written with every final state.
 
-use crate::{both_backends, helpers::*};
+use crate::{helpers::*, on_both_backends};
 use serde_json::{Value, json};
 
-async fn exit_codes_and_signals_map_to_states_with_their_events(app: &TestApp) {
+async fn exit_codes_and_signals_map_to_states_with_their_events(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let ok = app.create_job(&shell_job("ok", "echo hello")).await;
     let fail = app
         .create_job(&shell_job("fail", "echo fine; echo boom >&2; exit 7"))
@@ -82,10 +83,12 @@ async fn exit_codes_and_signals_map_to_states_with_their_events(app: &TestApp) {
     assert_eq!(e["data"]["message"], "exited with code 7");
     assert_eq!(e["data"]["stack_trace"], "boom\n");
     assert_eq!(e["data"]["retries"], 0);
-    assert_outbox_is_consistent(app).await;
+    assert_outbox_is_consistent(&app).await;
+    app.stop().await;
 }
 
-async fn a_timeout_kills_the_whole_process_group(app: &TestApp) {
+async fn a_timeout_kills_the_whole_process_group(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pgid");
     let mut body = shell_job(
@@ -109,9 +112,11 @@ async fn a_timeout_kills_the_whole_process_group(app: &TestApp) {
         .expect("timed_out event");
     assert_eq!(e["event"], "job.timed_out");
     assert_eq!(e["data"]["timeout_seconds"], 1);
+    app.stop().await;
 }
 
-async fn output_over_the_limit_keeps_head_and_tail(app: &TestApp) {
+async fn output_over_the_limit_keeps_head_and_tail(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let job = app
         .create_job(&shell_job(
             "chatty",
@@ -126,9 +131,11 @@ async fn output_over_the_limit_keeps_head_and_tail(app: &TestApp) {
     assert!(output.ends_with("END\n"), "tail kept");
     assert!(output.contains("omitted"), "the cut is marked");
     assert!(output.len() <= 64 * 1024 + 100, "bounded: {} bytes", output.len());
+    app.stop().await;
 }
 
-async fn a_failing_job_is_retried_with_each_attempt_recorded(app: &TestApp) {
+async fn a_failing_job_is_retried_with_each_attempt_recorded(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let mut body = shell_job("flaky", "echo nope >&2; exit 1");
     body["max_retries"] = json!(2);
     let job = app.create_job(&body).await;
@@ -159,10 +166,12 @@ async fn a_failing_job_is_retried_with_each_attempt_recorded(app: &TestApp) {
         })
         .collect();
     assert_eq!(retries, [(0, true), (1, true), (2, false)]);
-    assert_outbox_is_consistent(app).await;
+    assert_outbox_is_consistent(&app).await;
+    app.stop().await;
 }
 
-async fn overlap_skip_records_a_skipped_run_and_cancel_stops_the_running_one(app: &TestApp) {
+async fn overlap_skip_records_a_skipped_run_and_cancel_stops_the_running_one(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pgid");
     let job = app
@@ -193,9 +202,11 @@ async fn overlap_skip_records_a_skipped_run_and_cancel_stops_the_running_one(app
         app.events().await.iter().all(|e| e["data"]["run_id"] != first_id),
         "no event for a cancel"
     );
+    app.stop().await;
 }
 
-async fn an_http_target_completes_on_2xx_and_fails_with_the_status_otherwise(app: &TestApp) {
+async fn an_http_target_completes_on_2xx_and_fails_with_the_status_otherwise(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let receiver = TestReceiver::start(&[200, 503]).await;
     let mut body = job_body("ping");
     body["target"] = json!({"type": "http", "method": "POST", "url": receiver.url("/hook"), "body": "{\"x\":1}",
@@ -214,9 +225,11 @@ async fn an_http_target_completes_on_2xx_and_fails_with_the_status_otherwise(app
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].body, b"{\"x\":1}");
     assert_eq!(seen[0].headers.get("x-test").map(String::as_str), Some("yes"));
+    app.stop().await;
 }
 
-async fn overlap_queue_starts_the_next_run_when_the_previous_ends(app: &TestApp) {
+async fn overlap_queue_starts_the_next_run_when_the_previous_ends(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let dir = tempfile::tempdir().unwrap();
     let go = dir.path().join("go");
     let mut body = shell_job(
@@ -251,9 +264,10 @@ async fn overlap_queue_starts_the_next_run_when_the_previous_ends(app: &TestApp)
         time(&second["started_at"]) >= time(&first["finished_at"]),
         "one after the other"
     );
+    app.stop().await;
 }
 
-both_backends!(
+on_both_backends!(
     overlap_queue_starts_the_next_run_when_the_previous_ends,
     exit_codes_and_signals_map_to_states_with_their_events,
     a_timeout_kills_the_whole_process_group,
@@ -288,3 +302,49 @@ pub(crate) async fn assert_outbox_is_consistent(app: &TestApp) {
     }
     assert_eq!(events.len(), final_runs.len(), "no event without its final run");
 }
+
+/// A job deleted while one of its runs is going: the run still ends with its final state
+/// recorded, and its event is written and delivered.
+async fn a_job_deleted_mid_run_still_records_the_run_and_sends_its_event(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = TestReceiver::start(&[200]).await;
+    let r = app
+        .post(
+            "/v1/webhooks",
+            &serde_json::json!({"url": receiver.url("/hook"), "events": ["job.completed"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    let dir = tempfile::tempdir().unwrap();
+    let go = dir.path().join("go");
+    let job = app
+        .create_job(&shell_job(
+            "deleted-mid-run",
+            &format!("while [ ! -e {} ]; do sleep 0.05; done", go.display()),
+        ))
+        .await;
+    let job_id = job["id"].as_str().unwrap();
+    let run = app.trigger(job_id).await;
+    let run_id = run["id"].as_str().unwrap();
+    eventually(30, "the run to be running", || async {
+        (app.run(run_id).await["state"] == "running").then_some(())
+    })
+    .await;
+    assert_eq!(app.delete(&format!("/v1/jobs/{job_id}")).await.status(), 204);
+    std::fs::write(&go, "").unwrap();
+    let seen = eventually(30, "the run's event at the receiver", || async {
+        let seen = receiver.requests();
+        (!seen.is_empty()).then_some(seen)
+    })
+    .await;
+    let body: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
+    assert_eq!(body["event"], "job.completed");
+    assert_eq!(body["data"]["run_id"], run_id);
+    assert_eq!(app.run(run_id).await["state"], "completed");
+    app.stop().await;
+}
+
+on_both_backends!(
+    #[ignore = "known flaw: a job deleted mid-run loses that run's event; fixed after the store reshape"]
+    a_job_deleted_mid_run_still_records_the_run_and_sends_its_event
+);

@@ -4,11 +4,11 @@
 //! route without the request's method answers 405 with `Allow`. Nothing refused is
 //! stored.
 
-use crate::both_backends;
 use crate::helpers::{Backend, TestApp, TestReceiver, eventually, job_body, status_and_json};
+use crate::on_both_backends;
 use serde_json::{Value, json};
 
-both_backends!(
+on_both_backends!(
     unknown_fields_are_refused_at_any_depth_on_create_and_patch,
     values_of_the_wrong_type_are_refused_not_coerced,
     a_null_name_in_a_patch_is_refused_and_changes_nothing,
@@ -39,7 +39,9 @@ async fn jobs_stored(app: &TestApp) -> usize {
     app.get_json("/v1/jobs").await["items"].as_array().unwrap().len()
 }
 
-async fn unknown_fields_are_refused_at_any_depth_on_create_and_patch(app: &TestApp) {
+async fn unknown_fields_are_refused_at_any_depth_on_create_and_patch(backend: Backend) {
+    let spawned = TestApp::spawn(backend).await;
+    let app = &spawned;
     let with_target = |target: Value| {
         let mut body = job_body("typo");
         body["target"] = target;
@@ -109,9 +111,12 @@ async fn unknown_fields_are_refused_at_any_depth_on_create_and_patch(app: &TestA
     .await;
     let after = app.get_json(&path).await;
     assert_eq!(after, job, "refused patches change nothing");
+    spawned.stop().await;
 }
 
-async fn values_of_the_wrong_type_are_refused_not_coerced(app: &TestApp) {
+async fn values_of_the_wrong_type_are_refused_not_coerced(backend: Backend) {
+    let spawned = TestApp::spawn(backend).await;
+    let app = &spawned;
     let job = |patch: Value| {
         let mut body = job_body("types");
         for (k, v) in patch.as_object().unwrap() {
@@ -177,9 +182,12 @@ async fn values_of_the_wrong_type_are_refused_not_coerced(app: &TestApp) {
     .await;
     assert_eq!(keys().await, before, "no key was made");
     assert_eq!(jobs_stored(app).await, 0, "nothing refused was stored");
+    spawned.stop().await;
 }
 
-async fn a_null_name_in_a_patch_is_refused_and_changes_nothing(app: &TestApp) {
+async fn a_null_name_in_a_patch_is_refused_and_changes_nothing(backend: Backend) {
+    let spawned = TestApp::spawn(backend).await;
+    let app = &spawned;
     let job = app.create_job(&job_body("named")).await;
     let path = format!("/v1/jobs/{}", job["id"].as_str().unwrap());
     let err = refused(
@@ -207,6 +215,7 @@ async fn a_null_name_in_a_patch_is_refused_and_changes_nothing(app: &TestApp) {
         after["updated_at"], job["updated_at"],
         "a refused patch does not bump updated_at"
     );
+    spawned.stop().await;
 }
 
 #[tokio::test]

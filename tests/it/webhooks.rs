@@ -2,7 +2,7 @@
 //! Standard Webhooks library), retries and the DLQ, replay, rotation, durability across
 //! restarts, the SSRF guard and isolation from a hung endpoint.
 
-use crate::{both_backends, helpers::*, on_both_backends};
+use crate::{helpers::*, on_both_backends};
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -71,11 +71,12 @@ fn verify_with_python(secret: &str, seen: &Seen) -> Result<(), String> {
     }
 }
 
-async fn a_delivery_is_signed_by_both_recipes_and_recorded(app: &TestApp) {
+async fn a_delivery_is_signed_by_both_recipes_and_recorded(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let receiver = TestReceiver::start(&[200]).await;
-    let (hook_id, secret) = subscribe(app, &receiver.url("/hooks")).await;
+    let (hook_id, secret) = subscribe(&app, &receiver.url("/hooks")).await;
     assert!(secret.starts_with("whsec_"));
-    let run_id = run_once(app, "echo done").await;
+    let run_id = run_once(&app, "echo done").await;
     let seen = eventually(30, "the delivery", || async {
         receiver.requests().into_iter().next()
     })
@@ -137,12 +138,14 @@ async fn a_delivery_is_signed_by_both_recipes_and_recorded(app: &TestApp) {
     assert_eq!(attempts.len(), 1);
     assert_eq!(attempts[0]["status_code"], 200);
     assert_eq!(attempts[0]["response_excerpt"], "status 200");
+    app.stop().await;
 }
 
-async fn six_failed_attempts_make_a_dead_delivery_that_replays_with_the_same_key(app: &TestApp) {
+async fn six_failed_attempts_make_a_dead_delivery_that_replays_with_the_same_key(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let receiver = TestReceiver::start(&[503, 500, 503, 404, 503, 503, 200]).await;
-    subscribe(app, &receiver.url("/flaky")).await;
-    run_once(app, "exit 4").await;
+    subscribe(&app, &receiver.url("/flaky")).await;
+    run_once(&app, "exit 4").await;
     let dead = eventually(90, "the delivery to be dead", || async {
         let dlq: Value = app.try_get_json("/v1/dlq").await?;
         dlq["items"].as_array()?.first().cloned()
@@ -190,9 +193,9 @@ async fn six_failed_attempts_make_a_dead_delivery_that_replays_with_the_same_key
     // again), the other replayed in bulk by its subscription (the same key again).
     let replayed = TestReceiver::start(&[500, 500, 500, 500, 500, 500, 200]).await;
     let acknowledged = TestReceiver::start(&[500]).await;
-    let (replay_hook, _) = subscribe(app, &replayed.url("/bulk")).await;
-    let (ack_hook, _) = subscribe(app, &acknowledged.url("/ack")).await;
-    run_once(app, "exit 5").await;
+    let (replay_hook, _) = subscribe(&app, &replayed.url("/bulk")).await;
+    let (ack_hook, _) = subscribe(&app, &acknowledged.url("/ack")).await;
+    run_once(&app, "exit 5").await;
     let dead = eventually(90, "two dead deliveries", || async {
         let dlq: Value = app.try_get_json("/v1/dlq").await?;
         let items = dlq["items"].as_array()?.clone();
@@ -250,6 +253,7 @@ async fn six_failed_attempts_make_a_dead_delivery_that_replays_with_the_same_key
     // DLQ empty no task is left.
     let ends = delivery_task_statuses(&app.db).await;
     assert!(ends.is_empty(), "{ends:?}");
+    app.stop().await;
 }
 
 /// The statuses of every delivery queue task, sorted.
@@ -262,9 +266,10 @@ async fn delivery_task_statuses(db: &TestDb) -> Vec<String> {
     .await
 }
 
-async fn a_rotated_secret_signs_beside_the_old_one(app: &TestApp) {
+async fn a_rotated_secret_signs_beside_the_old_one(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let receiver = TestReceiver::start(&[200]).await;
-    let (hook_id, old) = subscribe(app, &receiver.url("/rotating")).await;
+    let (hook_id, old) = subscribe(&app, &receiver.url("/rotating")).await;
     let r = app
         .post(&format!("/v1/webhooks/{hook_id}/rotate-secret"), &json!({}))
         .await;
@@ -297,11 +302,13 @@ async fn a_rotated_secret_signs_beside_the_old_one(app: &TestApp) {
     assert_eq!(body.as_object().unwrap().len(), 5);
     let got: Value = app.get_json(&format!("/v1/webhooks/{hook_id}")).await;
     assert!(got.get("secret").is_none(), "the secret is not shown again");
+    app.stop().await;
 }
 
-async fn a_redirect_is_not_followed(app: &TestApp) {
+async fn a_redirect_is_not_followed(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let receiver = TestReceiver::start(&[302]).await;
-    let (hook_id, _) = subscribe(app, &receiver.url("/moved")).await;
+    let (hook_id, _) = subscribe(&app, &receiver.url("/moved")).await;
     let r = app
         .post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
         .await;
@@ -315,24 +322,33 @@ async fn a_redirect_is_not_followed(app: &TestApp) {
     assert_eq!(d["attempt_history"][0]["error_kind"], "redirect", "{d}");
     assert_eq!(d["attempt_history"][0]["status_code"], 302);
     assert_eq!(receiver.requests().len(), 1, "the Location was not requested");
+    app.stop().await;
 }
 
 /// With 8 delivery slots and at most 4 per endpoint, a hung endpoint's 40 attempts
-/// would fill every slot without the cap.
-#[tokio::test]
-async fn a_hung_endpoint_does_not_delay_a_healthy_one() {
-    for backend in [Backend::Sqlite, Backend::Postgres] {
-        let app = TestApp::spawn_with(
-            backend,
-            &[
-                ("CRONFLOW_DELIVERY_CONCURRENCY", "8"),
-                ("CRONFLOW_DELIVERY_PER_ENDPOINT", "4"),
-            ],
-        )
-        .await;
-        hung_endpoint_scenario(&app).await;
-        app.stop().await;
-    }
+/// would fill every slot without the cap. Its attempts must stay hung for the whole test
+/// (a loaded machine may take longer than the default 10 s timeout to deliver the 40
+/// events; a timed-out attempt's retry would be a fifth request, not a fifth slot).
+async fn a_hung_endpoint_does_not_delay_a_healthy_one(backend: Backend) {
+    let app = spawn_with_eight_slots_four_per_endpoint(backend).await;
+    hung_endpoint_scenario(&app).await;
+    app.stop().await;
+}
+
+on_both_backends!(a_hung_endpoint_does_not_delay_a_healthy_one);
+
+/// An application with 8 delivery slots, at most 4 per endpoint, and attempts that hang
+/// for the whole test rather than time out (and be retried) before a test releases them.
+async fn spawn_with_eight_slots_four_per_endpoint(backend: Backend) -> TestApp {
+    TestApp::spawn_with(
+        backend,
+        &[
+            ("CRONFLOW_DELIVERY_CONCURRENCY", "8"),
+            ("CRONFLOW_DELIVERY_PER_ENDPOINT", "4"),
+            ("CRONFLOW_WEBHOOK_TIMEOUT", "120s"),
+        ],
+    )
+    .await
 }
 
 async fn hung_endpoint_scenario(app: &TestApp) {
@@ -363,17 +379,8 @@ async fn hung_endpoint_scenario(app: &TestApp) {
 /// tasks keep the queue fetching. (On SQLite, apalis's fetch used to be left unpolled
 /// once its worker was stopping, holding the one writing connection: the finished
 /// attempts could not be recorded and were sent again after the restart.)
-async fn graceful_stop_scenario(backend: Backend) {
-    let app = TestApp::spawn_with(
-        backend,
-        &[
-            ("CRONFLOW_DELIVERY_CONCURRENCY", "8"),
-            ("CRONFLOW_DELIVERY_PER_ENDPOINT", "4"),
-            // The hung attempts must not time out (and be retried) before the release.
-            ("CRONFLOW_WEBHOOK_TIMEOUT", "120s"),
-        ],
-    )
-    .await;
+async fn a_graceful_stop_records_the_attempts_in_flight(backend: Backend) {
+    let app = spawn_with_eight_slots_four_per_endpoint(backend).await;
     let receiver = TestReceiver::start(&[0, 0, 0, 0, 200]).await;
     subscribe(&app, &receiver.url("/slow")).await;
     let runs = 40;
@@ -441,44 +448,43 @@ async fn deliveries_in(db: &TestDb, status: &str) -> Vec<String> {
         .await
 }
 
-on_both_backends!(a_graceful_stop_records_the_attempts_in_flight => graceful_stop_scenario);
+on_both_backends!(a_graceful_stop_records_the_attempts_in_flight);
 
-both_backends!(
+on_both_backends!(
     a_delivery_is_signed_by_both_recipes_and_recorded,
     six_failed_attempts_make_a_dead_delivery_that_replays_with_the_same_key,
     a_rotated_secret_signs_beside_the_old_one,
     a_redirect_is_not_followed,
 );
 
-#[tokio::test]
-async fn a_waiting_retry_survives_a_restart() {
-    for backend in [Backend::Sqlite, Backend::Postgres] {
-        let app = TestApp::spawn_with(backend, &[("CRONFLOW_RETRY_SCHEDULE", "3s")]).await;
-        let receiver = TestReceiver::start(&[503, 200]).await;
-        let (hook_id, _) = subscribe(&app, &receiver.url("/later")).await;
-        let sent: Value = app
-            .post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
-            .await
-            .json()
-            .await
-            .unwrap();
-        let id = sent["delivery_id"].as_str().unwrap().to_owned();
-        eventually(30, "the first attempt to fail", || async {
-            let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
-            (d["status"] == "retrying").then_some(())
-        })
-        .await;
-        let app = app.restart().await;
-        let d = eventually(30, "the retry after the restart", || async {
-            let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
-            (d["status"] == "delivered").then_some(d)
-        })
-        .await;
-        assert_eq!(d["attempts"], 2);
-        assert_eq!(receiver.requests().len(), 2);
-        app.stop().await;
-    }
+async fn a_waiting_retry_survives_a_restart(backend: Backend) {
+    let app = TestApp::spawn_with(backend, &[("CRONFLOW_RETRY_SCHEDULE", "3s")]).await;
+    let receiver = TestReceiver::start(&[503, 200]).await;
+    let (hook_id, _) = subscribe(&app, &receiver.url("/later")).await;
+    let sent: Value = app
+        .post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = sent["delivery_id"].as_str().unwrap().to_owned();
+    eventually(30, "the first attempt to fail", || async {
+        let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
+        (d["status"] == "retrying").then_some(())
+    })
+    .await;
+    let app = app.restart().await;
+    let d = eventually(30, "the retry after the restart", || async {
+        let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
+        (d["status"] == "delivered").then_some(d)
+    })
+    .await;
+    assert_eq!(d["attempts"], 2);
+    assert_eq!(receiver.requests().len(), 2);
+    app.stop().await;
 }
+
+on_both_backends!(a_waiting_retry_survives_a_restart);
 
 #[tokio::test]
 async fn private_targets_are_refused_unless_allowed() {
@@ -599,9 +605,10 @@ async fn attempts_of(app: &TestApp, id: &str, n: i64) -> Value {
     .await
 }
 
-async fn a_410_disables_the_subscription_with_its_reason(app: &TestApp) {
+async fn a_410_disables_the_subscription_with_its_reason(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let receiver = TestReceiver::start(&[410]).await;
-    let (hook_id, _) = subscribe(app, &receiver.url("/gone")).await;
+    let (hook_id, _) = subscribe(&app, &receiver.url("/gone")).await;
     let sent: Value = app
         .post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
         .await
@@ -609,7 +616,7 @@ async fn a_410_disables_the_subscription_with_its_reason(app: &TestApp) {
         .await
         .unwrap();
     let id = sent["delivery_id"].as_str().unwrap();
-    attempts_of(app, id, 1).await;
+    attempts_of(&app, id, 1).await;
     let d = eventually(30, "the delivery to be dead", || async {
         let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
         (d["status"] == "dead").then_some(d)
@@ -649,9 +656,10 @@ async fn a_410_disables_the_subscription_with_its_reason(app: &TestApp) {
         re.get("disabled_reason").is_none(),
         "re-enabling is one PATCH and clears the reason"
     );
+    app.stop().await;
 }
 
-both_backends!(a_410_disables_the_subscription_with_its_reason);
+on_both_backends!(a_410_disables_the_subscription_with_its_reason);
 
 #[tokio::test]
 async fn sustained_failure_disables_a_subscription() {

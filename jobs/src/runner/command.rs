@@ -151,6 +151,7 @@ pub enum KillGroupError {
 ///
 /// The caller must make sure the group still belongs to the job (same boot, leader
 /// start time) before calling this: once all members are dead, the number may be reused.
+/// [`kill_recorded_group`] does both.
 pub fn kill_process_group(pgid: u32) -> Result<bool, KillGroupError> {
     let raw = i32::try_from(pgid)
         .ok()
@@ -165,6 +166,93 @@ pub fn kill_process_group(pgid: u32) -> Result<bool, KillGroupError> {
         Err(Errno::ESRCH) => Ok(false),
         Err(source) => Err(KillGroupError::Signal { pgid, source }),
     }
+}
+
+/// A command's process group as recorded for crash recovery: what tells, later, whether
+/// a group with this id is still the job's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedGroup {
+    /// The group's id (the pid of its leader, the job's program).
+    pub pgid: u32,
+    /// The host boot it was recorded in: in another boot the number means nothing.
+    pub boot_id: String,
+    /// When the leader started ([`process_start_time`]); `None` if it could not be read
+    /// (the leader had already exited), and then the group is never killed.
+    pub leader_start: Option<u64>,
+}
+
+/// What [`kill_recorded_group`] found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryKill {
+    /// The group was still the job's, and was sent `SIGKILL`.
+    Killed,
+    /// No process is in the group any more: nothing to do.
+    Gone,
+    /// Recorded in another boot (or this host's boot id is unknown): not touched.
+    OtherBoot,
+    /// The id now belongs to processes the job did not start (a leader that started at
+    /// another time, or members older than the job), or the job's start time is
+    /// unknown: not touched.
+    NotTheJobs,
+}
+
+/// When process `pid` started, in clock ticks since boot (field 22 of
+/// `/proc/<pid>/stat`), or `None` if there is no such process.
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ..." : comm may hold anything, so count fields after the last ')'.
+    // Field 22 is the 20th after it (fields 3, 4, … are the 1st, 2nd, …).
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The live (non-zombie) members of process group `pgid` and their start times (as
+/// [`process_start_time`] gives them), from `/proc`.
+pub fn live_group_members(pgid: u32) -> Vec<(u32, u64)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            let (state, group, start) = (fields.first()?, fields.get(2)?, fields.get(19)?);
+            (*state != "Z" && group.parse::<u32>().ok()? == pgid).then_some((pid, start.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Sends `SIGKILL` to a recorded process group after a runner crash, but only while it is
+/// still the job's. A group id is a pid, and pids are reused: once every member of the
+/// job's group is dead, the number can name another process's group, within the same
+/// boot (sooner when thousands of runs start per second). So the group is killed only if
+/// it was recorded in this boot (`this_boot`), and its leader is either the job's
+/// program (its start time is the recorded one) or gone, with every remaining member
+/// started no earlier than the job (members the job forked; a process older than the
+/// job cannot be one of them).
+pub fn kill_recorded_group(group: &RecordedGroup, this_boot: &str) -> Result<RecoveryKill, KillGroupError> {
+    if this_boot.is_empty() || group.boot_id != this_boot {
+        return Ok(RecoveryKill::OtherBoot);
+    }
+    let Some(job_start) = group.leader_start else {
+        return Ok(RecoveryKill::NotTheJobs);
+    };
+    let members = live_group_members(group.pgid);
+    if members.is_empty() {
+        return Ok(RecoveryKill::Gone);
+    }
+    let leader_is_the_jobs = match members.iter().find(|(pid, _)| *pid == group.pgid) {
+        Some((_, start)) => *start == job_start,
+        None => members.iter().all(|(_, start)| *start >= job_start),
+    };
+    if !leader_is_the_jobs {
+        return Ok(RecoveryKill::NotTheJobs);
+    }
+    Ok(if kill_process_group(group.pgid)? {
+        RecoveryKill::Killed
+    } else {
+        RecoveryKill::Gone
+    })
 }
 
 /// Runs `spec` to completion within `limits`; never panics and never returns an error:
@@ -642,6 +730,19 @@ mod tests {
         assert!(reaped.is_ok(), "zombies of group {pgid} were never reaped");
     }
 
+    /// Waits (bounded) for a group sent SIGKILL to die, which happens asynchronously, then
+    /// asserts it is gone for good.
+    async fn assert_killed_group_dies(pgid: u32) {
+        let died = tokio::time::timeout(Duration::from_secs(10), async {
+            while !live_members(pgid).is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(died.is_ok(), "group {pgid} still has live members");
+        assert_group_is_dead(pgid).await;
+    }
+
     #[tokio::test]
     async fn exit_zero_is_completed() {
         let outcome = run(&sh("echo hello"), &RunLimits::new(LONG)).await;
@@ -915,15 +1016,7 @@ mod tests {
         let pgid = pgid_rx.await.unwrap();
         task.abort();
         assert!(task.await.unwrap_err().is_cancelled());
-        // SIGKILL was sent on drop; dying is asynchronous, so wait (bounded) for it.
-        let died = tokio::time::timeout(Duration::from_secs(5), async {
-            while !live_members(pgid).is_empty() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
-        assert!(died.is_ok(), "group {pgid} still has live members");
-        assert_group_is_dead(pgid).await;
+        assert_killed_group_dies(pgid).await;
     }
 
     #[tokio::test]
@@ -962,5 +1055,84 @@ mod tests {
             kill_process_group(own),
             Err(KillGroupError::OwnGroup(_))
         ));
+    }
+
+    /// Starts `sleep 1000 & sleep 1000` in its own group, as a run would, and returns
+    /// the group id and the task running it.
+    async fn long_group() -> (u32, tokio::task::JoinHandle<CommandOutcome>) {
+        let (pgid_tx, pgid_rx) = tokio::sync::oneshot::channel();
+        let run = tokio::spawn(async move {
+            run_command(
+                &sh("sleep 1000 & sleep 1000"),
+                &RunLimits::new(LONG),
+                &CancellationToken::new(),
+                |pgid| {
+                    let _ = pgid_tx.send(pgid);
+                },
+            )
+            .await
+        });
+        (pgid_rx.await.unwrap(), run)
+    }
+
+    fn this_boot() -> String {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn recovery_kills_a_recorded_group_whose_leader_started_when_recorded() {
+        let (pgid, run) = long_group().await;
+        let group = RecordedGroup {
+            pgid,
+            boot_id: this_boot(),
+            leader_start: process_start_time(pgid),
+        };
+        assert!(group.leader_start.is_some());
+        assert_eq!(
+            kill_recorded_group(&group, &this_boot()).unwrap(),
+            RecoveryKill::Killed
+        );
+        assert_eq!(run.await.unwrap().exit_code, Some(137));
+        assert_killed_group_dies(pgid).await;
+        assert_eq!(
+            kill_recorded_group(&group, &this_boot()).unwrap(),
+            RecoveryKill::Gone
+        );
+    }
+
+    /// The group id names a group whose leader started at another time than the recorded
+    /// job's: the number was reused, and the group is not the job's to kill.
+    #[tokio::test]
+    async fn recovery_spares_a_group_whose_leader_started_at_another_time() {
+        let (pgid, run) = long_group().await;
+        let start = process_start_time(pgid).unwrap();
+        for leader_start in [Some(start + 1), Some(start.saturating_sub(1)), None] {
+            let group = RecordedGroup {
+                pgid,
+                boot_id: this_boot(),
+                leader_start,
+            };
+            assert_eq!(
+                kill_recorded_group(&group, &this_boot()).unwrap(),
+                RecoveryKill::NotTheJobs,
+                "{leader_start:?}"
+            );
+        }
+        let other_boot = RecordedGroup {
+            pgid,
+            boot_id: "another-boot".into(),
+            leader_start: Some(start),
+        };
+        assert_eq!(
+            kill_recorded_group(&other_boot, &this_boot()).unwrap(),
+            RecoveryKill::OtherBoot
+        );
+        assert!(!live_members(pgid).is_empty(), "the group was spared");
+        run.abort();
+        let _ = run.await;
+        assert_killed_group_dies(pgid).await;
     }
 }

@@ -93,7 +93,7 @@ pub(crate) struct RunnerContext {
     boot_id: Arc<str>,
     starter: Batcher<RunId, StartOutcome>,
     finisher: Batcher<(RunId, RunResult), ()>,
-    groups: Batcher<(RunId, u32), ()>,
+    groups: Batcher<(RunId, u32, Option<u64>), ()>,
 }
 
 impl RunnerContext {
@@ -129,7 +129,7 @@ impl RunnerContext {
         };
         let groups = {
             let (store, boot_id) = (store.clone(), boot_id.clone());
-            Batcher::spawn(1, move |batch: Arc<Vec<(RunId, u32)>>| {
+            Batcher::spawn(1, move |batch: Arc<Vec<(RunId, u32, Option<u64>)>>| {
                 let (store, boot_id) = (store.clone(), boot_id.clone());
                 async move {
                     store.record_process_groups(&batch, &boot_id).await?;
@@ -240,13 +240,23 @@ impl RunnerContext {
     }
 
     /// The run was `running` when its task came back: its worker died. Kill what is left
-    /// of its process group (only on the same host boot: elsewhere the number means
-    /// nothing) and fail it.
+    /// of its process group (only while the group is still the job's: same host boot,
+    /// same leader start time; see [`command::kill_recorded_group`]) and fail it.
     async fn recover(&self, run: &Run) -> Result<(), RunTaskError> {
-        if let Some((pgid, boot)) = self.store.process_group_of(&run.id).await?
-            && boot == *self.boot_id
-        {
-            let _ = command::kill_process_group(pgid);
+        if let Some((pgid, boot_id, leader_start)) = self.store.process_group_of(&run.id).await? {
+            let group = command::RecordedGroup {
+                pgid,
+                boot_id,
+                leader_start,
+            };
+            match command::kill_recorded_group(&group, &self.boot_id) {
+                Ok(outcome) => {
+                    tracing::info!(run_id = %run.id, pgid, ?outcome, "recovered run's process group")
+                }
+                Err(e) => {
+                    tracing::warn!(run_id = %run.id, pgid, error = ?e, "cannot kill the recovered run's process group")
+                }
+            }
         }
         tracing::warn!(run_id = %run.id, "recovering a run whose worker stopped");
         let result = RunResult {
@@ -303,12 +313,13 @@ impl RunnerContext {
         };
         let limits = RunLimits::new(timeout);
         let (tx, rx) = tokio::sync::oneshot::channel();
+        // The leader's start time is read at once, while the leader surely lives.
         let exec = command::run_command(&spec, &limits, cancel, move |pgid| {
-            let _ = tx.send(pgid);
+            let _ = tx.send((pgid, command::process_start_time(pgid)));
         });
         let record = async {
-            if let Ok(pgid) = rx.await
-                && let Err(e) = self.groups.call((run.id.clone(), pgid)).await
+            if let Ok((pgid, started)) = rx.await
+                && let Err(e) = self.groups.call((run.id.clone(), pgid, started)).await
             {
                 tracing::warn!(run_id = %run.id, error = ?e, "cannot record the process group");
             }

@@ -506,6 +506,13 @@ pub(crate) struct Dialect {
     pub(crate) lock_group_runs: &'static str,
     /// The join on [`Dialect::lock_group_runs`]'s rows.
     pub(crate) join_locked_group_runs: &'static str,
+    /// `Store::finish_runs` first locks the `queue` jobs of the runs it finishes (the
+    /// list of run ids follows), in id order: a scheduler pass holds a job's row while it
+    /// records a slot `queued` behind a running run, and a finish that decided
+    /// concurrently that nothing was queued would leave that run queued for ever (and
+    /// with it every later slot of the job). Locked, the finish waits for the pass and
+    /// then sees the queued run and starts it. SQLite has one writer: nothing to lock.
+    pub(crate) lock_queue_jobs_of_runs: &'static str,
 }
 
 /// SQLite's texts.
@@ -513,6 +520,7 @@ pub(crate) const SQLITE: Dialect = Dialect {
     skip_locked: "",
     lock_group_runs: "",
     join_locked_group_runs: "",
+    lock_queue_jobs_of_runs: "",
 };
 
 /// Postgres's texts.
@@ -521,6 +529,8 @@ pub(crate) const POSTGRES: Dialect = Dialect {
     lock_group_runs: ", locked AS MATERIALIZED (SELECT id FROM runs WHERE id IN (SELECT id FROM v) \
          AND state = 'running' ORDER BY id FOR UPDATE)",
     join_locked_group_runs: " JOIN locked ON locked.id = v.id",
+    lock_queue_jobs_of_runs: "SELECT id FROM scheduled_jobs WHERE overlap_policy = 'queue' \
+         AND id IN (SELECT job_id FROM runs WHERE id IN ",
 };
 
 #[cfg(test)]

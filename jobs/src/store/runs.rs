@@ -542,30 +542,33 @@ impl Store {
         Ok(out)
     }
 
-    /// Records the process groups of running commands (and the host boot they belong
-    /// to), so a worker recovering a run after a crash can kill what is left of it.
+    /// Records the process groups of running commands (with their leaders' start times
+    /// and the host boot they belong to), so a worker recovering a run after a crash can
+    /// kill what is left of it, and only that.
     pub async fn record_process_groups(
         &self,
-        groups: &[(RunId, u32)],
+        groups: &[(RunId, u32, Option<u64>)],
         boot_id: &str,
     ) -> Result<(), StoreError> {
         if groups.is_empty() {
             return Ok(());
         }
-        let mut groups: Vec<&(RunId, u32)> = groups.iter().collect();
+        let mut groups: Vec<&(RunId, u32, Option<u64>)> = groups.iter().collect();
         groups.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         let dialect = match self.backend() {
             super::Backend::Sqlite => &super::db::SQLITE,
             super::Backend::Postgres => &super::db::POSTGRES,
         };
-        let mut s = Statement::new("WITH v (id, pgid) AS (");
-        s.values(&groups, |row, (id, pgid)| {
-            row.bind(id.as_str()).bind(i64::from(*pgid));
+        let mut s = Statement::new("WITH v (id, pgid, pgid_start) AS (");
+        s.values(&groups, |row, (id, pgid, start)| {
+            row.bind(id.as_str())
+                .bind(i64::from(*pgid))
+                .bind(start.and_then(|s| i64::try_from(s).ok()));
         });
         // Postgres locks the rows in id order first (`Dialect::lock_group_runs`).
         s.push(")")
             .push(dialect.lock_group_runs)
-            .push(" UPDATE runs SET pgid = v.pgid, boot_id = ")
+            .push(" UPDATE runs SET pgid = v.pgid, pgid_start = v.pgid_start, boot_id = ")
             .bind(boot_id)
             .push(" FROM v")
             .push(dialect.join_locked_group_runs)
@@ -574,17 +577,23 @@ impl Store {
         Ok(())
     }
 
-    /// The recorded process group and boot id of a running run.
-    pub async fn process_group_of(&self, run_id: &RunId) -> Result<Option<(u32, String)>, StoreError> {
-        let row: Option<(Option<i64>, Option<String>)> = self
+    /// The recorded process group of a running run: its id, the boot id, and its
+    /// leader's start time (if it could be read).
+    pub async fn process_group_of(
+        &self,
+        run_id: &RunId,
+    ) -> Result<Option<(u32, String, Option<u64>)>, StoreError> {
+        let row: Option<(Option<i64>, Option<String>, Option<i64>)> = self
             .reader()
             .fetch_optional(
-                "SELECT pgid, boot_id FROM runs WHERE id = $1",
+                "SELECT pgid, boot_id, pgid_start FROM runs WHERE id = $1",
                 &[run_id.as_str().into()],
             )
             .await?;
         Ok(match row {
-            Some((Some(pgid), Some(boot))) => u32::try_from(pgid).ok().map(|p| (p, boot)),
+            Some((Some(pgid), Some(boot), start)) => u32::try_from(pgid)
+                .ok()
+                .map(|p| (p, boot, start.and_then(|s| u64::try_from(s).ok()))),
             _ => None,
         })
     }
@@ -651,6 +660,13 @@ impl Store {
         let mut batch: Vec<&(RunId, RunResult)> = batch.iter().collect();
         batch.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
         let mut tx = self.begin().await?;
+        let lock = tx.dialect().lock_queue_jobs_of_runs;
+        if !lock.is_empty() {
+            let mut s = Statement::new(lock);
+            s.list(batch.iter().map(|(id, _)| id.as_str()))
+                .push(") ORDER BY id FOR UPDATE");
+            tx.run(s).await?;
+        }
         let hooks = enabled_hooks(&mut tx).await?;
         let mut jobs: std::collections::HashMap<JobId, Option<Job>> = std::collections::HashMap::new();
         let mut pushed = Vec::new();
