@@ -49,6 +49,9 @@ pub(crate) const EXPORT_COLUMNS: [&str; 14] = [
     "response_excerpt",
 ];
 
+/// The export's `Content-Disposition`.
+pub(crate) const EXPORT_DISPOSITION: &str = "attachment; filename=\"cronflow-deliveries.csv\"";
+
 #[derive(ApiResponse)]
 enum CsvExport {
     /// The attempts as CSV (streamed).
@@ -117,8 +120,9 @@ fn csv_chunk(rows: &[ExportRow], header: bool) -> Vec<u8> {
     w.into_inner().unwrap_or_default()
 }
 
-/// The export as a stream of CSV chunks, one database page each.
-fn export_stream(
+/// The export as a stream of CSV chunks, one database page each (the dashboard's
+/// "Export CSV" streams the same).
+pub(crate) fn export_stream(
     store: Store,
     filter: DeliveryFilter,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
@@ -228,7 +232,7 @@ impl DeliveriesApi {
         let body = Body::from_bytes_stream(export_stream(state.store.clone(), f));
         Ok(CsvExport::Csv(
             Binary(body),
-            "attachment; filename=\"cronflow-deliveries.csv\"".to_owned(),
+            EXPORT_DISPOSITION.to_owned(),
         ))
     }
 

@@ -1,5 +1,5 @@
 //! CronFlow's HTTP face: the poem-openapi API under `/v1`, health probes, the OpenAPI
-//! document and Swagger UI. The dashboard will live here too.
+//! document and Swagger UI, and the dashboard (server-rendered pages beside the API).
 //!
 //! Handlers are thin: parse the request into domain types (`dto`), call one function of
 //! `cronflow-jobs`, answer. No SQL here; no HTTP in `cronflow-jobs`.
@@ -11,11 +11,14 @@
 //!   framework error (bad JSON, unknown route, body too large) into the same shape.
 //! - `dto`: request and response bodies, and their conversion to and from the domain.
 //! - `jobs`, `runs`, `webhooks`, `dlq`, `keys`, `health`: one `#[OpenApi]` impl per tag.
+//! - `dashboard`: the web pages (`/`, `/jobs`, `/activity`, `/dlq`, …), over the same
+//!   engine calls as the API.
 //! - `request_body`: refuses oversized bodies with 413, and names the field at fault
 //!   when a body does not fit its schema.
 
 mod audit;
 mod auth;
+mod dashboard;
 mod deliveries;
 mod dlq;
 mod dto;
@@ -98,13 +101,14 @@ fn openapi_service() -> OpenApiService<Apis, ()> {
     )
 }
 
-/// The whole HTTP application: API, docs, spec, with JSON errors and the body limit.
+/// The whole HTTP application: API, dashboard, docs, spec, with JSON errors and the
+/// body limit.
 pub fn routes(state: ApiState) -> impl Endpoint {
     let api = openapi_service();
     let spec_yaml = api.spec_endpoint_yaml();
     let docs = api.swagger_ui();
     Route::new()
-        .nest("/", api)
+        .nest("/", dashboard::beside(api))
         .nest("/docs", docs)
         .at("/openapi.yaml", spec_yaml)
         .around(request_body::check_body)

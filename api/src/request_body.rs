@@ -59,7 +59,7 @@ fn spec() -> &'static Value {
 
 /// The first field of `body` that does not fit the request schema of the operation at
 /// `method` `path`, with what is wrong with it.
-fn diagnose(method: &Method, path: &str, body: &Value) -> Option<(String, String)> {
+pub(crate) fn diagnose(method: &Method, path: &str, body: &Value) -> Option<(String, String)> {
     let spec = spec();
     let paths = spec.get("paths")?.as_object()?;
     let operation = paths

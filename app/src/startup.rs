@@ -88,6 +88,7 @@ impl Application {
             shutdown: CancellationToken::new(),
             metrics: Metrics::new(),
             metrics_token_hash: settings.metrics_token.as_ref().map(|t| hash_token(&t.0)),
+            retry_schedule: settings.retry_schedule.clone(),
         };
         Ok(Self {
             acceptor,

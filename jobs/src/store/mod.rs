@@ -15,6 +15,8 @@
 //! - `audit.rs`: the append-only audit log.
 //! - `retention.rs`: pruning old records in small batches.
 //! - `deliveries.rs`: deliveries, attempts, retries and the dead letter queue.
+//! - `stats.rs`: the dashboard's reads: capped counts, the DLQ by failure signature,
+//!   bulk-action previews, hourly delivery success.
 
 pub(crate) mod audit;
 mod deliveries;
@@ -23,6 +25,7 @@ mod jobs;
 mod keys;
 mod retention;
 mod runs;
+mod stats;
 pub(crate) mod webhooks;
 
 pub use audit::{AuditEntry, NewAuditEntry};
@@ -32,6 +35,7 @@ pub use deliveries::{
 };
 pub use jobs::JobError;
 pub use retention::{PruneReport, RetentionPolicy};
+pub use stats::{DeadDelivery, DeadFilter, DeadGroup, DeliveryExtras, HourlyAttempts};
 pub use runs::{FIRE_BATCH, FireReport, MAX_CATCH_UP_RUNS, MISFIRE_GRACE, RunError, RunResult, StartOutcome};
 pub use webhooks::NewEvent;
 
