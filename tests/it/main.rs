@@ -14,6 +14,7 @@ mod activity;
 mod audit;
 mod auth;
 mod binary;
+mod dashboard;
 mod jobs;
 mod metrics;
 mod openapi;

@@ -243,7 +243,10 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
             }
         }
         div.live {
-            p.count #delivery-count { strong { (capped(total, COUNT_CAP)) } " deliveries match" }
+            p.count #delivery-count {
+                strong { (capped(total, COUNT_CAP)) }
+                @if total == 1 { " delivery matches" } @else { " deliveries match" }
+            }
             @if let Some(top) = newest {
                 div #live data-newer={ "/activity/newer?" (query) @if !query.is_empty() { "&" } "after=" (top.created_at.timestamp_millis()) } {
                     button #show-new.primary type="button" hidden { "" }
@@ -352,6 +355,10 @@ pub(super) async fn delivery(req: Request) -> Result<Response, Failure> {
         Some(h) => cx.state.store.get_webhook(&h).await?,
         None => None,
     };
+    let job = match d.job_id.as_deref().and_then(cronflow_jobs::domain::JobId::parse) {
+        Some(j) => cx.state.store.get_job(&j).await?,
+        None => None,
+    };
     let now = cx.state.clock.now();
     let last = attempts.last();
     let failing = matches!(d.status, DeliveryStatus::Retrying | DeliveryStatus::Dead);
@@ -401,7 +408,13 @@ pub(super) async fn delivery(req: Request) -> Result<Response, Failure> {
                 h2 { "Delivery" }
                 dl {
                     dt { "Event" } dd { code { (d.event_type) } " " small.muted { (d.event_id) } }
-                    dt { "Job" } dd { @match &d.job_id { Some(j) => a href={ "/jobs/" (j) } { (j) }, None => span.muted { "— (test event)" } } }
+                    dt { "Job" } dd {
+                        @match (&d.job_id, &job) {
+                            (Some(j), Some(job)) => a href={ "/jobs/" (j) } { (job.spec.name.as_str()) },
+                            (Some(j), None) => code { (j) " (deleted)" },
+                            (None, _) => span.muted { "— (test event)" },
+                        }
+                    }
                     dt { "Subscription" } dd {
                         @match &hook {
                             Some(h) => { a href={ "/settings/integrations/webhooks#" (h.id.as_str()) } { code { (h.url) } } }

@@ -50,7 +50,7 @@ pub(crate) fn cause(error_kind: Option<&str>, status: Option<i32>, last_error: O
         ),
         (_, Some(s)) if s >= 500 => c(
             format!("HTTP {s}"),
-            "The receiver failed (5xx). Its own logs say why; CronFlow retries on the schedule.",
+            "The receiver failed (5xx): its own logs say why.",
         ),
         (_, Some(s)) => c(format!("HTTP {s}"), "The receiver answered with a status that is not 2xx."),
         ("", None) => Cause {

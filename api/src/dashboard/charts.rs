@@ -9,7 +9,9 @@ const W: f64 = 600.0;
 const H: f64 = 120.0;
 /// Room for the axis labels on the left and below.
 const LEFT: f64 = 56.0;
-const BOTTOM: f64 = 16.0;
+const BOTTOM: f64 = 4.0;
+/// Bars are never wider than for this many, so a few bars do not fill the chart.
+const MIN_SLOTS: usize = 30;
 
 /// One bar: its tooltip, its value (none: a gap), and its class (`ok`, `bad`, ...).
 pub(crate) struct Bar {
@@ -22,16 +24,22 @@ pub(crate) struct Bar {
 /// the scale.
 pub(crate) fn millis_bars(summary: &str, bars: &[Bar]) -> Markup {
     let max = bars.iter().filter_map(|b| b.value).fold(0.0_f64, f64::max).max(1.0);
-    bars_svg(summary, bars, max, &time::millis(max as i64), "0")
+    html! {
+        (bars_svg(summary, bars, max, &time::millis(max as i64), "0"))
+        div.chart-foot aria-hidden="true" { span { "older" } span { "newest" } }
+    }
 }
 
-/// Bars of rates from 0 to 1.
+/// Bars of rates from 0 to 1, one per hour of the last 24.
 pub(crate) fn rate_bars(summary: &str, bars: &[Bar]) -> Markup {
-    bars_svg(summary, bars, 1.0, "100%", "0%")
+    html! {
+        (bars_svg(summary, bars, 1.0, "100%", "0%"))
+        div.chart-foot aria-hidden="true" { span { "24 h ago" } span { "now" } }
+    }
 }
 
 fn bars_svg(summary: &str, bars: &[Bar], max: f64, top_label: &str, bottom_label: &str) -> Markup {
-    let n = bars.len().max(1) as f64;
+    let n = bars.len().max(MIN_SLOTS) as f64;
     let slot = (W - LEFT) / n;
     let plot = H - BOTTOM;
     html! {

@@ -70,7 +70,7 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
     let body = html! {
         div.heading {
             h1 { "Jobs" }
-            @if cx.can_change() { a.button.primary href="/jobs/new" { "New job" } }
+            @if cx.can_change() { div.actions { a.button.primary href="/jobs/new" { "New job" } } }
         }
         @if page.items.is_empty() {
             div.empty {
@@ -111,7 +111,7 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
                                 @if cx.can_change() {
                                     td.actions {
                                         (post_button(&cx, &format!("/jobs/{}/trigger", job.id.as_str()), "Run now", "small"))
-                                        (pause_button(&cx, job, "/jobs"))
+                                        (pause_button(&cx, job, "/jobs", "small"))
                                     }
                                 }
                             }
@@ -126,14 +126,14 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
 }
 
 /// Pause or resume, returning to `back`.
-fn pause_button(cx: &Ctx, job: &Job, back: &str) -> Markup {
+fn pause_button(cx: &Ctx, job: &Job, back: &str, class: &str) -> Markup {
     let (action, label) = if job.paused { ("resume", "Resume") } else { ("pause", "Pause") };
     html! {
         @if cx.can_change() {
             form.inline method="post" action={ "/jobs/" (job.id.as_str()) "/" (action) } {
                 (layout::csrf_field(cx))
                 input type="hidden" name="back" value=(back);
-                button.small type="submit" { (label) }
+                button class=(class) type="submit" { (label) }
             }
         }
     }
@@ -628,7 +628,7 @@ pub(super) async fn show(req: Request) -> Result<Response, Failure> {
                 div.actions {
                     (post_button(&cx, &format!("/jobs/{id}/trigger"), "Run now", "primary"))
                     a.button href={ "/jobs/" (id) "/edit" } { "Edit" }
-                    (pause_button(&cx, &job, &format!("/jobs/{id}")))
+                    (pause_button(&cx, &job, &format!("/jobs/{id}"), ""))
                     a.button.danger href={ "/jobs/" (id) "/delete" } { "Delete…" }
                 }
             }
@@ -689,6 +689,9 @@ pub(super) async fn show(req: Request) -> Result<Response, Failure> {
                     }
                     section.card {
                         h2 { "Lateness" }
+                        @if chart_runs.iter().all(|r| r.lateness_ms.is_none()) {
+                            p.muted { "No scheduled run yet: runs started with “Run now” have no lateness." }
+                        } @else {
                         (charts::millis_bars(
                             &format!("How late the last {} scheduled runs started", chart_runs.len()),
                             &chart_runs.iter().rev().map(|r| charts::Bar {
@@ -697,6 +700,7 @@ pub(super) async fn show(req: Request) -> Result<Response, Failure> {
                                 value: r.lateness_ms.map(|l| l.max(0) as f64),
                                 class: if r.lateness_ms.unwrap_or(0) >= LATE_MS { "late" } else { "ok" },
                             }).collect::<Vec<_>>()))
+                        }
                     }
                 }
             }

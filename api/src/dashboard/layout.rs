@@ -52,7 +52,7 @@ pub(crate) fn shell(cx: &Ctx, title: &str, dlq: u64, body: Markup) -> Markup {
             body {
                 a.skip href="#main" { "Skip to content" }
                 header.top {
-                    a.brand href="/jobs" { span.logo aria-hidden="true" { "⏱" } "CronFlow" }
+                    a.brand href="/jobs" { img.logo src="/assets/icon.svg" alt="" width="22" height="22"; "CronFlow" }
                     nav aria-label="Main" {
                         ul {
                             @for (href, label, paths) in NAV {

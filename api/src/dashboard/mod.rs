@@ -135,7 +135,7 @@ fn pages() -> impl Endpoint<Output = Response> {
         .at("/login", get(page(session::login_form)).post(page(session::login)))
         .at("/logout", get(page(session::logout_form)).post(page(session::logout)))
         .nest("/assets", EmbeddedFilesEndpoint::<Assets>::new())
-        .at("/*rest", page(not_found))
+        .catch_error(not_found)
         .around(session::guard)
         .with(session::csrf())
         .with(session::sessions())
@@ -155,9 +155,9 @@ where
     })
 }
 
-async fn not_found(req: Request) -> Result<Response, Failure> {
-    let _ = req;
-    Err(Failure::new(StatusCode::NOT_FOUND, "There is no page at this address."))
+/// An HTML 404 for addresses under the dashboard's paths that name no page.
+async fn not_found(_: poem::error::NotFoundError) -> Response {
+    Failure::new(StatusCode::NOT_FOUND, "There is no page at this address.").into_response()
 }
 
 /// Who is signed in.
