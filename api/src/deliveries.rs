@@ -230,10 +230,7 @@ impl DeliveriesApi {
     ) -> Result<CsvExport, ApiError> {
         let f = filter(webhook_id.0, job_id.0, event_type.0, status.0, since.0, until.0);
         let body = Body::from_bytes_stream(export_stream(state.store.clone(), f));
-        Ok(CsvExport::Csv(
-            Binary(body),
-            EXPORT_DISPOSITION.to_owned(),
-        ))
+        Ok(CsvExport::Csv(Binary(body), EXPORT_DISPOSITION.to_owned()))
     }
 
     /// One delivery with its attempts (the retry history) and the time of the next one.

@@ -176,7 +176,10 @@ impl Browser {
             if found {
                 return;
             }
-            assert!(std::time::Instant::now() < deadline, "`{needle}` never showed in `{css}` on {url}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "`{needle}` never showed in `{css}` on {url}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -222,17 +225,26 @@ fn backend_name(backend: Backend) -> &'static str {
 /// sign out.
 async fn a_user_creates_a_job_and_a_webhook_and_watches_the_delivery(app: &TestApp) {
     let name = format!("flow-{}", backend_name(app.db.backend));
-    let Some(b) = Browser::start(&name, false).await else { return };
+    let Some(b) = Browser::start(&name, false).await else {
+        return;
+    };
     let receiver = TestReceiver::start(&[201]).await;
 
     b.goto(&app.url("/jobs")).await;
-    assert_eq!(b.path().await, "/login", "a page without a session sends to the sign-in");
+    assert_eq!(
+        b.path().await,
+        "/login",
+        "a page without a session sends to the sign-in"
+    );
     b.shot("login").await;
     b.fill("#api_key", &app.admin_token).await;
     b.click("button[type=submit]").await;
     b.find("h1").await;
     assert_eq!(b.path().await, "/jobs", "back to the page asked for");
-    assert!(b.text().await.contains("No jobs yet"), "the empty state explains itself");
+    assert!(
+        b.text().await.contains("No jobs yet"),
+        "the empty state explains itself"
+    );
     b.shot("jobs-empty").await;
 
     // A job: first with a schedule the API refuses, which is named next to its field.
@@ -240,7 +252,8 @@ async fn a_user_creates_a_job_and_a_webhook_and_watches_the_delivery(app: &TestA
     b.fill("#name", "nightly-report").await;
     b.fill("#schedule", "61 * * * *").await;
     b.click("#type-command").await;
-    b.fill("textarea[name='target.command']", "echo report done").await;
+    b.fill("textarea[name='target.command']", "echo report done")
+        .await;
     b.click("form.job-form button[type=submit]").await;
     let error = b.find("#err-schedule").await.text().await.expect("error text");
     assert!(
@@ -248,7 +261,12 @@ async fn a_user_creates_a_job_and_a_webhook_and_watches_the_delivery(app: &TestA
         "the API's own message, next to the field: {error}"
     );
     assert_eq!(
-        b.find("#schedule").await.attr("aria-invalid").await.expect("attr").as_deref(),
+        b.find("#schedule")
+            .await
+            .attr("aria-invalid")
+            .await
+            .expect("attr")
+            .as_deref(),
         Some("true")
     );
     b.shot("job-form-error").await;
@@ -264,25 +282,52 @@ async fn a_user_creates_a_job_and_a_webhook_and_watches_the_delivery(app: &TestA
     assert_eq!(job["timezone"], "Europe/Berlin");
     assert_eq!(job["target"]["command"], json!(["sh", "-c", "echo report done"]));
     let page = b.text().await;
-    assert!(page.contains("CET") || page.contains("CEST"), "times in the job's zone too");
+    assert!(
+        page.contains("CET") || page.contains("CEST"),
+        "times in the job's zone too"
+    );
 
     // A webhook through Settings → Integrations → Webhooks.
     b.goto(&app.url("/settings/integrations/webhooks")).await;
     b.fill("#url", &receiver.url("/hooks")).await;
-    b.find("input[name=events][value='job.completed']").await.click().await.expect("tick");
+    b.find("input[name=events][value='job.completed']")
+        .await
+        .click()
+        .await
+        .expect("tick");
     b.fill("#description", "ops receiver").await;
     b.click("#new button[type=submit]").await;
-    let secret = b.find("#new-secret").await.prop("value").await.expect("value").unwrap_or_default();
+    let secret = b
+        .find("#new-secret")
+        .await
+        .prop("value")
+        .await
+        .expect("value")
+        .unwrap_or_default();
     assert!(secret.starts_with("whsec_"), "the secret, shown once: {secret}");
     b.find("button[data-copy='new-secret']").await;
     b.shot("webhook-created").await;
     b.goto(&app.url("/settings/integrations/webhooks")).await;
     let settings = b.text().await;
-    assert!(!settings.contains(&secret), "afterwards only the fingerprint shows");
-    assert!(b.find("code.fingerprint").await.text().await.unwrap_or_default().len() == 19);
+    assert!(
+        !settings.contains(&secret),
+        "afterwards only the fingerprint shows"
+    );
+    assert!(
+        b.find("code.fingerprint")
+            .await
+            .text()
+            .await
+            .unwrap_or_default()
+            .len()
+            == 19
+    );
     let hooks = app.get_json("/v1/webhooks").await;
     assert_eq!(hooks["items"][0]["url"], receiver.url("/hooks"));
-    assert_eq!(hooks["items"][0]["events"], json!(["job.completed", "job.failed", "job.timed_out"]));
+    assert_eq!(
+        hooks["items"][0]["events"],
+        json!(["job.completed", "job.failed", "job.timed_out"])
+    );
 
     // Run the job now; the delivery shows in Activity with the receiver's answer.
     b.goto(&app.url(&job_path)).await;
@@ -295,19 +340,38 @@ async fn a_user_creates_a_job_and_a_webhook_and_watches_the_delivery(app: &TestA
     b.wait_for(&app.url("/activity"), "code.status-code", "201").await;
     assert!(b.text().await.contains("job.completed"));
     b.shot("activity").await;
-    eventually(10, "the receiver to get the delivery", || async { (!receiver.requests().is_empty()).then_some(()) }).await;
+    eventually(10, "the receiver to get the delivery", || async {
+        (!receiver.requests().is_empty()).then_some(())
+    })
+    .await;
 
     b.click("table.activity tbody a").await;
     b.find("ol.timeline").await;
     let delivery = b.text().await;
-    assert!(delivery.contains("Attempt 1") && delivery.contains("201"), "{delivery}");
-    assert!(delivery.contains(r#""event":"job.completed""#), "the payload as sent");
+    assert!(
+        delivery.contains("Attempt 1") && delivery.contains("201"),
+        "{delivery}"
+    );
+    assert!(
+        delivery.contains(r#""event":"job.completed""#),
+        "the payload as sent"
+    );
     b.shot("delivery").await;
 
     // "Export CSV" downloads exactly the filtered set, through the streamed export.
-    b.goto(&app.url("/activity?event_type=job.completed&status=delivered")).await;
-    let href = b.find("a[download]").await.attr("href").await.expect("href").unwrap_or_default();
-    assert!(href.contains("event_type=job.completed") && href.contains("status=delivered"), "{href}");
+    b.goto(&app.url("/activity?event_type=job.completed&status=delivered"))
+        .await;
+    let href = b
+        .find("a[download]")
+        .await
+        .attr("href")
+        .await
+        .expect("href")
+        .unwrap_or_default();
+    assert!(
+        href.contains("event_type=job.completed") && href.contains("status=delivered"),
+        "{href}"
+    );
     let (status, csv) = b.fetch(&href, json!({})).await;
     assert_eq!(status, 200);
     let mut rows = csv::Reader::from_reader(csv.as_bytes());
@@ -318,7 +382,11 @@ async fn a_user_creates_a_job_and_a_webhook_and_watches_the_delivery(app: &TestA
     assert_eq!(&records[0][3], "job.completed");
     assert_eq!(&records[0][10], "201");
     let (_, none) = b.fetch("/activity/export.csv?status=dead", json!({})).await;
-    assert_eq!(none.lines().count(), 1, "a filter matching nothing exports the header only");
+    assert_eq!(
+        none.lines().count(),
+        1,
+        "a filter matching nothing exports the header only"
+    );
 
     for (path, page) in [("/schemas/events", "schemas"), ("/dlq", "dlq-empty")] {
         b.goto(&app.url(path)).await;
@@ -329,10 +397,32 @@ async fn a_user_creates_a_job_and_a_webhook_and_watches_the_delivery(app: &TestA
     b.goto(&app.url("/jobs")).await;
     b.shot("jobs").await;
     b.client.set_window_size(390, 844).await.expect("phone size");
-    b.goto(&app.url("/jobs")).await;
-    b.shot("jobs-phone").await;
-    b.goto(&app.url("/activity")).await;
-    b.shot("activity-phone").await;
+    for (path, page) in [
+        ("/jobs", "jobs-phone"),
+        ("/activity", "activity-phone"),
+        (job_path.as_str(), "job-phone"),
+    ] {
+        b.goto(&app.url(path)).await;
+        b.find("h1").await;
+        let overflow = b
+            .client
+            .execute(
+                "const w = document.documentElement.clientWidth; \
+                 if (document.documentElement.scrollWidth <= w) return []; \
+                 return [...document.querySelectorAll('body *')] \
+                   .filter(e => e.getBoundingClientRect().right > w + 1) \
+                   .map(e => e.tagName + '.' + e.className).slice(0, 5);",
+                vec![],
+            )
+            .await
+            .expect("script");
+        assert_eq!(
+            overflow,
+            json!([]),
+            "{path} fits a phone's width (tables scroll inside their frame)"
+        );
+        b.shot(page).await;
+    }
     b.client.set_window_size(1280, 900).await.expect("desktop size");
 
     // Every change made here is in the audit log as the same API call would be.
@@ -346,7 +436,10 @@ async fn a_user_creates_a_job_and_a_webhook_and_watches_the_delivery(app: &TestA
         .filter(|e| e["actor"] != "system")
         .collect();
     let actions: Vec<&str> = audit.iter().filter_map(|e| e["action"].as_str()).collect();
-    assert_eq!(actions, ["POST /v1/jobs", "POST /v1/webhooks", "POST /v1/jobs/{id}/trigger"]);
+    assert_eq!(
+        actions,
+        ["POST /v1/jobs", "POST /v1/webhooks", "POST /v1/jobs/{id}/trigger"]
+    );
     assert!(audit.iter().all(|e| e["source"] == "127.0.0.1" && e["actor"].as_str().is_some_and(|a| a.starts_with("key_"))));
     assert_eq!(audit[0]["object_id"], job_id);
 
@@ -371,7 +464,10 @@ async fn a_dead_delivery_is_flagged_and_replayed_from_the_dlq(backend: Backend) 
     // Two attempts fail (the first and its one retry); the replay's attempt succeeds.
     let receiver = TestReceiver::start(&[500, 500, 200]).await;
     let hook = app
-        .post("/v1/webhooks", &json!({ "url": receiver.url("/hook"), "events": ["job.completed"] }))
+        .post(
+            "/v1/webhooks",
+            &json!({ "url": receiver.url("/hook"), "events": ["job.completed"] }),
+        )
         .await;
     assert_eq!(hook.status(), 201);
     let job = app.create_job(&crate::helpers::shell_job("dies", "true")).await;
@@ -385,36 +481,60 @@ async fn a_dead_delivery_is_flagged_and_replayed_from_the_dlq(backend: Backend) 
 
     b.goto(&app.url("/dlq")).await;
     let dlq = b.text().await;
-    assert!(dlq.contains("HTTP 500") && dlq.contains("receiver failed (5xx)"), "the cause in words: {dlq}");
+    assert!(
+        dlq.contains("HTTP 500") && dlq.contains("receiver failed (5xx)"),
+        "the cause in words: {dlq}"
+    );
     b.shot("dlq").await;
     b.click("table.list tbody a[href^='/deliveries/']").await;
     let why = b.find(".why").await.text().await.expect("why");
-    assert!(why.contains("HTTP 500") && why.contains("dead letter queue"), "{why}");
+    assert!(
+        why.contains("HTTP 500") && why.contains("dead letter queue"),
+        "{why}"
+    );
     b.shot("delivery-dead").await;
 
     b.goto(&app.url("/dlq")).await;
     b.click_text("//main", "Replay all matching…").await;
     let preview = b.find("#preview-count").await.text().await.expect("preview");
-    assert_eq!(preview, "1 deliveries to 1 subscription");
+    assert_eq!(preview, "1 delivery to 1 subscription");
     b.shot("dlq-preview").await;
     b.click("form[action='/dlq/bulk'] button[type=submit]").await;
     b.find("p.notice").await;
-    assert!(b.text().await.contains("Replayed 1 dead deliveries."));
+    assert!(b.text().await.contains("Replayed 1 dead delivery."));
     let list = app.get_json("/v1/deliveries").await;
     let id = list["items"][0]["id"].as_str().unwrap_or_default().to_owned();
-    b.wait_for(&app.url(&format!("/deliveries/{id}")), ".heading .badge", "delivered").await;
+    b.wait_for(
+        &app.url(&format!("/deliveries/{id}")),
+        ".heading .badge",
+        "delivered",
+    )
+    .await;
     assert_eq!(receiver.requests().len(), 3);
-    assert!(receiver.requests().iter().all(|r| r.headers.get("x-cronflow-idempotency-key") == Some(&id)));
+    assert!(
+        receiver
+            .requests()
+            .iter()
+            .all(|r| r.headers.get("x-cronflow-idempotency-key") == Some(&id))
+    );
     b.shot("delivery-replayed").await;
     b.goto(&app.url("/dlq")).await;
     b.find("h1").await;
-    assert!(b.client.find(Locator::Css("#dlq-badge")).await.is_err(), "no badge once the DLQ is empty");
-    for (path, page) in [("/activity", "activity"), ("/settings/integrations/webhooks", "webhooks"), ("/schemas/events", "schemas")] {
+    assert!(
+        b.client.find(Locator::Css("#dlq-badge")).await.is_err(),
+        "no badge once the DLQ is empty"
+    );
+    for (path, page) in [
+        ("/activity", "activity"),
+        ("/settings/integrations/webhooks", "webhooks"),
+        ("/schemas/events", "schemas"),
+    ] {
         b.goto(&app.url(path)).await;
         b.find("h1").await;
         b.shot(page).await;
     }
-    b.goto(&app.url(&format!("/jobs/{}", job["id"].as_str().unwrap_or_default()))).await;
+    b.goto(&app.url(&format!("/jobs/{}", job["id"].as_str().unwrap_or_default())))
+        .await;
     b.find("ol.slots, .cards").await;
     b.shot("job").await;
 
@@ -437,7 +557,9 @@ async fn a_dead_delivery_is_flagged_and_replayed_from_the_dlq(backend: Backend) 
 /// posted anyway (with a valid CSRF token) is refused with 403; an audit key cannot sign
 /// in at all; a form posted without its CSRF token is refused with 403.
 async fn read_and_audit_keys_and_forms_without_a_csrf_token_change_nothing(app: &TestApp) {
-    let Some(b) = Browser::start("guards", false).await else { return };
+    let Some(b) = Browser::start("guards", false).await else {
+        return;
+    };
     // Every second, each run lasting 1.5 s with overlap `skip`: the slot strip fills
     // with runs and skipped slots.
     let mut body = crate::helpers::shell_job("guarded", "sleep 1.5; echo done");
@@ -467,11 +589,20 @@ async fn read_and_audit_keys_and_forms_without_a_csrf_token_change_nothing(app: 
     assert!(page.contains("guarded") && page.contains("read key"));
     for label in ["Run now", "Edit", "Pause", "Delete…"] {
         let xpath = format!("//main//*[(self::button or self::a) and normalize-space(.)='{label}']");
-        assert!(b.client.find(Locator::XPath(&xpath)).await.is_err(), "a read key sees no `{label}`");
+        assert!(
+            b.client.find(Locator::XPath(&xpath)).await.is_err(),
+            "a read key sees no `{label}`"
+        );
     }
     b.shot("read-key-job").await;
     // The sign-out form carries this page's CSRF token: post a change with it anyway.
-    let token = b.find("header input[name=csrf_token]").await.prop("value").await.expect("token").unwrap_or_default();
+    let token = b
+        .find("header input[name=csrf_token]")
+        .await
+        .prop("value")
+        .await
+        .expect("token")
+        .unwrap_or_default();
     let body = format!("csrf_token={}", urlencode(&token));
     let (status, text) = b
         .fetch(
@@ -489,7 +620,10 @@ async fn read_and_audit_keys_and_forms_without_a_csrf_token_change_nothing(app: 
     b.goto(&app.url(&format!("/jobs/{job_id}"))).await;
     // Strip the token from the pause form, then submit it.
     b.client
-        .execute("document.querySelectorAll('main form input[name=csrf_token]').forEach(e => e.remove());", vec![])
+        .execute(
+            "document.querySelectorAll('main form input[name=csrf_token]').forEach(e => e.remove());",
+            vec![],
+        )
         .await
         .expect("script");
     b.click_text("//main", "Pause").await;
@@ -519,30 +653,58 @@ fn urlencode(s: &str) -> String {
 /// The API and its neighbours answer as before beside the dashboard; the dashboard's
 /// cookies are HttpOnly and SameSite=Strict, and Secure behind an HTTPS proxy.
 async fn the_dashboard_mounts_beside_the_api_and_its_cookies_are_guarded(app: &TestApp) {
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    for (path, status) in [("/healthz", 200), ("/readyz", 200), ("/openapi.yaml", 200), ("/docs", 200), ("/v1/jobs", 401)] {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    for (path, status) in [
+        ("/healthz", 200),
+        ("/readyz", 200),
+        ("/openapi.yaml", 200),
+        ("/docs", 200),
+        ("/v1/jobs", 401),
+    ] {
         let r = client.get(app.url(path)).send().await.expect("request");
         assert_eq!(r.status().as_u16(), status, "{path}");
     }
     let root = client.get(app.url("/")).send().await.expect("request");
     assert_eq!(root.status().as_u16(), 303, "/ sends to the sign-in");
     let login = client.get(app.url("/login")).send().await.expect("request");
-    let cookie = login.headers().get("set-cookie").and_then(|c| c.to_str().ok()).unwrap_or_default().to_owned();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && !cookie.contains("Secure"), "{cookie}");
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict") && !cookie.contains("Secure"),
+        "{cookie}"
+    );
     let proxied = client
         .get(app.url("/login"))
         .header("X-Forwarded-Proto", "https")
         .send()
         .await
         .expect("request");
-    let cookie = proxied.headers().get("set-cookie").and_then(|c| c.to_str().ok()).unwrap_or_default().to_owned();
+    let cookie = proxied
+        .headers()
+        .get("set-cookie")
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     assert!(cookie.contains("; Secure"), "{cookie}");
     let no_token = client
         .post(app.url("/login"))
         .header("Content-Type", "application/x-www-form-urlencoded")
         .body(format!("api_key={}", urlencode(&app.admin_token)))
-        .send().await.expect("request");
-    assert_eq!(no_token.status().as_u16(), 403, "signing in needs the form's CSRF token too");
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        no_token.status().as_u16(),
+        403,
+        "signing in needs the form's CSRF token too"
+    );
 }
 
 crate::both_backends!(

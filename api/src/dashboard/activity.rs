@@ -4,7 +4,9 @@
 //! retry history, the cause of a failure in words and the payload as sent.
 
 use super::{
-    Ctx, Failure, cause::cause, charts,
+    Ctx, Failure,
+    cause::cause,
+    charts,
     forms::FormFields,
     layout::{self, COUNT_CAP, capped, delivery_badge, maybe_when, post_button, when},
     time,
@@ -29,7 +31,11 @@ struct Filters {
     errors: Vec<(&'static str, String)>,
 }
 
-pub(super) fn parse_time(field: &'static str, raw: &str, errors: &mut Vec<(&'static str, String)>) -> Option<DateTime<Utc>> {
+pub(super) fn parse_time(
+    field: &'static str,
+    raw: &str,
+    errors: &mut Vec<(&'static str, String)>,
+) -> Option<DateTime<Utc>> {
     if raw.is_empty() {
         return None;
     }
@@ -43,7 +49,10 @@ pub(super) fn parse_time(field: &'static str, raw: &str, errors: &mut Vec<(&'sta
                 .map(|n| n.and_utc())
         });
     if parsed.is_none() {
-        errors.push((field, format!("{field}: `{raw}` is not a time; use YYYY-MM-DDTHH:MM (UTC) or RFC 3339")));
+        errors.push((
+            field,
+            format!("{field}: `{raw}` is not a time; use YYYY-MM-DDTHH:MM (UTC) or RFC 3339"),
+        ));
     }
     parsed
 }
@@ -60,7 +69,10 @@ impl Filters {
         let status = text("status");
         let parsed_status = status.as_deref().and_then(DeliveryStatus::parse);
         if let (Some(s), None) = (&status, parsed_status) {
-            errors.push(("status", format!("status: `{s}` is not one of pending, retrying, delivered, dead")));
+            errors.push((
+                "status",
+                format!("status: `{s}` is not one of pending, retrying, delivered, dead"),
+            ));
         }
         let since = parse_time("since", fields.get("since"), &mut errors);
         let until = parse_time("until", fields.get("until"), &mut errors);
@@ -72,7 +84,11 @@ impl Filters {
             since,
             until,
         };
-        Filters { fields, filter, errors }
+        Filters {
+            fields,
+            filter,
+            errors,
+        }
     }
 
     /// The filters as a query string (without the cursor), to build links.
@@ -86,7 +102,10 @@ impl Filters {
     }
 
     fn error(&self, field: &str) -> Option<&str> {
-        self.errors.iter().find(|(f, _)| *f == field).map(|(_, m)| m.as_str())
+        self.errors
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, m)| m.as_str())
     }
 }
 
@@ -96,11 +115,17 @@ pub(super) async fn success_by_hook(
     cx: &Ctx,
     now: DateTime<Utc>,
 ) -> Result<HashMap<String, Vec<Option<(u64, u64)>>>, Failure> {
-    let rows = cx.state.store.hourly_attempts(now - Duration::hours(HOURS as i64)).await?;
+    let rows = cx
+        .state
+        .store
+        .hourly_attempts(now - Duration::hours(HOURS as i64))
+        .await?;
     let mut out: HashMap<String, Vec<Option<(u64, u64)>>> = HashMap::new();
     for r in rows {
         let start = now - Duration::hours(HOURS as i64);
-        let h = usize::try_from((r.hour - start).num_hours()).unwrap_or(0).min(HOURS - 1);
+        let h = usize::try_from((r.hour - start).num_hours())
+            .unwrap_or(0)
+            .min(HOURS - 1);
         let hours = out.entry(r.webhook_id).or_insert_with(|| vec![None; HOURS]);
         let (ok, all) = hours[h].unwrap_or((0, 0));
         hours[h] = Some((ok + r.succeeded, all + r.attempts));
@@ -112,15 +137,17 @@ pub(super) async fn success_by_hook(
 pub(super) fn rate_chart(hours: Option<&Vec<Option<(u64, u64)>>>, name: &str) -> Markup {
     let empty = vec![None; HOURS];
     let hours = hours.unwrap_or(&empty);
-    let (ok, all) = hours.iter().flatten().fold((0, 0), |(a, b), (o, n)| (a + o, b + n));
-    let summary = if all == 0 {
-        format!("No delivery attempts to {name} in the last 24 hours")
-    } else {
-        format!(
-            "{}% of {} attempts to {name} succeeded in the last 24 hours",
-            ok * 100 / all,
+    let (ok, all) = hours
+        .iter()
+        .flatten()
+        .fold((0, 0), |(a, b), (o, n)| (a + o, b + n));
+    let percent = (ok * 100).checked_div(all);
+    let summary = match percent {
+        None => format!("No delivery attempts to {name} in the last 24 hours"),
+        Some(p) => format!(
+            "{p}% of {} attempts to {name} succeeded in the last 24 hours",
             layout::thousands(all)
-        )
+        ),
     };
     let bars: Vec<charts::Bar> = hours
         .iter()
@@ -154,7 +181,7 @@ pub(super) fn rate_chart(hours: Option<&Vec<Option<(u64, u64)>>>, name: &str) ->
         figure.rate {
             (charts::rate_bars(&summary, &bars))
             figcaption.small.muted {
-                @if all == 0 { "no attempts" } @else { (ok * 100 / all) "% of " (layout::thousands(all)) }
+                @match percent { None => "no attempts", Some(p) => { (p) "% of " (layout::thousands(all)) } }
             }
         }
     }
@@ -176,12 +203,22 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
             cx.state.store.count_deliveries(&f.filter, COUNT_CAP).await?,
         )
     } else {
-        (cronflow_jobs::domain::Page { items: Vec::new(), next_cursor: None }, 0)
+        (
+            cronflow_jobs::domain::Page {
+                items: Vec::new(),
+                next_cursor: None,
+            },
+            0,
+        )
     };
     let rates = success_by_hook(&cx, now).await?;
     let query = f.query();
     let newest = deliveries.items.first().filter(|_| cursor.is_empty());
-    let job_name = |id: &str| jobs.iter().find(|j| j.id.as_str() == id).map(|j| j.spec.name.as_str().to_owned());
+    let job_name = |id: &str| {
+        jobs.iter()
+            .find(|j| j.id.as_str() == id)
+            .map(|j| j.spec.name.as_str().to_owned())
+    };
     let hook_url = |id: &str| hooks.iter().find(|h| h.id.as_str() == id).map(|h| h.url.clone());
     let body = html! {
         div.heading {
@@ -311,7 +348,11 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
             }
         }
     };
-    let status = if f.errors.is_empty() { StatusCode::OK } else { StatusCode::BAD_REQUEST };
+    let status = if f.errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
     cx.render_status(status, "Webhook Activity", body).await
 }
 
@@ -320,9 +361,17 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
 pub(super) async fn newer(req: Request) -> Result<Response, Failure> {
     let cx = Ctx::of(&req)?;
     let mut f = Filters::of(&req);
-    let after = f.fields.get("after").parse::<i64>().ok().and_then(DateTime::from_timestamp_millis);
+    let after = f
+        .fields
+        .get("after")
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_millis);
     let Some(after) = after.filter(|_| f.errors.is_empty()) else {
-        return Err(Failure::new(StatusCode::BAD_REQUEST, "after: milliseconds since the epoch"));
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            "after: milliseconds since the epoch",
+        ));
     };
     let from = after + Duration::milliseconds(1);
     f.filter.since = Some(f.filter.since.map_or(from, |s| s.max(from)));
@@ -349,7 +398,12 @@ pub(super) async fn delivery(req: Request) -> Result<Response, Failure> {
     let cx = Ctx::of(&req)?;
     let raw = req.raw_path_param("id").unwrap_or_default();
     let id = DeliveryId::parse(raw).ok_or_else(|| Failure::not_found("delivery", raw))?;
-    let (d, attempts) = cx.state.store.get_delivery(&id).await?.ok_or_else(|| Failure::not_found("delivery", raw))?;
+    let (d, attempts) = cx
+        .state
+        .store
+        .get_delivery(&id)
+        .await?
+        .ok_or_else(|| Failure::not_found("delivery", raw))?;
     let extras = cx.state.store.delivery_extras(&id).await?;
     let hook = match cronflow_jobs::domain::WebhookId::parse(&d.webhook_id) {
         Some(h) => cx.state.store.get_webhook(&h).await?,

@@ -18,7 +18,10 @@ pub(crate) fn cause(error_kind: Option<&str>, status: Option<i32>, last_error: O
         explanation: explanation.to_owned(),
     };
     match (error_kind.unwrap_or(""), status) {
-        ("dns", _) => c("DNS".into(), "The endpoint's host name did not resolve. Check the URL's spelling and its DNS records."),
+        ("dns", _) => c(
+            "DNS".into(),
+            "The endpoint's host name did not resolve. Check the URL's spelling and its DNS records.",
+        ),
         ("tls", _) => c(
             "TLS".into(),
             "The TLS handshake failed: the certificate is expired, self-signed or for another name. Fix the certificate.",
@@ -52,10 +55,15 @@ pub(crate) fn cause(error_kind: Option<&str>, status: Option<i32>, last_error: O
             format!("HTTP {s}"),
             "The receiver failed (5xx): its own logs say why.",
         ),
-        (_, Some(s)) => c(format!("HTTP {s}"), "The receiver answered with a status that is not 2xx."),
+        (_, Some(s)) => c(
+            format!("HTTP {s}"),
+            "The receiver answered with a status that is not 2xx.",
+        ),
         ("", None) => Cause {
             title: "No attempt".into(),
-            explanation: last_error.unwrap_or("The delivery ended without an attempt.").to_owned(),
+            explanation: last_error
+                .unwrap_or("The delivery ended without an attempt.")
+                .to_owned(),
         },
         (kind, None) => c(kind.to_owned(), "The attempt failed."),
     }

@@ -23,7 +23,11 @@ pub(crate) struct Bar {
 /// Bars of durations in milliseconds, oldest on the left, with the largest value as
 /// the scale.
 pub(crate) fn millis_bars(summary: &str, bars: &[Bar]) -> Markup {
-    let max = bars.iter().filter_map(|b| b.value).fold(0.0_f64, f64::max).max(1.0);
+    let max = bars
+        .iter()
+        .filter_map(|b| b.value)
+        .fold(0.0_f64, f64::max)
+        .max(1.0);
     html! {
         (bars_svg(summary, bars, max, &time::millis(max as i64), "0"))
         div.chart-foot aria-hidden="true" { span { "older" } span { "newest" } }
@@ -80,9 +84,21 @@ mod tests {
     #[test]
     fn bars_scale_to_the_largest_and_gaps_stay_visible() {
         let bars = [
-            Bar { label: "a".into(), value: Some(100.0), class: "ok" },
-            Bar { label: "b".into(), value: None, class: "ok" },
-            Bar { label: "c".into(), value: Some(50.0), class: "bad" },
+            Bar {
+                label: "a".into(),
+                value: Some(100.0),
+                class: "ok",
+            },
+            Bar {
+                label: "b".into(),
+                value: None,
+                class: "ok",
+            },
+            Bar {
+                label: "c".into(),
+                value: Some(50.0),
+                class: "bad",
+            },
         ];
         let svg = millis_bars("durations", &bars).into_string();
         assert!(svg.contains(r#"aria-label="durations""#));

@@ -3,11 +3,28 @@
 //! next fire times are the exact answer either way.
 
 const DAYS: [&str; 8] = [
-    "Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
 ];
 const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-    "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
 
 /// The expression (as parsed by the schedule: 5 fields, 6 with seconds, or a macro) in
@@ -30,7 +47,11 @@ pub(crate) fn describe(expr: &str) -> String {
     let [min, hour, dom, month, dow] = [rest[0], rest[1], rest[2], rest[3], rest[4]];
     let time = time_part(sec, min, hour);
     let days = day_part(dom, month, dow);
-    if days.is_empty() { time } else { format!("{time}, {days}") }
+    if days.is_empty() {
+        time
+    } else {
+        format!("{time}, {days}")
+    }
 }
 
 fn number(s: &str) -> Option<u32> {
@@ -69,14 +90,21 @@ fn time_part(sec: Option<&str>, min: &str, hour: &str) -> String {
         (m, h) if number(m).is_some() && step(h).is_some() => {
             format!("every {} hours at minute {m}", step(h).unwrap_or(1))
         }
-        (m, h) if number(m).is_some() && h.contains('-') => format!("at minute {m} of hours {}", h.replace('-', "–")),
-        (m, h) => format!("minute {m}, hour {h}{}", sec.map(|s| format!(", second {s}")).unwrap_or_default()),
+        (m, h) if number(m).is_some() && h.contains('-') => {
+            format!("at minute {m} of hours {}", h.replace('-', "–"))
+        }
+        (m, h) => format!(
+            "minute {m}, hour {h}{}",
+            sec.map(|s| format!(", second {s}")).unwrap_or_default()
+        ),
     }
 }
 
 fn name_of(s: &str, names: &[&str], first: u32) -> String {
     match number(s) {
-        Some(n) if n >= first && ((n - first) as usize) < names.len() => names[(n - first) as usize].to_owned(),
+        Some(n) if n >= first && ((n - first) as usize) < names.len() => {
+            names[(n - first) as usize].to_owned()
+        }
         _ => s.to_owned(),
     }
 }
@@ -117,7 +145,10 @@ mod tests {
         assert_eq!(describe("0 * * * *"), "every hour, on the hour");
         assert_eq!(describe("0 9,17 * * *"), "at 09:00, 17:00");
         assert_eq!(describe("*/10 * * * * *"), "every 10 seconds");
-        assert_eq!(describe("0 0 1 1 *"), "at 00:00, on day 1 of the month in January");
+        assert_eq!(
+            describe("0 0 1 1 *"),
+            "at 00:00, on day 1 of the month in January"
+        );
         assert_eq!(describe("@hourly"), "every hour, on the hour");
         assert_eq!(describe("* * * * *"), "every minute");
     }

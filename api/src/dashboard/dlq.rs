@@ -14,7 +14,7 @@ use super::{
     activity::parse_time,
     cause::cause,
     forms::{FormFields, parse_body},
-    layout::{self, capped, post_button, thousands, when},
+    layout::{self, capped, count_of, post_button, thousands, when},
     see_other,
 };
 use crate::{ApiError, dto::ReplayIn};
@@ -53,7 +53,10 @@ impl DlqQuery {
             return Err(Failure::new(StatusCode::BAD_REQUEST, e.clone()));
         }
         let mut body = json!({});
-        for (k, v) in [("webhook_id", fields.text("webhook_id")), ("event_type", fields.text("event_type"))] {
+        for (k, v) in [
+            ("webhook_id", fields.text("webhook_id")),
+            ("event_type", fields.text("event_type")),
+        ] {
             if let Some(v) = v {
                 body[k] = v;
             }
@@ -74,7 +77,11 @@ impl DlqQuery {
             };
             (kind, fields.get("code").parse().ok())
         });
-        Ok(Self { fields, replay, signature })
+        Ok(Self {
+            fields,
+            replay,
+            signature,
+        })
     }
 
     fn dead_filter(&self, include_acknowledged: bool) -> DeadFilter {
@@ -114,7 +121,11 @@ fn group_query(q: &DlqQuery, g: &DeadGroup) -> String {
         .filter(|(k, _)| !["webhook_id", "kind", "code"].contains(k))
         .collect();
     pairs.push(("webhook_id", g.webhook_id.clone()));
-    let kind = if g.error_kind.is_empty() { "none" } else { g.error_kind.as_str() };
+    let kind = if g.error_kind.is_empty() {
+        "none"
+    } else {
+        g.error_kind.as_str()
+    };
     pairs.push(("kind", kind.to_owned()));
     if let Some(c) = g.status_code {
         pairs.push(("code", c.to_string()));
@@ -140,11 +151,26 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
     let dead = cx.state.store.list_dead(&q.dead_filter(false), &page).await?;
     let all = PageRequest::parse(Some(500), None).map_err(ApiError::from)?;
     let hooks = cx.state.store.list_webhooks(&all).await?.items;
-    let hook_url = |id: &str| hooks.iter().find(|h| h.id.as_str() == id).map_or_else(|| id.to_owned(), |h| h.url.clone());
-    let base: Vec<(&str, String)> = q.pairs().into_iter().filter(|(k, _)| *k != "kind" && *k != "code").collect();
+    let hook_url = |id: &str| {
+        hooks
+            .iter()
+            .find(|h| h.id.as_str() == id)
+            .map_or_else(|| id.to_owned(), |h| h.url.clone())
+    };
+    let base: Vec<(&str, String)> = q
+        .pairs()
+        .into_iter()
+        .filter(|(k, _)| *k != "kind" && *k != "code")
+        .collect();
     let base = serde_urlencoded::to_string(&base).unwrap_or_default();
     let query = q.query();
-    let amp = |s: &str| if s.is_empty() { String::new() } else { format!("{s}&") };
+    let amp = |s: &str| {
+        if s.is_empty() {
+            String::new()
+        } else {
+            format!("{s}&")
+        }
+    };
     let done = q.fields.get("done");
     let body = html! {
         div.heading {
@@ -282,7 +308,12 @@ impl Plan {
         let replay = match action {
             "replay" => true,
             "acknowledge" => false,
-            _ => return Err(Failure::new(StatusCode::BAD_REQUEST, "action: `replay` or `acknowledge`")),
+            _ => {
+                return Err(Failure::new(
+                    StatusCode::BAD_REQUEST,
+                    "action: `replay` or `acknowledge`",
+                ));
+            }
         };
         let whole_filter = replay && q.signature.is_none();
         Ok(Plan {
@@ -310,7 +341,10 @@ pub(super) async fn preview(req: Request) -> Result<Response, Failure> {
             p { a.button href={ "/dlq?" (q.query()) } { "Back to the queue" } }
         } @else {
             p.preview {
-                strong #preview-count { (capped(n, plan.cap)) " deliveries to " (thousands(hooks)) " subscription" @if hooks != 1 { "s" } }
+                strong #preview-count {
+                    @if n > plan.cap { (capped(n, plan.cap)) " deliveries" } @else { (count_of(n, "delivery", "deliveries")) }
+                    " to " (count_of(hooks, "subscription", "subscriptions"))
+                }
                 @if plan.replay { " will be sent again, each with its own id (the same idempotency key), on a fresh retry schedule." }
                 @else { " will leave the queue (they stay on record as dead)." }
             }
@@ -325,7 +359,7 @@ pub(super) async fn preview(req: Request) -> Result<Response, Failure> {
                 (layout::csrf_field(&cx))
                 (q.hidden_fields())
                 input type="hidden" name="action" value=(action);
-                button.primary type="submit" { (verb) " " (capped(n, plan.cap)) " deliveries" }
+                button.primary type="submit" { (verb) " " (count_of(n.min(plan.cap), "delivery", "deliveries")) }
                 " "
                 a.button href={ "/dlq?" (q.query()) } { "Cancel" }
             }
@@ -365,7 +399,7 @@ pub(super) async fn bulk(req: Request) -> Result<Response, Failure> {
         n
     };
     let verb = if plan.replay { "Replayed" } else { "Acknowledged" };
-    let message = format!("{verb} {} dead deliveries.", thousands(done));
+    let message = format!("{verb} {}.", count_of(done, "dead delivery", "dead deliveries"));
     let back = serde_urlencoded::to_string([("done", message)]).unwrap_or_default();
     Ok(see_other(&format!("/dlq?{back}")))
 }
@@ -376,9 +410,19 @@ async fn act_on(cx: &Ctx, id: &DeliveryId, replay: bool) -> Result<bool, Failure
     let now = cx.state.clock.now();
     let api_path = format!("/v1/dlq/{}", id.as_str());
     if replay {
-        let n = cx.state.store.replay_dead(Some(id), &ReplayFilter::default(), now).await?;
+        let n = cx
+            .state
+            .store
+            .replay_dead(Some(id), &ReplayFilter::default(), now)
+            .await?;
         if n > 0 {
-            cx.audit(Method::POST, &format!("{api_path}/replay"), Some(id.as_str()), 202).await;
+            cx.audit(
+                Method::POST,
+                &format!("{api_path}/replay"),
+                Some(id.as_str()),
+                202,
+            )
+            .await;
         }
         Ok(n > 0)
     } else {

@@ -131,7 +131,11 @@ impl From<ValidationError> for FormErrors {
 /// Parses `body` as the API's request type `T` for `method` `api_path`, exactly as the
 /// API does: a body that does not fit the schema gets the API's 400 message, naming the
 /// field when the API would.
-pub(crate) fn parse_body<T: ParseFromJSON>(method: &Method, api_path: &str, body: Value) -> Result<T, FormErrors> {
+pub(crate) fn parse_body<T: ParseFromJSON>(
+    method: &Method,
+    api_path: &str,
+    body: Value,
+) -> Result<T, FormErrors> {
     T::parse_from_json(Some(body.clone())).map_err(|e| {
         let mut errors = FormErrors::default();
         match diagnose(method, api_path, &body) {
@@ -148,7 +152,11 @@ mod tests {
 
     #[test]
     fn numbers_stay_text_when_they_are_not_numbers_so_the_api_names_them() {
-        let f = FormFields(vec![("a".into(), " 30 ".into()), ("b".into(), "ten".into()), ("c".into(), "".into())]);
+        let f = FormFields(vec![
+            ("a".into(), " 30 ".into()),
+            ("b".into(), "ten".into()),
+            ("c".into(), "".into()),
+        ]);
         assert_eq!(f.number("a"), Some(Value::from(30)));
         assert_eq!(f.number("b"), Some(Value::from("ten")));
         assert_eq!(f.number("c"), None);

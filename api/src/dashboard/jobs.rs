@@ -58,7 +58,8 @@ fn zone(job: &Job) -> Tz {
 pub(super) async fn list(req: Request) -> Result<Response, Failure> {
     let cx = Ctx::of(&req)?;
     let q = FormFields::query(&req);
-    let page = PageRequest::parse(None, Some(q.get("cursor")).filter(|c| !c.is_empty())).map_err(ApiError::from)?;
+    let page =
+        PageRequest::parse(None, Some(q.get("cursor")).filter(|c| !c.is_empty())).map_err(ApiError::from)?;
     let page = cx.state.store.list_jobs(&page).await?;
     let now = cx.state.clock.now();
     let first_run = PageRequest::parse(Some(1), None).map_err(ApiError::from)?;
@@ -127,7 +128,11 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
 
 /// Pause or resume, returning to `back`.
 fn pause_button(cx: &Ctx, job: &Job, back: &str, class: &str) -> Markup {
-    let (action, label) = if job.paused { ("resume", "Resume") } else { ("pause", "Pause") };
+    let (action, label) = if job.paused {
+        ("resume", "Resume")
+    } else {
+        ("pause", "Pause")
+    };
     html! {
         @if cx.can_change() {
             form.inline method="post" action={ "/jobs/" (job.id.as_str()) "/" (action) } {
@@ -168,12 +173,20 @@ fn fields_of(job: &Job) -> FormFields {
             }
             let env: Vec<String> = c.env().iter().map(|(k, v)| format!("{k}={v}")).collect();
             f.push(("target.env", env.join("\n")));
-            f.push(("target.working_dir", c.working_dir().unwrap_or_default().to_owned()));
+            f.push((
+                "target.working_dir",
+                c.working_dir().unwrap_or_default().to_owned(),
+            ));
         }
         Target::Http(h) => {
             f.push(("target.type", "http".into()));
             let method = serde_json::to_value(h.method()).ok();
-            f.push(("target.method", method.and_then(|m| m.as_str().map(str::to_owned)).unwrap_or_default()));
+            f.push((
+                "target.method",
+                method
+                    .and_then(|m| m.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            ));
             f.push(("target.url", h.url().to_owned()));
             let headers: Vec<String> = h.headers().iter().map(|(k, v)| format!("{k}: {v}")).collect();
             f.push(("target.headers", headers.join("\n")));
@@ -203,7 +216,11 @@ fn job_body(f: &FormFields, patch: bool) -> Value {
             body.insert(k.into(), v);
         }
     }
-    let tags: Vec<&str> = f.get("tags").split([' ', ',']).filter(|t| !t.is_empty()).collect();
+    let tags: Vec<&str> = f
+        .get("tags")
+        .split([' ', ','])
+        .filter(|t| !t.is_empty())
+        .collect();
     if patch || !tags.is_empty() {
         body.insert("tags".into(), json!(tags));
     }
@@ -223,7 +240,11 @@ fn job_body(f: &FormFields, patch: bool) -> Value {
     } else {
         let line = f.get("target.command");
         let command: Vec<String> = if f.get("command_mode") == "argv" {
-            line.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()
+            line.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect()
         } else if line.is_empty() {
             Vec::new()
         } else {
@@ -342,8 +363,12 @@ fn job_form(cx: &Ctx, action: &str, submit: &str, f: &FormFields, errors: &FormE
 /// `/jobs/new`.
 pub(super) async fn new_form(req: Request) -> Result<Response, Failure> {
     let cx = Ctx::of(&req)?;
-    let f = FormFields(vec![("timezone".into(), "UTC".into()), ("timeout_seconds".into(), "300".into())]);
-    let body = html! { h1 { "New job" } (job_form(&cx, "/jobs/new", "Create job", &f, &FormErrors::default())) };
+    let f = FormFields(vec![
+        ("timezone".into(), "UTC".into()),
+        ("timeout_seconds".into(), "300".into()),
+    ]);
+    let body =
+        html! { h1 { "New job" } (job_form(&cx, "/jobs/new", "Create job", &f, &FormErrors::default())) };
     cx.render("New job", body).await
 }
 
@@ -357,11 +382,14 @@ pub(super) async fn create(req: Request) -> Result<Response, Failure> {
         Ok(spec) => spec,
         Err(errors) => {
             let body = html! { h1 { "New job" } (job_form(&cx, "/jobs/new", "Create job", &f, &errors)) };
-            return cx.render_status(StatusCode::UNPROCESSABLE_ENTITY, "New job", body).await;
+            return cx
+                .render_status(StatusCode::UNPROCESSABLE_ENTITY, "New job", body)
+                .await;
         }
     };
     let job = cx.state.store.create_job(spec, cx.state.clock.now()).await?;
-    cx.audit(Method::POST, "/v1/jobs", Some(job.id.as_str()), 201).await;
+    cx.audit(Method::POST, "/v1/jobs", Some(job.id.as_str()), 201)
+        .await;
     Ok(see_other(&format!("/jobs/{}", job.id.as_str())))
 }
 
@@ -399,13 +427,15 @@ pub(super) async fn update(req: Request) -> Result<Response, Failure> {
     };
     match result {
         Ok(job) => {
-            cx.audit(Method::PATCH, &api_path, Some(job.id.as_str()), 200).await;
+            cx.audit(Method::PATCH, &api_path, Some(job.id.as_str()), 200)
+                .await;
             Ok(see_other(&format!("/jobs/{}", job.id.as_str())))
         }
         Err(Ok(errors)) => {
             let action = format!("/jobs/{}/edit", id.as_str());
             let body = html! { h1 { "Edit job" } (job_form(&cx, &action, "Save changes", &f, &errors)) };
-            cx.render_status(StatusCode::UNPROCESSABLE_ENTITY, "Edit job", body).await
+            cx.render_status(StatusCode::UNPROCESSABLE_ENTITY, "Edit job", body)
+                .await
         }
         Err(Err(failure)) => Err(failure),
     }
@@ -421,7 +451,13 @@ pub(super) async fn trigger(req: Request) -> Result<Response, Failure> {
         .trigger_run(&id, cx.state.clock.now())
         .await
         .map_err(|e| run_error(e, "job", id.as_str()))?;
-    cx.audit(Method::POST, &format!("/v1/jobs/{}/trigger", id.as_str()), Some(id.as_str()), 202).await;
+    cx.audit(
+        Method::POST,
+        &format!("/v1/jobs/{}/trigger", id.as_str()),
+        Some(id.as_str()),
+        202,
+    )
+    .await;
     Ok(see_other(&format!("/runs/{}", run.id.as_str())))
 }
 
@@ -434,9 +470,19 @@ async fn set_paused(req: Request, paused: bool) -> Result<Response, Failure> {
         .await
         .map_err(|e| job_error(e, id.as_str()))?;
     let verb = if paused { "pause" } else { "resume" };
-    cx.audit(Method::POST, &format!("/v1/jobs/{}/{verb}", id.as_str()), Some(id.as_str()), 200).await;
+    cx.audit(
+        Method::POST,
+        &format!("/v1/jobs/{}/{verb}", id.as_str()),
+        Some(id.as_str()),
+        200,
+    )
+    .await;
     let back = FormFields::of(&req).get("back").to_owned();
-    let back = if back.starts_with('/') && !back.starts_with("//") { back } else { format!("/jobs/{}", id.as_str()) };
+    let back = if back.starts_with('/') && !back.starts_with("//") {
+        back
+    } else {
+        format!("/jobs/{}", id.as_str())
+    };
     Ok(see_other(&back))
 }
 
@@ -476,7 +522,13 @@ pub(super) async fn delete(req: Request) -> Result<Response, Failure> {
     if !cx.state.store.delete_job(&id).await? {
         return Err(Failure::not_found("job", id.as_str()));
     }
-    cx.audit(Method::DELETE, &format!("/v1/jobs/{}", id.as_str()), Some(id.as_str()), 204).await;
+    cx.audit(
+        Method::DELETE,
+        &format!("/v1/jobs/{}", id.as_str()),
+        Some(id.as_str()),
+        204,
+    )
+    .await;
     Ok(see_other("/jobs"))
 }
 
@@ -495,7 +547,8 @@ fn slot_strip(job: &Job, runs: &[Run], now: DateTime<Utc>) -> Vec<Slot> {
     let schedule = &job.spec.schedule;
     let mut expected = Vec::new();
     for days in [0.05_f64, 1.0, 7.0, 31.0, 366.0] {
-        let from = (now - Duration::minutes((days * 1440.0) as i64)).max(job.created_at - Duration::milliseconds(1));
+        let from =
+            (now - Duration::minutes((days * 1440.0) as i64)).max(job.created_at - Duration::milliseconds(1));
         expected = std::iter::successors(schedule.next_after(from), |t| schedule.next_after(*t))
             .take_while(|t| *t <= now)
             .take(10_000)
@@ -521,15 +574,22 @@ fn slot_strip(job: &Job, runs: &[Run], now: DateTime<Utc>) -> Vec<Slot> {
                     })
                 });
             let (class, what) = match run {
-                None => ("none", "not on record (paused, or before the schedule changed)".to_owned()),
+                None => (
+                    "none",
+                    "not on record (paused, or before the schedule changed)".to_owned(),
+                ),
                 Some(r) => {
                     let late = r.lateness_ms.filter(|l| *l >= LATE_MS);
                     match (r.state, late) {
                         (RunState::Completed, None) => ("ok", "ran on time".to_owned()),
-                        (RunState::Completed, Some(l)) => ("late", format!("ran late by {}", time::millis(l))),
+                        (RunState::Completed, Some(l)) => {
+                            ("late", format!("ran late by {}", time::millis(l)))
+                        }
                         (RunState::Failed, _) => ("bad", "failed".to_owned()),
                         (RunState::TimedOut, _) => ("bad", "timed out".to_owned()),
-                        (RunState::Skipped, _) => ("warn", "skipped: the previous run was still going".to_owned()),
+                        (RunState::Skipped, _) => {
+                            ("warn", "skipped: the previous run was still going".to_owned())
+                        }
                         (RunState::Missed, _) => ("missed", "missed: CronFlow was down".to_owned()),
                         (RunState::Cancelled, _) => ("muted", "cancelled".to_owned()),
                         (s, _) => ("info", s.as_str().to_owned()),
@@ -574,7 +634,10 @@ fn strip(slots: &[Slot], tz: Tz) -> Markup {
 fn target_summary(t: &Target) -> Markup {
     match t {
         Target::Command(c) => html! {
-            "Command: " code { (c.command().join(" ")) }
+            @match c.command() {
+                [sh, dash_c, line] if sh == "sh" && dash_c == "-c" => { "Shell: " code { (line) } }
+                argv => { "Command: " code { (argv.join(" ")) } }
+            }
             @if let Some(d) = c.working_dir() { " in " code { (d) } }
         },
         Target::Http(h) => html! {
@@ -594,7 +657,8 @@ pub(super) async fn show(req: Request) -> Result<Response, Failure> {
     let cursor = q.get("cursor");
     let first_page = cursor.is_empty();
     let limit = if first_page { RECENT_RUNS } else { RUNS_PER_PAGE };
-    let page = PageRequest::parse(Some(limit), Some(cursor).filter(|c| !c.is_empty())).map_err(ApiError::from)?;
+    let page =
+        PageRequest::parse(Some(limit), Some(cursor).filter(|c| !c.is_empty())).map_err(ApiError::from)?;
     let runs = cx.state.store.list_runs(&job.id, &page).await?;
     let shown = &runs.items[..runs.items.len().min(RUNS_PER_PAGE as usize)];
     let next = if runs.items.len() > shown.len() {
@@ -770,7 +834,12 @@ pub(super) async fn run(req: Request) -> Result<Response, Failure> {
     let cx = Ctx::of(&req)?;
     let raw = req.raw_path_param("id").unwrap_or_default();
     let id = RunId::parse(raw).ok_or_else(|| Failure::not_found("run", raw))?;
-    let run = cx.state.store.get_run(&id).await?.ok_or_else(|| Failure::not_found("run", raw))?;
+    let run = cx
+        .state
+        .store
+        .get_run(&id)
+        .await?
+        .ok_or_else(|| Failure::not_found("run", raw))?;
     let job = cx.state.store.get_job(&run.job_id).await?;
     let tz = job.as_ref().map_or(Tz::UTC, zone);
     let now = cx.state.clock.now();
@@ -831,6 +900,7 @@ pub(super) async fn cancel_run(req: Request) -> Result<Response, Failure> {
         .cancel_run(&id, cx.state.clock.now())
         .await
         .map_err(|e| run_error(e, "run", raw))?;
-    cx.audit(Method::POST, &format!("/v1/runs/{raw}/cancel"), Some(raw), 202).await;
+    cx.audit(Method::POST, &format!("/v1/runs/{raw}/cancel"), Some(raw), 202)
+        .await;
     Ok(see_other(&format!("/runs/{raw}")))
 }

@@ -19,7 +19,11 @@ const NAV: [(&str, &str, &[&str]); 5] = [
     ("/jobs", "Jobs", &["/", "/jobs", "/runs"]),
     ("/activity", "Webhook Activity", &["/activity", "/deliveries"]),
     ("/dlq", "Dead Letter Queue", &["/dlq"]),
-    ("/settings/integrations/webhooks", "Settings → Webhooks", &["/settings"]),
+    (
+        "/settings/integrations/webhooks",
+        "Settings → Webhooks",
+        &["/settings"],
+    ),
     ("/schemas/events", "Payload Schema", &["/schemas"]),
 ];
 
@@ -127,12 +131,17 @@ pub(crate) fn capped(n: u64, cap: u64) -> String {
     }
 }
 
+/// `1 delivery`, `2 deliveries` (with thousands separators).
+pub(crate) fn count_of(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", thousands(n), if n == 1 { one } else { many })
+}
+
 /// `12,345`.
 pub(crate) fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -145,7 +154,12 @@ pub(crate) fn thousands(n: u64) -> String {
 pub(crate) fn when(t: DateTime<Utc>, tz: Option<Tz>, now: DateTime<Utc>) -> Markup {
     let local = tz.filter(|z| *z != Tz::UTC);
     let title = match local {
-        Some(z) => format!("{} · {} · {}", time::utc(t), time::in_zone(t, z), time::relative(t, now)),
+        Some(z) => format!(
+            "{} · {} · {}",
+            time::utc(t),
+            time::in_zone(t, z),
+            time::relative(t, now)
+        ),
         None => format!("{} · {}", time::utc(t), time::relative(t, now)),
     };
     html! {
@@ -226,7 +240,13 @@ fn error_id(field: &str) -> String {
 }
 
 /// A form row: label, the `input` markup, an optional hint, and the field's error.
-pub(crate) fn row(field: &str, label: &str, hint: Option<&str>, errors: &FormErrors, input: Markup) -> Markup {
+pub(crate) fn row(
+    field: &str,
+    label: &str,
+    hint: Option<&str>,
+    errors: &FormErrors,
+    input: Markup,
+) -> Markup {
     html! {
         div.row.invalid[errors.of(field).is_some()] {
             label for=(field) { (label) }
@@ -252,7 +272,13 @@ pub(crate) fn described_by(field: &str, has_hint: bool, errors: &FormErrors) -> 
 }
 
 /// A text input for `field` with `value`.
-pub(crate) fn text_input(field: &str, value: &str, errors: &FormErrors, has_hint: bool, attrs: InputAttrs) -> Markup {
+pub(crate) fn text_input(
+    field: &str,
+    value: &str,
+    errors: &FormErrors,
+    has_hint: bool,
+    attrs: InputAttrs,
+) -> Markup {
     html! {
         input id=(field) name=(field) type=(attrs.kind) value=(value) placeholder=[attrs.placeholder]
             required[attrs.required] inputmode=[attrs.inputmode] autocomplete="off" spellcheck="false"

@@ -97,7 +97,13 @@ impl Endpoint for Beside {
     type Output = Response;
 
     async fn call(&self, req: Request) -> poem::Result<Response> {
-        let first = req.uri().path().trim_start_matches('/').split('/').next().unwrap_or("");
+        let first = req
+            .uri()
+            .path()
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or("");
         if first.is_empty() || TOP_SEGMENTS.contains(&first) {
             self.pages.call(req).await
         } else {
@@ -112,18 +118,27 @@ fn pages() -> impl Endpoint<Output = Response> {
         .at("/jobs", get(page(jobs::list)))
         .at("/jobs/new", get(page(jobs::new_form)).post(page(jobs::create)))
         .at("/jobs/:id", get(page(jobs::show)))
-        .at("/jobs/:id/edit", get(page(jobs::edit_form)).post(page(jobs::update)))
+        .at(
+            "/jobs/:id/edit",
+            get(page(jobs::edit_form)).post(page(jobs::update)),
+        )
         .at("/jobs/:id/trigger", poem::post(page(jobs::trigger)))
         .at("/jobs/:id/pause", poem::post(page(jobs::pause)))
         .at("/jobs/:id/resume", poem::post(page(jobs::resume)))
-        .at("/jobs/:id/delete", get(page(jobs::delete_form)).post(page(jobs::delete)))
+        .at(
+            "/jobs/:id/delete",
+            get(page(jobs::delete_form)).post(page(jobs::delete)),
+        )
         .at("/runs/:id", get(page(jobs::run)))
         .at("/runs/:id/cancel", poem::post(page(jobs::cancel_run)))
         .at(
             "/settings/integrations/webhooks",
             get(page(webhooks::list)).post(page(webhooks::create)),
         )
-        .at("/settings/integrations/webhooks/:id/:action", get(page(webhooks::confirm)).post(page(webhooks::act)))
+        .at(
+            "/settings/integrations/webhooks/:id/:action",
+            get(page(webhooks::confirm)).post(page(webhooks::act)),
+        )
         .at("/activity", get(page(activity::list)))
         .at("/activity/newer", get(page(activity::newer)))
         .at("/activity/export.csv", get(page(activity::export)))
@@ -132,8 +147,14 @@ fn pages() -> impl Endpoint<Output = Response> {
         .at("/dlq/bulk", get(page(dlq::preview)).post(page(dlq::bulk)))
         .at("/dlq/:id/:action", poem::post(page(dlq::act)))
         .at("/schemas/events", get(page(schemas::page)))
-        .at("/login", get(page(session::login_form)).post(page(session::login)))
-        .at("/logout", get(page(session::logout_form)).post(page(session::logout)))
+        .at(
+            "/login",
+            get(page(session::login_form)).post(page(session::login)),
+        )
+        .at(
+            "/logout",
+            get(page(session::logout_form)).post(page(session::logout)),
+        )
         .nest("/assets", EmbeddedFilesEndpoint::<Assets>::new())
         .catch_error(not_found)
         .around(session::guard)
@@ -222,12 +243,22 @@ impl Ctx {
 
     /// Renders a page with the shell around `body`.
     pub(crate) async fn render(&self, title: &str, body: Markup) -> Result<Response, Failure> {
-        let dlq = self.state.store.count_dead(&Default::default(), layout::BADGE_CAP).await?.0;
+        let dlq = self
+            .state
+            .store
+            .count_dead(&Default::default(), layout::BADGE_CAP)
+            .await?
+            .0;
         Ok(html(layout::shell(self, title, dlq, body)))
     }
 
     /// `render`, with a status other than 200 (a form with errors is 422, as in the API).
-    pub(crate) async fn render_status(&self, status: StatusCode, title: &str, body: Markup) -> Result<Response, Failure> {
+    pub(crate) async fn render_status(
+        &self,
+        status: StatusCode,
+        title: &str,
+        body: Markup,
+    ) -> Result<Response, Failure> {
         let mut resp = self.render(title, body).await?;
         resp.set_status(status);
         Ok(resp)
@@ -270,7 +301,10 @@ impl Failure {
     /// A failure whose cause is logged, never shown.
     pub(crate) fn internal(cause: &str) -> Self {
         tracing::error!(%cause, "dashboard error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Something failed inside CronFlow; the server log says what.")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Something failed inside CronFlow; the server log says what.",
+        )
     }
 
     pub(crate) fn not_found(kind: &str, id: &str) -> Self {

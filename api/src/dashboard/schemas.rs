@@ -33,11 +33,26 @@ const FIELD_DOCS: [(&str, &str); 15] = [
     ("run_id", "The run (`run_…`); open it at /runs/{run_id}."),
     ("attempt", "1 for the first attempt, 2 for the first retry, …"),
     ("duration_ms", "Wall time of the run."),
-    ("next_run_at", "The job's next scheduled fire time (null while paused)."),
-    ("scheduled_for", "The slot this run belongs to; null for a manual run."),
-    ("lateness_ms", "Start minus scheduled time; null for a manual run."),
-    ("output", "The tail of the captured output (stdout and stderr), at most 4 KiB."),
-    ("error_code", "Exit code (128 + n for signal n) or the HTTP status."),
+    (
+        "next_run_at",
+        "The job's next scheduled fire time (null while paused).",
+    ),
+    (
+        "scheduled_for",
+        "The slot this run belongs to; null for a manual run.",
+    ),
+    (
+        "lateness_ms",
+        "Start minus scheduled time; null for a manual run.",
+    ),
+    (
+        "output",
+        "The tail of the captured output (stdout and stderr), at most 4 KiB.",
+    ),
+    (
+        "error_code",
+        "Exit code (128 + n for signal n) or the HTTP status.",
+    ),
     ("message", "What went wrong."),
     ("stack_trace", "The tail of stderr of a failed command."),
     ("retries", "How many retries came before this attempt."),
@@ -48,8 +63,16 @@ const FIELD_DOCS: [(&str, &str); 15] = [
 ];
 
 const BASE_FIELDS: [(&str, &str, &str); 5] = [
-    ("event", "string", "Event type: job.completed, job.failed or job.timed_out."),
-    ("timestamp", "string (ISO 8601, UTC)", "Server time when the event was written."),
+    (
+        "event",
+        "string",
+        "Event type: job.completed, job.failed or job.timed_out.",
+    ),
+    (
+        "timestamp",
+        "string (ISO 8601, UTC)",
+        "Server time when the event was written.",
+    ),
     ("job_id", "string", "The job's unique identifier (wf_…)."),
     ("environment", "string", "production or staging."),
     ("data", "object", "Event-specific payload, below."),
@@ -76,7 +99,9 @@ fn sample(state: RunState) -> Option<(Job, Run)> {
     let spec = JobSpec {
         name: JobName::parse("nightly-report").ok()?,
         schedule: Schedule::parse("0 2 * * *", "Europe/Berlin").ok()?,
-        target: Target::Command(CommandTarget::parse(vec!["./report.sh".into()], Default::default(), None).ok()?),
+        target: Target::Command(
+            CommandTarget::parse(vec!["./report.sh".into()], Default::default(), None).ok()?,
+        ),
         timeout_seconds: 300,
         max_retries: 3,
         environment: Environment::Production,
@@ -103,7 +128,11 @@ fn sample(state: RunState) -> Option<(Job, Run)> {
         created_at: at("2024-03-15T01:00:00Z"),
         started_at: Some(at("2024-03-15T01:00:00.012Z")),
         finished_at: Some(at("2024-03-15T01:05:00.012Z")),
-        duration_ms: Some(if state == RunState::TimedOut { 300_000 } else { 4_210 }),
+        duration_ms: Some(if state == RunState::TimedOut {
+            300_000
+        } else {
+            4_210
+        }),
         lateness_ms: Some(12),
         exit_code: failed.then_some(500),
         output: Some("report: 1,204 rows written\n".into()),
@@ -251,6 +280,11 @@ mod tests {
             }
         }
         let failed = docs.iter().find(|d| d.event_type == "job.failed").unwrap();
-        assert!(failed.fields.iter().any(|(n, t, _)| n == "error_code" && t.starts_with("integer")));
+        assert!(
+            failed
+                .fields
+                .iter()
+                .any(|(n, t, _)| n == "error_code" && t.starts_with("integer"))
+        );
     }
 }

@@ -116,7 +116,10 @@ pub(super) async fn guard<E: Endpoint>(next: E, mut req: Request) -> poem::Resul
             .iter()
             .find(|(k, _)| k == "csrf_token")
             .map_or("", |(_, v)| v.as_str());
-        let valid = req.extensions().get::<CsrfVerifier>().is_some_and(|v| v.is_valid(token));
+        let valid = req
+            .extensions()
+            .get::<CsrfVerifier>()
+            .is_some_and(|v| v.is_valid(token));
         if !valid {
             return Ok(Failure::forbidden(
                 "This form was not sent from a page CronFlow rendered just now (its CSRF token is \
@@ -230,7 +233,12 @@ pub(super) async fn login_form(req: Request) -> Result<Response, Failure> {
         .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
         .and_then(|q| q.into_iter().find(|(k, _)| k == "next").map(|(_, v)| v))
         .unwrap_or_default();
-    Ok(login_page(StatusCode::OK, &super::csrf_token(&req), safe_next(&next), None))
+    Ok(login_page(
+        StatusCode::OK,
+        &super::csrf_token(&req),
+        safe_next(&next),
+        None,
+    ))
 }
 
 pub(super) async fn login(req: Request) -> Result<Response, Failure> {

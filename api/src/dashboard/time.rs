@@ -12,7 +12,11 @@ pub(crate) fn utc(t: DateTime<Utc>) -> String {
 
 /// `2026-03-15 09:42:11 CET (Europe/Berlin)`.
 pub(crate) fn in_zone(t: DateTime<Utc>, tz: Tz) -> String {
-    format!("{} ({})", t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z"), tz.name())
+    format!(
+        "{} ({})",
+        t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z"),
+        tz.name()
+    )
 }
 
 /// `in 4 min`, `3 h ago`, `now`.
@@ -83,7 +87,11 @@ pub(crate) fn dst_note(previous: Option<DateTime<Utc>>, t: DateTime<Utc>, tz: Tz
     }
     let local = t.with_timezone(&tz).naive_local();
     if let LocalResult::Ambiguous(first, _) = tz.from_local_datetime(&local) {
-        let pass = if first.with_timezone(&Utc) == t { "first" } else { "second" };
+        let pass = if first.with_timezone(&Utc) == t {
+            "first"
+        } else {
+            "second"
+        };
         return Some(format!(
             "DST fold: this local time happens twice; this is the {pass} time (UTC offset {})",
             format_offset(now_offset)
@@ -112,7 +120,10 @@ mod tests {
         let ny: Tz = "America/New_York".parse().unwrap();
         // 2026-03-08: 02:00 EST jumps to 03:00 EDT; 03:00 EDT is 07:00Z.
         let note = dst_note(Some(at("2026-03-07T07:30:00Z")), at("2026-03-08T07:00:00Z"), ny).unwrap();
-        assert!(note.contains("DST gap") && note.contains("-05:00") && note.contains("-04:00"), "{note}");
+        assert!(
+            note.contains("DST gap") && note.contains("-05:00") && note.contains("-04:00"),
+            "{note}"
+        );
     }
 
     #[test]
@@ -128,9 +139,21 @@ mod tests {
     #[test]
     fn a_change_between_two_fire_times_is_marked_and_ordinary_days_are_not() {
         let berlin: Tz = "Europe/Berlin".parse().unwrap();
-        let note = dst_note(Some(at("2026-03-28T08:00:00Z")), at("2026-03-29T07:00:00Z"), berlin).unwrap();
+        let note = dst_note(
+            Some(at("2026-03-28T08:00:00Z")),
+            at("2026-03-29T07:00:00Z"),
+            berlin,
+        )
+        .unwrap();
         assert!(note.contains("+01:00 → +02:00"), "{note}");
-        assert_eq!(dst_note(Some(at("2026-03-30T07:00:00Z")), at("2026-03-31T07:00:00Z"), berlin), None);
+        assert_eq!(
+            dst_note(
+                Some(at("2026-03-30T07:00:00Z")),
+                at("2026-03-31T07:00:00Z"),
+                berlin
+            ),
+            None
+        );
         assert_eq!(dst_note(None, at("2026-03-31T07:00:00Z"), Tz::UTC), None);
     }
 

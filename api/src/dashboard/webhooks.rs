@@ -29,7 +29,15 @@ const EVENTS: [(&str, &str); 3] = [
     ("job.failed", "a run failed"),
     ("job.timed_out", "a run exceeded its timeout"),
 ];
-const FIELDS: [&str; 7] = ["url", "events", "environment", "job_ids", "secret", "headers", "description"];
+const FIELDS: [&str; 7] = [
+    "url",
+    "events",
+    "environment",
+    "job_ids",
+    "secret",
+    "headers",
+    "description",
+];
 
 /// The first 8 bytes of the secret's SHA-256, in hex groups: enough to tell which secret
 /// a receiver holds (`printf %s "$SECRET" | sha256sum | cut -c1-16`), useless to sign.
@@ -73,7 +81,12 @@ fn revealed(r: &Revealed<'_>, now: chrono::DateTime<chrono::Utc>) -> Markup {
     }
 }
 
-async fn render_page(cx: &Ctx, f: &FormFields, errors: &FormErrors, shown: Option<Revealed<'_>>) -> Result<Response, Failure> {
+async fn render_page(
+    cx: &Ctx,
+    f: &FormFields,
+    errors: &FormErrors,
+    shown: Option<Revealed<'_>>,
+) -> Result<Response, Failure> {
     let now = cx.state.clock.now();
     let page = PageRequest::parse(Some(500), None).map_err(crate::ApiError::from)?;
     let hooks = cx.state.store.list_webhooks(&page).await?.items;
@@ -86,7 +99,15 @@ async fn render_page(cx: &Ctx, f: &FormFields, errors: &FormErrors, shown: Optio
             webhook_id: Some(h.id.to_string()),
             ..DeliveryFilter::default()
         };
-        last_delivery.push(cx.state.store.list_deliveries(&filter, &last).await?.items.into_iter().next());
+        last_delivery.push(
+            cx.state
+                .store
+                .list_deliveries(&filter, &last)
+                .await?
+                .items
+                .into_iter()
+                .next(),
+        );
     }
     let chosen = f.all("events");
     let chosen_jobs = f.all("job_ids");
@@ -214,7 +235,11 @@ async fn render_page(cx: &Ctx, f: &FormFields, errors: &FormErrors, shown: Optio
             }
         }
     };
-    let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
     cx.render_status(status, "Webhooks", body).await
 }
 
@@ -255,9 +280,23 @@ pub(super) async fn create(req: Request) -> Result<Response, Failure> {
         Ok(p) => p,
         Err(errors) => return render_page(&cx, &f, &errors, None).await,
     };
-    let hook = cx.state.store.create_webhook(spec, secret, cx.state.clock.now()).await?;
-    cx.audit(Method::POST, "/v1/webhooks", Some(hook.id.as_str()), 201).await;
-    let mut resp = render_page(&cx, &FormFields::default(), &FormErrors::default(), Some(Revealed { hook: &hook, rotated: false })).await?;
+    let hook = cx
+        .state
+        .store
+        .create_webhook(spec, secret, cx.state.clock.now())
+        .await?;
+    cx.audit(Method::POST, "/v1/webhooks", Some(hook.id.as_str()), 201)
+        .await;
+    let mut resp = render_page(
+        &cx,
+        &FormFields::default(),
+        &FormErrors::default(),
+        Some(Revealed {
+            hook: &hook,
+            rotated: false,
+        }),
+    )
+    .await?;
     resp.set_status(StatusCode::CREATED);
     Ok(resp)
 }
@@ -266,7 +305,12 @@ pub(super) async fn create(req: Request) -> Result<Response, Failure> {
 pub(super) async fn confirm(req: Request) -> Result<Response, Failure> {
     let cx = Ctx::of(&req)?;
     let id = hook_id(&req)?;
-    let hook = cx.state.store.get_webhook(&id).await?.ok_or_else(|| Failure::not_found("webhook", id.as_str()))?;
+    let hook = cx
+        .state
+        .store
+        .get_webhook(&id)
+        .await?
+        .ok_or_else(|| Failure::not_found("webhook", id.as_str()))?;
     let action = req.raw_path_param("action").unwrap_or_default().to_owned();
     let (title, text, button, class) = match action.as_str() {
         "rotate" => (
@@ -284,7 +328,12 @@ pub(super) async fn confirm(req: Request) -> Result<Response, Failure> {
             "Delete subscription",
             "danger",
         ),
-        _ => return Err(Failure::new(StatusCode::NOT_FOUND, "There is no page at this address.")),
+        _ => {
+            return Err(Failure::new(
+                StatusCode::NOT_FOUND,
+                "There is no page at this address.",
+            ));
+        }
     };
     let body = html! {
         h1 { (title) }
@@ -318,20 +367,51 @@ pub(super) async fn act(req: Request) -> Result<Response, Failure> {
                 .rotate_webhook_secret(&id, WebhookSecret::generate(), now)
                 .await?
                 .ok_or_else(missing)?;
-            cx.audit(Method::POST, &format!("{api_path}/rotate-secret"), Some(id.as_str()), 200).await;
-            render_page(&cx, &FormFields::default(), &FormErrors::default(), Some(Revealed { hook: &hook, rotated: true })).await
+            cx.audit(
+                Method::POST,
+                &format!("{api_path}/rotate-secret"),
+                Some(id.as_str()),
+                200,
+            )
+            .await;
+            render_page(
+                &cx,
+                &FormFields::default(),
+                &FormErrors::default(),
+                Some(Revealed {
+                    hook: &hook,
+                    rotated: true,
+                }),
+            )
+            .await
         }
         "test" => {
-            let delivery = cx.state.store.send_test_event(&id, now).await?.ok_or_else(missing)?;
-            cx.audit(Method::POST, &format!("{api_path}/test"), Some(id.as_str()), 202).await;
+            let delivery = cx
+                .state
+                .store
+                .send_test_event(&id, now)
+                .await?
+                .ok_or_else(missing)?;
+            cx.audit(Method::POST, &format!("{api_path}/test"), Some(id.as_str()), 202)
+                .await;
             Ok(see_other(&format!("/deliveries/{}", delivery.as_str())))
         }
         action @ ("enable" | "disable") => {
             let current = cx.state.store.get_webhook(&id).await?.ok_or_else(missing)?;
-            let patch = parse_body::<WebhookPatchIn>(&Method::PATCH, &api_path, json!({ "enabled": action == "enable" }))
-                .map_err(|_| Failure::internal("the enable patch does not parse"))?;
-            let spec = patch.apply(&current, cx.state.url_policy).map_err(crate::ApiError::from)?;
-            cx.state.store.update_webhook(&id, spec, now).await?.ok_or_else(missing)?;
+            let patch = parse_body::<WebhookPatchIn>(
+                &Method::PATCH,
+                &api_path,
+                json!({ "enabled": action == "enable" }),
+            )
+            .map_err(|_| Failure::internal("the enable patch does not parse"))?;
+            let spec = patch
+                .apply(&current, cx.state.url_policy)
+                .map_err(crate::ApiError::from)?;
+            cx.state
+                .store
+                .update_webhook(&id, spec, now)
+                .await?
+                .ok_or_else(missing)?;
             cx.audit(Method::PATCH, &api_path, Some(id.as_str()), 200).await;
             Ok(see_other(&format!("{PAGE}#{}", id.as_str())))
         }
@@ -355,7 +435,10 @@ mod tests {
         let s = WebhookSecret::parse("my-own-secret-value").unwrap();
         let fp = fingerprint(&s);
         assert_eq!(fp.len(), 19);
-        assert_eq!(fp.replace(' ', ""), hex::encode(&Sha256::digest(b"my-own-secret-value")[..8]));
+        assert_eq!(
+            fp.replace(' ', ""),
+            hex::encode(&Sha256::digest(b"my-own-secret-value")[..8])
+        );
         assert!(!fp.contains("secret"));
     }
 }

@@ -35,8 +35,8 @@ pub use deliveries::{
 };
 pub use jobs::JobError;
 pub use retention::{PruneReport, RetentionPolicy};
-pub use stats::{DeadDelivery, DeadFilter, DeadGroup, DeliveryExtras, HourlyAttempts};
 pub use runs::{FIRE_BATCH, FireReport, MAX_CATCH_UP_RUNS, MISFIRE_GRACE, RunError, RunResult, StartOutcome};
+pub use stats::{DeadDelivery, DeadFilter, DeadGroup, DeliveryExtras, HourlyAttempts};
 pub use webhooks::NewEvent;
 
 use crate::StoreError;

@@ -82,7 +82,8 @@ const DEAD_WHERE: &str = "d.status = 'dead' AND ($1 OR NOT d.acknowledged) \
      AND ($6 = '~' OR COALESCE(a.error_kind, '') = $6) AND ($7 = -2 OR COALESCE(a.status_code, -1) = $7)";
 
 /// The last attempt of each delivery `d` (none if it died without one).
-const LAST_ATTEMPT: &str = "deliveries d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id AND a.attempt = d.attempts";
+const LAST_ATTEMPT: &str =
+    "deliveries d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id AND a.attempt = d.attempts";
 
 /// Binds a [`DeadFilter`] as `$1`–`$7` of [`DEAD_WHERE`].
 macro_rules! bind_dead {
@@ -200,7 +201,11 @@ impl Store {
 
     /// Dead deliveries matching `filter`, oldest first, one page at a time, each with
     /// its last attempt's error kind.
-    pub async fn list_dead(&self, filter: &DeadFilter, page: &PageRequest) -> Result<Page<DeadDelivery>, StoreError> {
+    pub async fn list_dead(
+        &self,
+        filter: &DeadFilter,
+        page: &PageRequest,
+    ) -> Result<Page<DeadDelivery>, StoreError> {
         let (after_ms, after_id) = page
             .after
             .as_ref()
