@@ -58,6 +58,14 @@ impl Browser {
                 .expect("start chromedriver"),
         );
         let profile = tempfile::tempdir().expect("profile dir");
+        // This test's screenshots from an earlier run would mix with the new ones.
+        if let Ok(old) = std::fs::read_dir(screenshot_dir()) {
+            for f in old.flatten() {
+                if f.file_name().to_string_lossy().starts_with(&format!("{name}-")) {
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
+        }
         let mut args = vec![
             "--headless=new".to_owned(),
             "--no-sandbox".into(),
@@ -112,6 +120,13 @@ impl Browser {
             .for_element(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
+    }
+
+    async fn find_all_count(&self, css: &str) -> usize {
+        self.client
+            .find_all(Locator::Css(css))
+            .await
+            .map_or(0, |v| v.len())
     }
 
     async fn text(&self) -> String {
@@ -287,6 +302,17 @@ async fn a_user_creates_a_job_and_a_webhook_and_watches_the_delivery(app: &TestA
         "times in the job's zone too"
     );
 
+    // Edit it: the form starts from the job as stored.
+    b.click_text("//main", "Edit").await;
+    let schedule = b.find("#schedule").await.prop("value").await.expect("value");
+    assert_eq!(schedule.as_deref(), Some("0 2 * * *"));
+    b.fill("#name", "nightly-report-v2").await;
+    b.click("form.job-form button[type=submit]").await;
+    b.find(".cards").await;
+    assert_eq!(b.path().await, job_path);
+    let job = app.get_json(&format!("/v1/jobs/{job_id}")).await;
+    assert_eq!(job["name"], "nightly-report-v2");
+
     // A webhook through Settings → Integrations → Webhooks.
     b.goto(&app.url("/settings/integrations/webhooks")).await;
     b.fill("#url", &receiver.url("/hooks")).await;
@@ -308,6 +334,7 @@ async fn a_user_creates_a_job_and_a_webhook_and_watches_the_delivery(app: &TestA
     b.find("button[data-copy='new-secret']").await;
     b.shot("webhook-created").await;
     b.goto(&app.url("/settings/integrations/webhooks")).await;
+    b.shot("webhooks").await;
     let settings = b.text().await;
     assert!(
         !settings.contains(&secret),
@@ -339,11 +366,35 @@ async fn a_user_creates_a_job_and_a_webhook_and_watches_the_delivery(app: &TestA
     b.shot("run").await;
     b.wait_for(&app.url("/activity"), "code.status-code", "201").await;
     assert!(b.text().await.contains("job.completed"));
-    b.shot("activity").await;
     eventually(10, "the receiver to get the delivery", || async {
         (!receiver.requests().is_empty()).then_some(())
     })
     .await;
+
+    // Live refresh: a new delivery is announced, not pushed under the reader.
+    b.find("#live-toggle").await;
+    app.trigger(&job_id).await;
+    let announced = eventually(20, "the live notice of a new delivery", || async {
+        let button = b.client.find(Locator::Css("#show-new")).await.ok()?;
+        let shown = button.is_displayed().await.ok()?;
+        let text = button.text().await.ok()?;
+        (shown && text.contains("new")).then_some(text)
+    })
+    .await;
+    assert_eq!(announced, "1 new — click to show");
+    assert_eq!(
+        b.find_all_count("table.activity tbody tr").await,
+        1,
+        "the list stays as it was"
+    );
+    b.click("#show-new").await;
+    b.wait_for(&app.url("/activity"), "#delivery-count", "2 deliveries match")
+        .await;
+    eventually(10, "the receiver to get both deliveries", || async {
+        (receiver.requests().len() == 2).then_some(())
+    })
+    .await;
+    b.shot("activity").await;
 
     b.click("table.activity tbody a").await;
     b.find("ol.timeline").await;
@@ -378,7 +429,7 @@ async fn a_user_creates_a_job_and_a_webhook_and_watches_the_delivery(app: &TestA
     let header = rows.headers().expect("header").clone();
     assert_eq!(&header[0], "delivery_id");
     let records: Vec<csv::StringRecord> = rows.records().map(|r| r.expect("row")).collect();
-    assert_eq!(records.len(), 1, "one delivery, one attempt: {csv}");
+    assert_eq!(records.len(), 2, "two deliveries, one attempt each: {csv}");
     assert_eq!(&records[0][3], "job.completed");
     assert_eq!(&records[0][10], "201");
     let (_, none) = b.fetch("/activity/export.csv?status=dead", json!({})).await;
@@ -433,12 +484,17 @@ async fn a_user_creates_a_job_and_a_webhook_and_watches_the_delivery(app: &TestA
         .expect("audit")
         .iter()
         .map(|e| e.to_json())
-        .filter(|e| e["actor"] != "system")
+        .filter(|e| e["detail"]["via"] == "dashboard")
         .collect();
     let actions: Vec<&str> = audit.iter().filter_map(|e| e["action"].as_str()).collect();
     assert_eq!(
         actions,
-        ["POST /v1/jobs", "POST /v1/webhooks", "POST /v1/jobs/{id}/trigger"]
+        [
+            "POST /v1/jobs",
+            "PATCH /v1/jobs/{id}",
+            "POST /v1/webhooks",
+            "POST /v1/jobs/{id}/trigger"
+        ]
     );
     assert!(audit.iter().all(|e| e["source"] == "127.0.0.1" && e["actor"].as_str().is_some_and(|a| a.starts_with("key_"))));
     assert_eq!(audit[0]["object_id"], job_id);

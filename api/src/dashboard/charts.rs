@@ -29,7 +29,7 @@ pub(crate) fn millis_bars(summary: &str, bars: &[Bar]) -> Markup {
         .fold(0.0_f64, f64::max)
         .max(1.0);
     html! {
-        (bars_svg(summary, bars, max, &time::millis(max as i64), "0"))
+        (bars_svg(summary, bars, MIN_SLOTS, max, &time::millis(max as i64), "0"))
         div.chart-foot aria-hidden="true" { span { "older" } span { "newest" } }
     }
 }
@@ -37,13 +37,21 @@ pub(crate) fn millis_bars(summary: &str, bars: &[Bar]) -> Markup {
 /// Bars of rates from 0 to 1, one per hour of the last 24.
 pub(crate) fn rate_bars(summary: &str, bars: &[Bar]) -> Markup {
     html! {
-        (bars_svg(summary, bars, 1.0, "100%", "0%"))
+        (bars_svg(summary, bars, bars.len(), 1.0, "100%", "0%"))
         div.chart-foot aria-hidden="true" { span { "24 h ago" } span { "now" } }
     }
 }
 
-fn bars_svg(summary: &str, bars: &[Bar], max: f64, top_label: &str, bottom_label: &str) -> Markup {
-    let n = bars.len().max(MIN_SLOTS) as f64;
+/// `slots`: the chart's width in bars (at least the number of bars).
+fn bars_svg(
+    summary: &str,
+    bars: &[Bar],
+    slots: usize,
+    max: f64,
+    top_label: &str,
+    bottom_label: &str,
+) -> Markup {
+    let n = bars.len().max(slots).max(1) as f64;
     let slot = (W - LEFT) / n;
     let plot = H - BOTTOM;
     html! {
