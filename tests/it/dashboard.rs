@@ -122,6 +122,12 @@ impl Browser {
             .unwrap_or_else(|e| panic!("no `{css}` on the page: {e}"))
     }
 
+    /// The current value of the field `css`.
+    async fn value(&self, css: &str) -> String {
+        let field = self.find(css).await;
+        field.prop("value").await.expect("value").unwrap_or_default()
+    }
+
     async fn find_all_count(&self, css: &str) -> usize {
         self.client
             .find_all(Locator::Css(css))
@@ -227,6 +233,12 @@ impl Browser {
     }
 }
 
+/// The audit log's first entries, as the audit stream shows them.
+async fn audit_log(app: &TestApp) -> Vec<Value> {
+    let entries = app.store.read_audit(0, 500).await.expect("audit");
+    entries.iter().map(|e| e.to_json()).collect()
+}
+
 fn backend_name(backend: Backend) -> &'static str {
     match backend {
         Backend::Sqlite => "sqlite",
@@ -304,8 +316,7 @@ async fn a_user_creates_a_job_and_a_webhook_and_watches_the_delivery(app: &TestA
 
     // Edit it: the form starts from the job as stored.
     b.click_text("//main", "Edit").await;
-    let schedule = b.find("#schedule").await.prop("value").await.expect("value");
-    assert_eq!(schedule.as_deref(), Some("0 2 * * *"));
+    assert_eq!(b.value("#schedule").await, "0 2 * * *");
     b.fill("#name", "nightly-report-v2").await;
     b.click("form.job-form button[type=submit]").await;
     b.find(".cards").await;
@@ -323,13 +334,7 @@ async fn a_user_creates_a_job_and_a_webhook_and_watches_the_delivery(app: &TestA
         .expect("tick");
     b.fill("#description", "ops receiver").await;
     b.click("#new button[type=submit]").await;
-    let secret = b
-        .find("#new-secret")
-        .await
-        .prop("value")
-        .await
-        .expect("value")
-        .unwrap_or_default();
+    let secret = b.value("#new-secret").await;
     assert!(secret.starts_with("whsec_"), "the secret, shown once: {secret}");
     b.find("button[data-copy='new-secret']").await;
     b.shot("webhook-created").await;
@@ -477,13 +482,9 @@ async fn a_user_creates_a_job_and_a_webhook_and_watches_the_delivery(app: &TestA
     b.client.set_window_size(1280, 900).await.expect("desktop size");
 
     // Every change made here is in the audit log as the same API call would be.
-    let audit: Vec<Value> = app
-        .store
-        .read_audit(0, 100)
+    let audit: Vec<Value> = audit_log(app)
         .await
-        .expect("audit")
-        .iter()
-        .map(|e| e.to_json())
+        .into_iter()
         .filter(|e| e["detail"]["via"] == "dashboard")
         .collect();
     let actions: Vec<&str> = audit.iter().filter_map(|e| e["action"].as_str()).collect();
@@ -594,13 +595,9 @@ async fn a_dead_delivery_is_flagged_and_replayed_from_the_dlq(backend: Backend) 
     b.find("ol.slots, .cards").await;
     b.shot("job").await;
 
-    let replays: Vec<Value> = app
-        .store
-        .read_audit(0, 100)
+    let replays: Vec<Value> = audit_log(&app)
         .await
-        .expect("audit")
-        .iter()
-        .map(|e| e.to_json())
+        .into_iter()
         .filter(|e| e["action"] == "POST /v1/dlq/replay")
         .collect();
     assert_eq!(replays.len(), 1, "the replay is audited as the API's bulk replay");
@@ -652,13 +649,7 @@ async fn read_and_audit_keys_and_forms_without_a_csrf_token_change_nothing(app: 
     }
     b.shot("read-key-job").await;
     // The sign-out form carries this page's CSRF token: post a change with it anyway.
-    let token = b
-        .find("header input[name=csrf_token]")
-        .await
-        .prop("value")
-        .await
-        .expect("token")
-        .unwrap_or_default();
+    let token = b.value("header input[name=csrf_token]").await;
     let body = format!("csrf_token={}", urlencode(&token));
     let (status, text) = b
         .fetch(

@@ -214,6 +214,12 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
     let rates = success_by_hook(&cx, now).await?;
     let query = f.query();
     let newest = deliveries.items.first().filter(|_| cursor.is_empty());
+    let hook_options: Vec<(String, String)> =
+        hooks.iter().map(|h| (h.id.to_string(), h.url.clone())).collect();
+    let job_options: Vec<(String, String)> = jobs
+        .iter()
+        .map(|j| (j.id.to_string(), j.spec.name.as_str().to_owned()))
+        .collect();
     let job_name = |id: &str| {
         jobs.iter()
             .find(|j| j.id.as_str() == id)
@@ -228,52 +234,14 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
             }
         }
         form.filters method="get" action="/activity" aria-label="Filter deliveries" {
-            div.filter {
-                label for="f-webhook" { "Subscription" }
-                select #f-webhook name="webhook_id" {
-                    option value="" { "all" }
-                    @for h in &hooks { option value=(h.id.as_str()) selected[f.fields.get("webhook_id") == h.id.as_str()] { (h.url) } }
-                }
-            }
-            div.filter {
-                label for="f-job" { "Job" }
-                select #f-job name="job_id" {
-                    option value="" { "all" }
-                    @for j in &jobs { option value=(j.id.as_str()) selected[f.fields.get("job_id") == j.id.as_str()] { (j.spec.name.as_str()) } }
-                }
-            }
-            div.filter {
-                label for="f-event" { "Event" }
-                select #f-event name="event_type" aria-invalid=[f.error("event_type").map(|_| "true")] {
-                    option value="" { "all" }
-                    @for e in ["job.completed", "job.failed", "job.timed_out", "webhook.test"] {
-                        option value=(e) selected[f.fields.get("event_type") == e] { (e) }
-                    }
-                }
-                @if let Some(e) = f.error("event_type") { p.field-error role="alert" { (e) } }
-            }
-            div.filter {
-                label for="f-status" { "Status" }
-                select #f-status name="status" aria-invalid=[f.error("status").map(|_| "true")] {
-                    option value="" { "all" }
-                    @for s in ["pending", "retrying", "delivered", "dead"] {
-                        option value=(s) selected[f.fields.get("status") == s] { (s) }
-                    }
-                }
-                @if let Some(e) = f.error("status") { p.field-error role="alert" { (e) } }
-            }
-            div.filter {
-                label for="f-since" { "Since (UTC)" }
-                input #f-since type="text" name="since" value=(f.fields.get("since")) placeholder="2026-12-01T00:00"
-                    aria-invalid=[f.error("since").map(|_| "true")] aria-describedby=[f.error("since").map(|_| "err-since")];
-                @if let Some(e) = f.error("since") { p.field-error #err-since role="alert" { (e) } }
-            }
-            div.filter {
-                label for="f-until" { "Until (UTC)" }
-                input #f-until type="text" name="until" value=(f.fields.get("until")) placeholder="2026-12-02T00:00"
-                    aria-invalid=[f.error("until").map(|_| "true")] aria-describedby=[f.error("until").map(|_| "err-until")];
-                @if let Some(e) = f.error("until") { p.field-error #err-until role="alert" { (e) } }
-            }
+            (layout::filter_select("webhook_id", "Subscription", &hook_options, f.fields.get("webhook_id"), None))
+            (layout::filter_select("job_id", "Job", &job_options, f.fields.get("job_id"), None))
+            (layout::filter_select("event_type", "Event", &layout::plain_options(&["job.completed", "job.failed", "job.timed_out", "webhook.test"]),
+                f.fields.get("event_type"), f.error("event_type")))
+            (layout::filter_select("status", "Status", &layout::plain_options(&["pending", "retrying", "delivered", "dead"]),
+                f.fields.get("status"), f.error("status")))
+            (layout::filter_time("since", "Since (UTC)", f.fields.get("since"), "2026-12-01T00:00", f.error("since")))
+            (layout::filter_time("until", "Until (UTC)", f.fields.get("until"), "2026-12-02T00:00", f.error("until")))
             div.filter.buttons {
                 button.primary type="submit" { "Filter" }
                 a.button href="/activity" { "Clear" }
@@ -302,10 +270,7 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
         } @else {
             div.table-wrap {
                 table.list.activity {
-                    thead { tr {
-                        th scope="col" { "Status" } th scope="col" { "Event" } th scope="col" { "Subscription" }
-                        th scope="col" { "Response" } th scope="col" { "Attempts" } th scope="col" { "Next retry" } th scope="col" { "Created" }
-                    } }
+                    (layout::head_row(&["Status", "Event", "Subscription", "Response", "Attempts", "Next retry", "Created"], false))
                     tbody {
                         @for d in &deliveries.items {
                             tr {

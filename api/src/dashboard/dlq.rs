@@ -86,10 +86,7 @@ impl DlqQuery {
 
     fn dead_filter(&self, include_acknowledged: bool) -> DeadFilter {
         DeadFilter {
-            webhook_id: self.replay.webhook_id.clone(),
-            event_type: self.replay.event_type.clone(),
-            since: self.replay.since,
-            until: self.replay.until,
+            replay: self.replay.clone(),
             signature: self.signature.clone(),
             include_acknowledged,
         }
@@ -151,6 +148,8 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
     let dead = cx.state.store.list_dead(&q.dead_filter(false), &page).await?;
     let all = PageRequest::parse(Some(500), None).map_err(ApiError::from)?;
     let hooks = cx.state.store.list_webhooks(&all).await?.items;
+    let hook_options: Vec<(String, String)> =
+        hooks.iter().map(|h| (h.id.to_string(), h.url.clone())).collect();
     let hook_url = |id: &str| {
         hooks
             .iter()
@@ -187,22 +186,11 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
         }
         p.muted { "Deliveries whose every retry failed. Replaying one sends it again with the same id (the same idempotency key); acknowledging takes it off this list." }
         form.filters method="get" action="/dlq" aria-label="Filter dead deliveries" {
-            div.filter {
-                label for="d-webhook" { "Subscription" }
-                select #d-webhook name="webhook_id" {
-                    option value="" { "all" }
-                    @for h in &hooks { option value=(h.id.as_str()) selected[q.fields.get("webhook_id") == h.id.as_str()] { (h.url) } }
-                }
-            }
-            div.filter {
-                label for="d-event" { "Event" }
-                select #d-event name="event_type" {
-                    option value="" { "all" }
-                    @for e in ["job.completed", "job.failed", "job.timed_out"] { option value=(e) selected[q.fields.get("event_type") == e] { (e) } }
-                }
-            }
-            div.filter { label for="d-since" { "Since (UTC)" } input #d-since type="text" name="since" value=(q.fields.get("since")) placeholder="2026-12-01T00:00"; }
-            div.filter { label for="d-until" { "Until (UTC)" } input #d-until type="text" name="until" value=(q.fields.get("until")) placeholder="2026-12-02T00:00"; }
+            (layout::filter_select("webhook_id", "Subscription", &hook_options, q.fields.get("webhook_id"), None))
+            (layout::filter_select("event_type", "Event", &layout::plain_options(&["job.completed", "job.failed", "job.timed_out"]),
+                q.fields.get("event_type"), None))
+            (layout::filter_time("since", "Since (UTC)", q.fields.get("since"), "2026-12-01T00:00", None))
+            (layout::filter_time("until", "Until (UTC)", q.fields.get("until"), "2026-12-02T00:00", None))
             @if let Some((kind, code)) = &q.signature {
                 input type="hidden" name="kind" value=(if kind.is_empty() { "none" } else { kind });
                 input type="hidden" name="code" value=(code.map(|c| c.to_string()).unwrap_or_default());
@@ -219,10 +207,7 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
                 h2 { "By subscription and cause" }
                 div.table-wrap {
                     table.list {
-                        thead { tr {
-                            th scope="col" { "Subscription" } th scope="col" { "Cause" } th scope="col" { "Deliveries" }
-                            th scope="col" { "Oldest" } th scope="col" { "Newest" } th scope="col" { span.visually-hidden { "Actions" } }
-                        } }
+                        (layout::head_row(&["Subscription", "Cause", "Deliveries", "Oldest", "Newest"], true))
                         tbody {
                             @for g in &groups {
                                 @let c = cause(Some(g.error_kind.as_str()).filter(|k| !k.is_empty()), g.status_code, None);
@@ -259,11 +244,7 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
                 } @else {
                     div.table-wrap {
                         table.list {
-                            thead { tr {
-                                th scope="col" { "Delivery" } th scope="col" { "Event" } th scope="col" { "Subscription" }
-                                th scope="col" { "Reason of the last attempt" } th scope="col" { "Attempts" } th scope="col" { "Created" }
-                                @if cx.can_change() { th scope="col" { span.visually-hidden { "Actions" } } }
-                            } }
+                            (layout::head_row(&["Delivery", "Event", "Subscription", "Reason of the last attempt", "Attempts", "Created"], cx.can_change()))
                             tbody {
                                 @for x in &dead.items {
                                     @let d = &x.delivery;

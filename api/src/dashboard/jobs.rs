@@ -83,11 +83,7 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
         } @else {
             div.table-wrap {
                 table.list {
-                    thead { tr {
-                        th scope="col" { "Name" } th scope="col" { "Schedule" } th scope="col" { "Next run" }
-                        th scope="col" { "Last result" } th scope="col" { "Environment" } th scope="col" { "State" }
-                        @if cx.can_change() { th scope="col" { span.visually-hidden { "Actions" } } }
-                    } }
+                    (layout::head_row(&["Name", "Schedule", "Next run", "Last result", "Environment", "State"], cx.can_change()))
                     tbody {
                         @for (job, last) in page.items.iter().zip(&last_runs) {
                             tr {
@@ -785,10 +781,7 @@ fn runs_table(runs: &[Run], tz: Tz, now: DateTime<Utc>) -> Markup {
         } @else {
             div.table-wrap {
                 table.list {
-                    thead { tr {
-                        th scope="col" { "State" } th scope="col" { "Slot" } th scope="col" { "Started" }
-                        th scope="col" { "Duration" } th scope="col" { "Lateness" } th scope="col" { "Attempt" } th scope="col" { "Why" }
-                    } }
+                    (layout::head_row(&["State", "Slot", "Started", "Duration", "Lateness", "Attempt", "Why"], false))
                     tbody {
                         @for r in runs {
                             tr {

@@ -317,6 +317,64 @@ pub(crate) fn select(field: &str, options: &[(&str, &str)], selected: &str, erro
     }
 }
 
+/// A table's header row; `actions`: a last, unlabelled column of buttons.
+pub(crate) fn head_row(columns: &[&str], actions: bool) -> Markup {
+    html! {
+        thead { tr {
+            @for c in columns { th scope="col" { (c) } }
+            @if actions { th scope="col" { span.visually-hidden { "Actions" } } }
+        } }
+    }
+}
+
+/// A filter `<select>` whose first option, "all", sets no filter; with its error.
+pub(crate) fn filter_select(
+    name: &str,
+    label: &str,
+    options: &[(String, String)],
+    selected: &str,
+    error: Option<&str>,
+) -> Markup {
+    let (id, err) = (format!("f-{name}"), format!("err-{name}"));
+    html! {
+        div.filter {
+            label for=(id) { (label) }
+            select id=(id) name=(name) aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| err.as_str())] {
+                option value="" { "all" }
+                @for (value, text) in options { option value=(value) selected[selected == value] { (text) } }
+            }
+            @if let Some(e) = error { p.field-error id=(err) role="alert" { (e) } }
+        }
+    }
+}
+
+/// Options whose value is their label.
+pub(crate) fn plain_options(values: &[&str]) -> Vec<(String, String)> {
+    values
+        .iter()
+        .map(|v| ((*v).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// A time filter (UTC), with its error.
+pub(crate) fn filter_time(
+    name: &str,
+    label: &str,
+    value: &str,
+    placeholder: &str,
+    error: Option<&str>,
+) -> Markup {
+    let (id, err) = (format!("f-{name}"), format!("err-{name}"));
+    html! {
+        div.filter {
+            label for=(id) { (label) }
+            input id=(id) type="text" name=(name) value=(value) placeholder=(placeholder)
+                aria-invalid=[error.map(|_| "true")] aria-describedby=[error.map(|_| err.as_str())];
+            @if let Some(e) = error { p.field-error id=(err) role="alert" { (e) } }
+        }
+    }
+}
+
 /// A "Next page" link, if there is one.
 pub(crate) fn pager(next: Option<String>) -> Markup {
     html! {

@@ -252,7 +252,7 @@ fn field_table(rows: impl Iterator<Item = (String, String, &'static str)>) -> Ma
     html! {
         div.table-wrap {
             table.list.fields {
-                thead { tr { th scope="col" { "Field" } th scope="col" { "Type" } th scope="col" { "Meaning" } } }
+                (super::layout::head_row(&["Field", "Type", "Meaning"], false))
                 tbody {
                     @for (name, ty, doc) in rows {
                         tr { td { code { (name) } } td { (ty) } td { (doc) } }

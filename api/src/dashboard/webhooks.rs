@@ -126,11 +126,7 @@ async fn render_page(
         } @else {
             div.table-wrap {
                 table.list.hooks {
-                    thead { tr {
-                        th scope="col" { "Endpoint" } th scope="col" { "Events" } th scope="col" { "State" }
-                        th scope="col" { "Secret" } th scope="col" { "Last delivery" } th scope="col" { "Success, 24 h" }
-                        @if cx.can_change() { th scope="col" { span.visually-hidden { "Actions" } } }
-                    } }
+                    (layout::head_row(&["Endpoint", "Events", "State", "Secret", "Last delivery", "Success, 24 h"], cx.can_change()))
                     tbody {
                         @for (h, last) in hooks.iter().zip(&last_delivery) {
                             @let id = h.id.as_str();

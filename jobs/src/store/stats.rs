@@ -7,20 +7,14 @@
 use super::{Store, with_pool};
 use crate::StoreError;
 use crate::domain::{ApiKey, ApiKeyId, Cursor, DeliveryId, Page, PageRequest, Scope, WebhookId};
-use crate::store::{Delivery, DeliveryFilter, DeliveryStatus};
+use crate::store::{Delivery, DeliveryFilter, DeliveryStatus, ReplayFilter};
 use chrono::{DateTime, Utc};
 
 /// Which dead deliveries a DLQ view or action covers; every field narrows it.
 #[derive(Debug, Clone, Default)]
 pub struct DeadFilter {
-    /// Only deliveries to this subscription.
-    pub webhook_id: Option<WebhookId>,
-    /// Only this event type.
-    pub event_type: Option<String>,
-    /// Created at or after.
-    pub since: Option<DateTime<Utc>>,
-    /// Created before.
-    pub until: Option<DateTime<Utc>>,
+    /// Subscription, event type and creation time, as a bulk replay takes them.
+    pub replay: ReplayFilter,
     /// Only this failure signature of the last attempt: its error kind (`""` when the
     /// delivery died without an attempt) and status code.
     pub signature: Option<(String, Option<i32>)>,
@@ -93,11 +87,12 @@ macro_rules! bind_dead {
             Some((kind, code)) => (kind.as_str(), code.map_or(-1, i64::from)),
             None => ("~", -2),
         };
+        let r = &f.replay;
         $q.bind(f.include_acknowledged)
-            .bind(f.webhook_id.as_ref().map_or("", WebhookId::as_str))
-            .bind(f.event_type.as_deref().unwrap_or(""))
-            .bind(f.since.map_or(i64::MIN, |t| t.timestamp_millis()))
-            .bind(f.until.map_or(i64::MAX, |t| t.timestamp_millis()))
+            .bind(r.webhook_id.as_ref().map_or("", WebhookId::as_str))
+            .bind(r.event_type.as_deref().unwrap_or(""))
+            .bind(r.since.map_or(i64::MIN, |t| t.timestamp_millis()))
+            .bind(r.until.map_or(i64::MAX, |t| t.timestamp_millis()))
             .bind(kind)
             .bind(code)
     }};
