@@ -70,16 +70,28 @@ pub struct DeliveryExtras {
     pub round_attempts: u32,
 }
 
-const DEAD_WHERE: &str = "d.status = 'dead' AND ($1 OR NOT d.acknowledged) \
-     AND ($2 = '' OR d.webhook_id = $2) AND ($3 = '' OR d.event_type = $3) \
-     AND d.created_at >= $4 AND d.created_at < $5 \
-     AND ($6 = '~' OR COALESCE(a.error_kind, '') = $6) AND ($7 = -2 OR COALESCE(a.status_code, -1) = $7)";
+/// The condition of a [`DeadFilter`] on `d` (a delivery) and `a` (its last attempt),
+/// with its fields as `$1`–`$6` (see [`bind_dead!`]). `dead_at` is set exactly while a
+/// delivery is dead; without acknowledged ones the condition is that of the partial
+/// index of the DLQ, so the database can read the DLQ alone.
+fn dead_where(include_acknowledged: bool) -> String {
+    let dead = if include_acknowledged {
+        "d.dead_at IS NOT NULL"
+    } else {
+        "d.dead_at IS NOT NULL AND NOT d.acknowledged"
+    };
+    format!(
+        "{dead} AND ($1 = '' OR d.webhook_id = $1) AND ($2 = '' OR d.event_type = $2) \
+         AND d.created_at >= $3 AND d.created_at < $4 \
+         AND ($5 = '~' OR COALESCE(a.error_kind, '') = $5) AND ($6 = -2 OR COALESCE(a.status_code, -1) = $6)"
+    )
+}
 
 /// The last attempt of each delivery `d` (none if it died without one).
 const LAST_ATTEMPT: &str =
     "deliveries d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id AND a.attempt = d.attempts";
 
-/// Binds a [`DeadFilter`] as `$1`–`$7` of [`DEAD_WHERE`].
+/// Binds a [`DeadFilter`] as `$1`–`$6` of [`dead_where`].
 macro_rules! bind_dead {
     ($q:expr, $f:expr) => {{
         let f: &DeadFilter = $f;
@@ -88,8 +100,7 @@ macro_rules! bind_dead {
             None => ("~", -2),
         };
         let r = &f.replay;
-        $q.bind(f.include_acknowledged)
-            .bind(r.webhook_id.as_ref().map_or("", WebhookId::as_str))
+        $q.bind(r.webhook_id.as_ref().map_or("", WebhookId::as_str))
             .bind(r.event_type.as_deref().unwrap_or(""))
             .bind(r.since.map_or(i64::MIN, |t| t.timestamp_millis()))
             .bind(r.until.map_or(i64::MAX, |t| t.timestamp_millis()))
@@ -158,7 +169,8 @@ impl Store {
     pub async fn count_dead(&self, filter: &DeadFilter, cap: u64) -> Result<(u64, u64), StoreError> {
         let sql = format!(
             "SELECT COUNT(*), COUNT(DISTINCT webhook_id) FROM (SELECT d.webhook_id FROM {LAST_ATTEMPT} \
-             WHERE {DEAD_WHERE} ORDER BY d.created_at, d.id LIMIT $8) x"
+             WHERE {} ORDER BY d.created_at, d.id LIMIT $7) x",
+            dead_where(filter.include_acknowledged)
         );
         let (n, hooks): (i64, i64) = with_pool!(self, pool => bind_dead!(sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())), filter)
             .bind(i64::try_from(cap).unwrap_or(i64::MAX))
@@ -172,9 +184,10 @@ impl Store {
     pub async fn dead_groups(&self, filter: &DeadFilter) -> Result<Vec<DeadGroup>, StoreError> {
         let sql = format!(
             "SELECT d.webhook_id, COALESCE(a.error_kind, '') AS kind, a.status_code, COUNT(*) AS n, \
-             MIN(d.created_at) AS first, MAX(d.created_at) AS last FROM {LAST_ATTEMPT} WHERE {DEAD_WHERE} \
+             MIN(d.created_at) AS first, MAX(d.created_at) AS last FROM {LAST_ATTEMPT} WHERE {} \
              GROUP BY d.webhook_id, COALESCE(a.error_kind, ''), a.status_code \
-             ORDER BY n DESC, d.webhook_id LIMIT 500"
+             ORDER BY n DESC, d.webhook_id LIMIT 500",
+            dead_where(filter.include_acknowledged)
         );
         type Row = (String, String, Option<i64>, i64, i64, i64);
         let rows: Vec<Row> = with_pool!(self, pool => bind_dead!(sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())), filter)
@@ -208,8 +221,9 @@ impl Store {
         let sql = format!(
             "SELECT d.id, d.event_id, d.webhook_id, d.event_type, d.job_id, d.status, d.attempts, \
              d.next_attempt_at, d.last_status_code, d.last_error, d.acknowledged, d.created_at, d.delivered_at, \
-             a.error_kind FROM {LAST_ATTEMPT} WHERE {DEAD_WHERE} \
-             AND (d.created_at > $8 OR (d.created_at = $8 AND d.id > $9)) ORDER BY d.created_at, d.id LIMIT $10"
+             a.error_kind FROM {LAST_ATTEMPT} WHERE {} \
+             AND (d.created_at > $7 OR (d.created_at = $7 AND d.id > $8)) ORDER BY d.created_at, d.id LIMIT $9",
+            dead_where(filter.include_acknowledged)
         );
         let rows: Vec<DeadRow> = with_pool!(self, pool => bind_dead!(sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str())), filter)
             .bind(after_ms)
