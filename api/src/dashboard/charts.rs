@@ -52,6 +52,8 @@ fn bars_svg(
     bottom_label: &str,
 ) -> Markup {
     let n = bars.len().max(slots).max(1) as f64;
+    // Fewer bars than slots sit on the right: the newest is always at the right edge.
+    let offset = n - bars.len() as f64;
     let slot = (W - LEFT) / n;
     let plot = H - BOTTOM;
     html! {
@@ -61,7 +63,7 @@ fn bars_svg(
             text.axis-label x=(LEFT - 6.0) y="10" text-anchor="end" { (top_label) }
             text.axis-label x=(LEFT - 6.0) y=(plot) text-anchor="end" { (bottom_label) }
             @for (i, b) in bars.iter().enumerate() {
-                @let x = LEFT + i as f64 * slot + slot * 0.15;
+                @let x = LEFT + (offset + i as f64) * slot + slot * 0.15;
                 @let w = (slot * 0.7).max(1.0);
                 @match b.value {
                     Some(v) => {
