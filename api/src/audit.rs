@@ -66,11 +66,7 @@ pub(crate) async fn record_changes<E: Endpoint>(next: E, req: Request) -> poem::
         Some(h) if token_matches(&token, h) => "key_env".to_owned(),
         _ => key_id_of_token(&token).map_or_else(|| "unknown".to_owned(), |k| k.to_string()),
     };
-    let segments: Vec<&str> = path.trim_start_matches("/v1/").split('/').collect();
-    let mut object_id = segments
-        .iter()
-        .find(|s| looks_like_id(s))
-        .map(|s| (*s).to_owned());
+    let mut object_id = id_in_path(&path);
     if object_id.is_none() {
         // A create: the new object's id is in the answer.
         let body = resp.take_body().into_bytes().await.unwrap_or_default();
@@ -82,23 +78,58 @@ pub(crate) async fn record_changes<E: Endpoint>(next: E, req: Request) -> poem::
         });
         resp.set_body(body);
     }
-    let template: Vec<&str> = segments
-        .iter()
-        .map(|s| if looks_like_id(s) { "{id}" } else { s })
-        .collect();
-    let action = format!("{method} /v1/{}", template.join("/"));
-    let entry = NewAuditEntry {
+    let change = Change {
         actor: &actor,
-        action: &action,
-        object_type: object_type(segments.first().copied().unwrap_or_default()),
+        method: &method,
+        path: &path,
         object_id: object_id.as_deref(),
         source: source.as_deref(),
         detail: json!({ "status": resp.status().as_u16() }),
     };
+    append_change(&state, &change).await;
+    Ok(resp)
+}
+
+/// The first object id in a `/v1/…` path.
+fn id_in_path(path: &str) -> Option<String> {
+    path.trim_start_matches("/v1/")
+        .split('/')
+        .find(|s| looks_like_id(s))
+        .map(str::to_owned)
+}
+
+/// A change to record, as the API sees it: `path` is the `/v1/…` route it went (or, for
+/// the dashboard, would go) through.
+pub(crate) struct Change<'a> {
+    /// The key id, or `key_env`.
+    pub(crate) actor: &'a str,
+    pub(crate) method: &'a Method,
+    pub(crate) path: &'a str,
+    pub(crate) object_id: Option<&'a str>,
+    /// The client's address.
+    pub(crate) source: Option<&'a str>,
+    pub(crate) detail: Value,
+}
+
+/// Appends the audit entry of a completed change (logging, not failing, if it cannot).
+pub(crate) async fn append_change(state: &ApiState, change: &Change<'_>) {
+    let segments: Vec<&str> = change.path.trim_start_matches("/v1/").split('/').collect();
+    let template: Vec<&str> = segments
+        .iter()
+        .map(|s| if looks_like_id(s) { "{id}" } else { s })
+        .collect();
+    let action = format!("{} /v1/{}", change.method, template.join("/"));
+    let entry = NewAuditEntry {
+        actor: change.actor,
+        action: &action,
+        object_type: object_type(segments.first().copied().unwrap_or_default()),
+        object_id: change.object_id,
+        source: change.source,
+        detail: change.detail.clone(),
+    };
     if let Err(e) = state.store.append_audit(&entry, state.clock.now()).await {
         tracing::error!(error = ?e, %action, "cannot write the audit entry of a completed change");
     }
-    Ok(resp)
 }
 
 #[derive(ApiResponse)]

@@ -52,6 +52,9 @@ pub(crate) const EXPORT_COLUMNS: [&str; 14] = [
     "response_excerpt",
 ];
 
+/// The export's `Content-Disposition`.
+pub(crate) const EXPORT_DISPOSITION: &str = "attachment; filename=\"cronflow-deliveries.csv\"";
+
 #[derive(ApiResponse)]
 enum CsvExport {
     /// The attempts as CSV (streamed).
@@ -126,8 +129,9 @@ fn csv_chunk(rows: &[ExportRow], header: bool) -> Vec<u8> {
     w.into_inner().unwrap_or_default()
 }
 
-/// The export as a stream of CSV chunks, one database page each.
-fn export_stream(
+/// The export as a stream of CSV chunks, one database page each (the dashboard's
+/// "Export CSV" streams the same).
+pub(crate) fn export_stream(
     store: Store,
     filter: DeliveryFilter,
 ) -> impl futures::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + 'static {
@@ -239,10 +243,7 @@ impl DeliveriesApi {
     ) -> Result<CsvExport, ApiError> {
         let f = filter(webhook_id.0, job_id.0, event_type.0, status.0, since.0, until.0)?;
         let body = Body::from_bytes_stream(export_stream(state.store.clone(), f));
-        Ok(CsvExport::Csv(
-            Binary(body),
-            "attachment; filename=\"cronflow-deliveries.csv\"".to_owned(),
-        ))
+        Ok(CsvExport::Csv(Binary(body), EXPORT_DISPOSITION.to_owned()))
     }
 
     /// One delivery with its attempts (the retry history) and the time of the next one.

@@ -1,5 +1,5 @@
 //! CronFlow's HTTP face: the poem-openapi API under `/v1`, health probes, the OpenAPI
-//! document and Swagger UI. There is no dashboard yet; it will be served from here.
+//! document and Swagger UI, and the dashboard (server-rendered pages beside the API).
 //!
 //! Handlers are thin: parse the request into domain types (`dto`), call one function of
 //! `cronflow-jobs`, answer. No SQL here; no HTTP in `cronflow-jobs`.
@@ -16,10 +16,13 @@
 //! - `spec`: the OpenAPI document, tidied so that client generators take it as it is.
 //! - `validate`: checks every request against that document before a handler runs
 //!   (400/422 naming the field, 405 with `Allow`).
+//! - `dashboard`: the web pages (`/`, `/jobs`, `/activity`, `/dlq`, …), over the same
+//!   engine calls as the API.
 //! - `request_body`: refuses oversized bodies with 413.
 
 mod audit;
 mod auth;
+mod dashboard;
 mod deliveries;
 mod dlq;
 mod dto;
@@ -109,7 +112,8 @@ fn openapi_service() -> OpenApiService<Apis, ()> {
     )
 }
 
-/// The whole HTTP application: API, docs, spec, with JSON errors and the body limit.
+/// The whole HTTP application: API, dashboard, docs, spec, with JSON errors and the
+/// body limit.
 pub fn routes(state: ApiState) -> impl Endpoint {
     let api = openapi_service();
     // Swagger UI embeds the document it is built with: give it the tidied one.
@@ -121,7 +125,7 @@ pub fn routes(state: ApiState) -> impl Endpoint {
             .body(spec::yaml())
     });
     Route::new()
-        .nest("/", api)
+        .nest("/", dashboard::beside(api))
         .nest("/docs", Route::new().at("/", docs))
         .at("/openapi.yaml", spec_yaml)
         .around(validate::check_request)

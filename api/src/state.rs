@@ -23,4 +23,7 @@ pub struct ApiState {
     /// SHA-256 hex of `CRONFLOW_METRICS_TOKEN`: if set, `/metrics` needs it as a bearer
     /// token; if not, `/metrics` answers loopback clients only.
     pub metrics_token_hash: Option<String>,
+    /// Delays before each webhook retry (`CRONFLOW_RETRY_SCHEDULE`): the dashboard
+    /// shows a delivery's retries left.
+    pub retry_schedule: Vec<std::time::Duration>,
 }

@@ -158,17 +158,34 @@ fn path_matches(template: &[String], path: &str) -> bool {
 }
 
 /// Checks the request against its operation; see the module docs.
-pub(crate) async fn check_request<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
-    let path = req.uri().path().to_owned();
-    // A literal segment wins over a `{param}` one, as in the router
-    // (`/v1/dlq/replay` is not `/v1/dlq/{id}`).
+/// The operations whose path template `path` matches best: a literal segment wins over
+/// a `{param}` one, as in the router (`/v1/dlq/replay` is not `/v1/dlq/{id}`).
+fn routes_for(path: &str) -> Vec<&'static Operation> {
     let literal = |o: &Operation| o.template.iter().filter(|t| !t.starts_with('{')).count();
     let matching: Vec<&Operation> = operations()
         .iter()
-        .filter(|o| path_matches(&o.template, &path))
+        .filter(|o| path_matches(&o.template, path))
         .collect();
     let best = matching.iter().map(|o| literal(o)).max().unwrap_or(0);
-    let routes: Vec<&Operation> = matching.into_iter().filter(|o| literal(o) == best).collect();
+    matching.into_iter().filter(|o| literal(o) == best).collect()
+}
+
+/// The first problem the API finds with `body` sent to `method` `path`, as the field at
+/// fault and the message: the dashboard's forms go through the same check as the API's
+/// requests, so a bad value gets the same words.
+pub(crate) fn body_problem(method: &Method, path: &str, body: &Value) -> Option<(String, String)> {
+    let problem = routes_for(path)
+        .into_iter()
+        .find(|o| o.method == *method)?
+        .body
+        .as_ref()?
+        .first_problem(body)?;
+    Some((problem.field, problem.message))
+}
+
+pub(crate) async fn check_request<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
+    let path = req.uri().path().to_owned();
+    let routes = routes_for(&path);
     if routes.is_empty() {
         return next.call(req).await.map(IntoResponse::into_response);
     }

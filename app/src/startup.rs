@@ -110,6 +110,7 @@ impl Application {
                 .metrics_token
                 .as_ref()
                 .map(|t| hash_token(t.expose_secret())),
+            retry_schedule: settings.retry_schedule.clone(),
         };
         Ok(Self {
             acceptor,

@@ -21,6 +21,8 @@
 //! - `retention.rs`: pruning old records in small batches.
 //! - `deliveries/`: recording attempts (`attempts.rs`), reading, exporting and replaying
 //!   deliveries and the dead letter queue (`dlq.rs`), and the gauges (`gauges.rs`).
+//! - `stats.rs`: the dashboard's reads: capped counts, the DLQ by failure signature,
+//!   bulk-action previews, hourly delivery success.
 
 pub(crate) mod audit;
 mod db;
@@ -30,6 +32,7 @@ mod keys;
 mod queue;
 mod retention;
 mod runs;
+mod stats;
 pub(crate) mod webhooks;
 
 /// The deliveries' domain types, also reachable from here (where they lived before).
@@ -43,6 +46,7 @@ pub use jobs::JobError;
 pub use queue::RELIED_ON as APALIS_COLUMNS_RELIED_ON;
 pub use retention::{PruneReport, RetentionPolicy};
 pub use runs::{FIRE_BATCH, FireReport, RunError, RunResult, StartOutcome};
+pub use stats::{DeadDelivery, DeadFilter, DeadGroup, DeliveryExtras, HourlyAttempts};
 pub use webhooks::NewEvent;
 
 use crate::StoreError;

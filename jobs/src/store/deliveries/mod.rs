@@ -38,7 +38,7 @@ macro_rules! delivery_columns {
 use delivery_columns;
 
 #[derive(sqlx::FromRow)]
-struct DeliveryRow {
+pub(super) struct DeliveryRow {
     id: String,
     event_id: String,
     webhook_id: String,
