@@ -506,20 +506,27 @@ async fn run_chaos(chaos: Chaos) {
         Some(report.dead as u64),
         "the bulk replay takes every dead delivery: {replayed}"
     );
-    eventually(chaos.settle, "the dead-letter queue to drain", || async {
-        let r = client
-            .get(format!("{base}/v1/dlq"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .ok()?;
-        let page: Value = r.json().await.ok()?;
-        let open: Vec<String> = query(&db_url, "SELECT id FROM deliveries WHERE status <> 'delivered'")
-            .await
-            .ok()?;
-        (page["items"].as_array()?.is_empty() && open.is_empty()).then_some(())
-    })
+    settle(
+        &fleet,
+        chaos.settle,
+        "the dead-letter queue to drain",
+        "SELECT id FROM deliveries WHERE status <> 'delivered' OR (dead_at IS NOT NULL AND NOT acknowledged)",
+        "SELECT d.status || ' task ' || COALESCE(j.status, 'none') || ' held by ' || COALESCE(j.lock_by, 'nobody') \
+         || ' due ' || COALESCE(CAST(j.run_at AS TEXT), '-') || ': ' || COUNT(*) || ' (now ' || CAST(now() AS TEXT) || ')' \
+         FROM deliveries d LEFT JOIN apalis.jobs j ON j.job_type = 'cronflow-deliveries' \
+         AND convert_from(j.job, 'UTF8')::jsonb ->> 'delivery_id' = d.id \
+         WHERE d.status <> 'delivered' OR (d.dead_at IS NOT NULL AND NOT d.acknowledged) \
+         GROUP BY d.status, j.status, j.lock_by, j.run_at",
+    )
     .await;
+    let dlq = client
+        .get(format!("{base}/v1/dlq"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("GET /v1/dlq");
+    let dlq: Value = dlq.json().await.expect("the DLQ page");
+    assert_eq!(dlq["items"], json!([]), "the API's DLQ is empty too");
     let after_replay = Snapshot::read(&db_url).await;
     let replay_report = reconcile(
         &after_replay,
