@@ -132,11 +132,13 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Serve => serve(settings).await,
         Command::Worker => {
             let store = connect_and_migrate(settings.database_url.expose_secret()).await?;
+            let (store, signals) = cronflow_jobs::signals::Signals::listen_to(store);
             let stop = CancellationToken::new();
             shutdown::cancel_on_signals(stop.clone());
             eprintln!("CronFlow worker started; ctrl-c to stop");
             let result = crate::startup::run_worker(
                 store.clone(),
+                &signals,
                 Arc::new(SystemClock),
                 &settings,
                 cronflow_jobs::metrics::Metrics::new(),

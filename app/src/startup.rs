@@ -10,6 +10,7 @@ use cronflow_jobs::{
     domain::{NewApiKey, Scope, api_key::hash_token, target::UrlPolicy},
     metrics::Metrics,
     runner::{RunnerConfig, default_worker_name},
+    signals::Signals,
     store::RetentionPolicy,
     workers::run_workers_until_stopped,
 };
@@ -28,6 +29,8 @@ pub struct Application {
     state: ApiState,
     first_admin_token: Option<String>,
     settings: Settings,
+    /// The wake-ups the store reports to and this process's workers and scheduler wait on.
+    signals: Signals,
 }
 
 /// Connects to the database and applies every migration (CronFlow's and apalis's).
@@ -75,6 +78,7 @@ impl Application {
     /// Builds the application with the given clock (tests inject a manual one).
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let store = connect_and_migrate(settings.database_url.expose_secret()).await?;
+        let (store, signals) = Signals::listen_to(store);
         let first_admin_token = if settings.admin_token.is_none() && !store.has_api_keys().await? {
             let key = NewApiKey::generate("initial admin key", Scope::Admin, clock.now());
             store
@@ -118,6 +122,7 @@ impl Application {
             state,
             first_admin_token,
             settings,
+            signals,
         })
     }
 
@@ -155,13 +160,14 @@ impl Application {
         }
         let scheduler = tokio::spawn(cronflow_jobs::scheduler::run_scheduler_until_stopped(
             store.clone(),
+            self.signals.clone(),
             clock.clone(),
             stop.clone(),
         ));
         let worker = {
             let (store, settings, stop) = (store.clone(), self.settings.clone(), stop.clone());
-            let metrics = self.state.metrics.clone();
-            tokio::spawn(async move { run_worker(store, clock, &settings, metrics, stop).await })
+            let (metrics, signals) = (self.state.metrics.clone(), self.signals.clone());
+            tokio::spawn(async move { run_worker(store, &signals, clock, &settings, metrics, stop).await })
         };
         let retention = tokio::spawn(cronflow_jobs::retention::run_retention_until_stopped(
             store.clone(),
@@ -204,9 +210,11 @@ fn retention_policy(settings: &Settings) -> RetentionPolicy {
 /// workers stop for good on a database error (a restart of Postgres, a long lock on
 /// SQLite), so when they end before `stop`, they are started again after a pause that
 /// doubles up to 30 s: nothing is lost meanwhile, tasks wait in the database. A fresh
-/// worker name each time keeps apalis from refusing the new registration.
+/// worker name each time keeps apalis from refusing the new registration. `signals`
+/// are those `store` reports to ([`Signals::listen_to`]).
 pub async fn run_worker(
     store: Store,
+    signals: &Signals,
     clock: Arc<dyn Clock>,
     settings: &Settings,
     metrics: Metrics,
@@ -231,6 +239,7 @@ pub async fn run_worker(
         let started = std::time::Instant::now();
         let result = run_workers_until_stopped(
             store.clone(),
+            signals,
             clock.clone(),
             config,
             deliveries,

@@ -49,6 +49,7 @@ use cronflow_jobs::{
     domain::{
         EventFilter, EventType, WebhookSecret, WebhookSpec, target::UrlPolicy, webhook::parse_webhook_url,
     },
+    signals::Signals,
 };
 use std::{
     collections::BTreeMap,
@@ -271,7 +272,7 @@ async fn run_scenario(
     backend: BackendName,
 ) -> anyhow::Result<DeliveryReport> {
     let name = backend.as_str();
-    let store = connect_and_migrate(url).await?;
+    let (store, signals) = Signals::listen_to(connect_and_migrate(url).await?);
     let sink = Sink::start().await?;
     let healthy = scenario.healthy();
     for i in 0..healthy {
@@ -282,7 +283,7 @@ async fn run_scenario(
     }
     let mut worker_settings = worker_settings(settings, url, settings.worker_concurrency);
     worker_settings.allow_private_targets = true;
-    let worker = BackgroundWorker::start(&store, worker_settings);
+    let worker = BackgroundWorker::start(&store, &signals, worker_settings);
     let result = measure_scenario(&store, &sink, scenario, name).await;
     // Releasing the hung endpoint first lets the worker stop without waiting on it.
     sink.stop().await;

@@ -32,6 +32,7 @@ use cronflow_jobs::{
     SystemClock,
     domain::{Job, Run, RunOrigin, RunState},
     scheduler::run_scheduler_until_stopped,
+    signals::Signals,
 };
 use std::{
     collections::BTreeMap,
@@ -97,7 +98,7 @@ pub(crate) async fn measure(
     backend: BackendName,
 ) -> anyhow::Result<LatenessReport> {
     let name = backend.as_str();
-    let store = connect_and_migrate(url).await?;
+    let (store, signals) = Signals::listen_to(connect_and_migrate(url).await?);
     eprintln!("{name}: creating {} jobs…", args.jobs);
     let t = Instant::now();
     let (jobs, live_from) = create_lateness_jobs(&store, args.jobs).await?;
@@ -113,10 +114,11 @@ pub(crate) async fn measure(
     let scheduler_stop = CancellationToken::new();
     let scheduler = tokio::spawn(run_scheduler_until_stopped(
         store.clone(),
+        signals.clone(),
         Arc::new(SystemClock),
         scheduler_stop.clone(),
     ));
-    let worker = BackgroundWorker::start(&store, worker_settings(settings, url, concurrency));
+    let worker = BackgroundWorker::start(&store, &signals, worker_settings(settings, url, concurrency));
     let until_live = (live_from - Utc::now()).to_std().unwrap_or_default();
     tokio::time::sleep(until_live + Duration::from_secs(args.warmup)).await;
     let window_start = Utc::now();

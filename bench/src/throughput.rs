@@ -17,7 +17,10 @@ use crate::{
 };
 use chrono::Utc;
 use cronflow::{Settings, startup::connect_and_migrate};
-use cronflow_jobs::domain::{Run, RunState};
+use cronflow_jobs::{
+    domain::{Run, RunState},
+    signals::Signals,
+};
 use std::time::{Duration, Instant};
 
 /// The target for run throughput, in runs per second.
@@ -67,7 +70,7 @@ pub(crate) async fn measure(
     backend: BackendName,
 ) -> anyhow::Result<ThroughputReport> {
     let name = backend.as_str();
-    let store = connect_and_migrate(url).await?;
+    let (store, signals) = Signals::listen_to(connect_and_migrate(url).await?);
     // Fires once a year: the runs measured are the manual ones.
     let job = store
         .create_job(bench_job("bench-throughput", "0 0 0 1 1 *")?, Utc::now())
@@ -81,7 +84,7 @@ pub(crate) async fn measure(
     eprintln!("{name}: enqueued in {enqueue_secs:.1} s; running them with concurrency {concurrency}…");
 
     let cpu_start = CpuSample::take();
-    let worker = BackgroundWorker::start(&store, worker_settings(settings, url, concurrency));
+    let worker = BackgroundWorker::start(&store, &signals, worker_settings(settings, url, concurrency));
     let mut last_progress = (0, Instant::now());
     let all = loop {
         tokio::time::sleep(POLL).await;

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 use cronflow::{Settings, startup::run_worker};
-use cronflow_jobs::{Clock, Store, SystemClock};
+use cronflow_jobs::{Clock, Store, SystemClock, signals::Signals};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -22,13 +22,15 @@ pub(crate) struct BackgroundWorker {
 }
 
 impl BackgroundWorker {
-    pub(crate) fn start(store: &Store, settings: Settings) -> Self {
+    /// Starts the workers on `store`, woken by `signals` (those `store` reports to).
+    pub(crate) fn start(store: &Store, signals: &Signals, settings: Settings) -> Self {
         let stop = CancellationToken::new();
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let (store, token) = (store.clone(), stop.clone());
+        let (store, signals, token) = (store.clone(), signals.clone(), stop.clone());
         let task = tokio::spawn(async move {
             run_worker(
                 store,
+                &signals,
                 clock,
                 &settings,
                 cronflow_jobs::metrics::Metrics::new(),

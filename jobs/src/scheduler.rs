@@ -18,7 +18,7 @@
 //! away; runs already created for nearer slots still run (those of a deleted job
 //! do not). With an injected clock (tests) nothing is fired ahead.
 
-use crate::{Clock, Store};
+use crate::{Clock, Store, signals::Signals};
 use std::{sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
 
@@ -32,9 +32,16 @@ pub const LOOKAHEAD: Duration = Duration::from_millis(1500);
 /// Pause after a failed pass (database unreachable) before trying again.
 const ERROR_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Runs scheduler passes until `shutdown` is cancelled.
-pub async fn run_scheduler_until_stopped(store: Store, clock: Arc<dyn Clock>, shutdown: CancellationToken) {
-    let changed = store.signals().schedule();
+/// Runs scheduler passes until `shutdown` is cancelled. `signals` are this process's
+/// (those `store` reports to): a change of schedule cuts a sleep short, and the run
+/// worker is woken when the runs fired ahead become due.
+pub async fn run_scheduler_until_stopped(
+    store: Store,
+    signals: Signals,
+    clock: Arc<dyn Clock>,
+    shutdown: CancellationToken,
+) {
+    let changed = signals.schedule();
     let lookahead = if clock.is_wall_clock() {
         chrono::Duration::from_std(LOOKAHEAD).unwrap_or_default()
     } else {
@@ -42,7 +49,12 @@ pub async fn run_scheduler_until_stopped(store: Store, clock: Arc<dyn Clock>, sh
     };
     tracing::info!("scheduler started");
     loop {
-        let wait = match store.fire_due_ahead(clock.now(), lookahead).await {
+        let now = clock.now();
+        let pass = store.fire_due_ahead(now, lookahead).await;
+        if let Ok(report) = &pass {
+            signals.wake_runs_when_due(&report.due_ahead, now);
+        }
+        let wait = match pass {
             Ok(report) if report.jobs as i64 >= crate::store::FIRE_BATCH => Duration::ZERO,
             Ok(report) => {
                 if report.fired + report.skipped + report.missed > 0 {

@@ -1,13 +1,19 @@
 //! Wake-up signals within one process: tasks were pushed (the run or the delivery worker
 //! should fetch now rather than at its next poll), or a job's schedule changed (the
-//! scheduler should recompute how long to sleep). Whoever commits a change raises the
-//! matching signal after the commit; the workers' wake-up streams (`crate::wake`) and the
-//! scheduler wait on them. Changes made by other processes are seen through Postgres's
-//! notifications or the next poll. The store carries one `Signals` (shared by its
-//! clones), so every path that pushes tasks signals the same listeners.
+//! scheduler should recompute how long to sleep). The store reports each such
+//! [`Change`] after its commit to the `Signals` that listens to it
+//! ([`Store::listened_by`], wired once per process by the application); the workers'
+//! wake-up streams (`crate::wake`) and the scheduler wait on them. Changes made by other
+//! processes are seen through Postgres's notifications or the next poll.
 
+use crate::store::{Change, ChangeListener, Store};
+use chrono::{DateTime, Utc};
 use std::sync::Arc;
 use tokio::sync::Notify;
+
+/// How long after a slot fired ahead of time the worker is woken (the queue compares due
+/// times in whole seconds of the database's clock; a wake a hair early would find nothing).
+const WAKE_MARGIN: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// The wake-up signals of one process.
 #[derive(Debug, Clone, Default)]
@@ -21,6 +27,13 @@ impl Signals {
     /// Fresh signals, with nobody listening yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// `store`, reporting its changes to fresh signals, and those signals: what a
+    /// process's workers and scheduler wait on.
+    pub fn listen_to(store: Store) -> (Store, Signals) {
+        let signals = Signals::new();
+        (store.listened_by(Arc::new(signals.clone())), signals)
     }
 
     /// Run tasks were pushed (due now).
@@ -48,6 +61,16 @@ impl Signals {
         });
     }
 
+    /// Wakes the run worker just after each of `due` (wall-clock times, read against
+    /// `now`): the due times of run tasks queued ahead of their slots.
+    pub fn wake_runs_when_due(&self, due: &[DateTime<Utc>], now: DateTime<Utc>) {
+        let now_instant = tokio::time::Instant::now();
+        for at in due {
+            let wait = (*at - now).to_std().unwrap_or_default();
+            self.wake_runs_at(now_instant + wait + WAKE_MARGIN);
+        }
+    }
+
     /// What the run worker's wake-ups wait on.
     pub(crate) fn runs(&self) -> Arc<Notify> {
         self.runs.clone()
@@ -61,6 +84,16 @@ impl Signals {
     /// What the scheduler's sleep waits on.
     pub fn schedule(&self) -> Arc<Notify> {
         self.schedule.clone()
+    }
+}
+
+impl ChangeListener for Signals {
+    fn changed(&self, change: Change) {
+        match change {
+            Change::RunsPushed => self.runs_pushed(),
+            Change::DeliveriesPushed => self.deliveries_pushed(),
+            Change::ScheduleChanged => self.schedule_changed(),
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! On Postgres, LISTEN/NOTIFY (apalis's `Pubsub`) picks up new tasks within
 //! milliseconds, and this process's own pushes wake its workers directly too; on SQLite
-//! (one process), the store signals this process's workers after every transaction that
+//! (one process), the store reports to this process's signals after every transaction that
 //! pushed tasks. The run worker is also woken by this process's scheduler at the instant
 //! of each slot it fired ahead of time (on both backends). Other delayed tasks (retries)
 //! and crash recovery ride on the heartbeat. Every wake-up stream goes through

@@ -10,6 +10,7 @@ use crate::{
     metrics::Metrics,
     queue::{DELIVERY_QUEUE, DeliveryTask, RUN_QUEUE, RunTask},
     runner::{RunnerConfig, RunnerContext, handle_task},
+    signals::Signals,
     store::ApalisPool,
     wake::{pg_wakeups, wake_worker, wakeups},
 };
@@ -31,6 +32,7 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// is recovered by the next worker, a delivery attempted again), see [`Drain`].
 pub async fn run_workers_until_stopped(
     store: Store,
+    signals: &Signals,
     clock: Arc<dyn Clock>,
     runner: RunnerConfig,
     deliveries: DeliveryConfig,
@@ -79,7 +81,7 @@ pub async fn run_workers_until_stopped(
                 apalis_sqlite::SqliteStorage::<RunTask>::new(pool).with_config(cfg(RUN_QUEUE, run_batch));
             let dlvs = apalis_sqlite::SqliteStorage::<DeliveryTask>::new(pool)
                 .with_config(cfg(DELIVERY_QUEUE, delivery_batch).persist_results(false));
-            let (w1, w2) = (store.signals().runs(), store.signals().deliveries());
+            let (w1, w2) = (signals.runs(), signals.deliveries());
             let (n1, n2) = (format!("{name}-runs"), delivery_worker.clone());
             let (c1, c2) = (run_ctx, dlv_ctx);
             let (d1, d2) = (drain.clone(), drain.clone());
@@ -112,7 +114,7 @@ pub async fn run_workers_until_stopped(
             };
             let runs =
                 apalis_postgres::PostgresStorage::<RunTask>::new(pool).with_config(cfg(RUN_QUEUE, run_batch));
-            let (listen_pool, w1, w2) = (pool.clone(), store.signals().runs(), store.signals().deliveries());
+            let (listen_pool, w1, w2) = (pool.clone(), signals.runs(), signals.deliveries());
             let dlvs = apalis_postgres::PostgresStorage::<DeliveryTask>::new(pool)
                 .with_config(cfg(DELIVERY_QUEUE, delivery_batch).persist_results(false));
             let (n1, n2) = (format!("{name}-runs"), delivery_worker.clone());

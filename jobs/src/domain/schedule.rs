@@ -101,7 +101,9 @@ impl Schedule {
             tz,
             cron,
         };
-        if schedule.next_after(Utc::now()).is_none() {
+        // With no year field, an expression that matches any date matches one in every
+        // 400-year Gregorian cycle: whether it ever fires does not depend on "now".
+        if schedule.next_after(DateTime::<Utc>::UNIX_EPOCH).is_none() {
             return Err(err(format!(
                 "the cron expression `{expr}` never fires (no matching date exists)"
             )));

@@ -4,7 +4,7 @@
 //! created, resumed or rescheduled, and cleared while the job is paused.
 
 use super::{
-    Store,
+    Change, Store,
     db::{Arg, Statement},
 };
 use crate::domain::{
@@ -158,7 +158,7 @@ impl Store {
             ms(job.updated_at).into(),
         ]);
         self.writer().execute(sql, &args).await?;
-        self.signals.schedule_changed();
+        self.changed(Change::ScheduleChanged);
         Ok(job)
     }
 
@@ -240,7 +240,7 @@ impl Store {
         if done == 0 {
             return Err(JobError::NotFound);
         }
-        self.signals.schedule_changed();
+        self.changed(Change::ScheduleChanged);
         Ok(job)
     }
 
@@ -280,7 +280,7 @@ impl Store {
         if done == 0 {
             return Err(JobError::NotFound);
         }
-        self.signals.schedule_changed();
+        self.changed(Change::ScheduleChanged);
         Ok(job)
     }
 

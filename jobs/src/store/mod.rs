@@ -50,7 +50,6 @@ pub use stats::{DeadDelivery, DeadFilter, DeadGroup, DeliveryExtras, HourlyAttem
 pub use webhooks::NewEvent;
 
 use crate::StoreError;
-use crate::signals::Signals;
 use db::{Exec, Row, Statement, Tx};
 use sqlx::{
     ConnectOptions, PgPool, SqlitePool,
@@ -58,6 +57,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
+use std::sync::Arc;
 use std::{str::FromStr, time::Duration};
 
 /// Name of CronFlow's migration history table. apalis records its own migrations in
@@ -131,12 +131,30 @@ pub enum Backend {
     Postgres,
 }
 
-/// CronFlow's database: its connection pools, and the process's wake-up [`Signals`],
-/// raised after each commit that pushed tasks or changed a schedule.
+/// CronFlow's database: its connection pools, and whoever listens for its [`Change`]s.
 #[derive(Debug, Clone)]
 pub struct Store {
     pools: Pools,
-    signals: Signals,
+    listener: Option<Arc<dyn ChangeListener>>,
+}
+
+/// What a commit changed that this process may want to act on at once rather than at
+/// its next poll. The store only reports these; turning them into wake-ups of the
+/// workers and the scheduler is `crate::signals`'s business.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Run tasks due now were pushed.
+    RunsPushed,
+    /// Delivery tasks due now were pushed.
+    DeliveriesPushed,
+    /// A job was created, rescheduled, paused, resumed or deleted.
+    ScheduleChanged,
+}
+
+/// Told of each [`Change`], after its commit.
+pub trait ChangeListener: Send + Sync + std::fmt::Debug {
+    /// `change` was committed.
+    fn changed(&self, change: Change);
 }
 
 /// The pools of whichever backend is in use.
@@ -257,7 +275,20 @@ impl Store {
     fn new(pools: Pools) -> Self {
         Store {
             pools,
-            signals: Signals::new(),
+            listener: None,
+        }
+    }
+
+    /// This store, telling `listener` of each [`Change`] it commits (from every clone).
+    pub fn listened_by(mut self, listener: Arc<dyn ChangeListener>) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// Tells the listener, if any, that `change` was committed.
+    pub(crate) fn changed(&self, change: Change) {
+        if let Some(l) = &self.listener {
+            l.changed(change);
         }
     }
 
@@ -286,12 +317,6 @@ impl Store {
             Pools::Sqlite { writer, .. } => ApalisPool::Sqlite(writer),
             Pools::Postgres(pool) => ApalisPool::Postgres(pool),
         }
-    }
-
-    /// The wake-up signals this store raises after its commits (for the scheduler and
-    /// the workers of this process).
-    pub fn signals(&self) -> &Signals {
-        &self.signals
     }
 
     /// Applies apalis's queue migrations, then CronFlow's (idempotent; safe to run on

@@ -6,7 +6,7 @@
 //! A crash between two statements therefore loses nothing and duplicates nothing.
 
 use super::{
-    Store,
+    Change, Store,
     db::{Statement, Tx},
     jobs::{JobRow, job_columns},
     queue,
@@ -23,9 +23,6 @@ use chrono::{DateTime, Duration, Utc};
 
 /// Due jobs handled per scheduler transaction.
 pub const FIRE_BATCH: i64 = 256;
-/// How long after a slot fired ahead of time the worker is woken (the queue compares due
-/// times in whole seconds of the database's clock; a wake a hair early would find nothing).
-const WAKE_MARGIN: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Why a run operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +60,9 @@ pub struct FireReport {
     pub duplicates: usize,
     /// Jobs looked at.
     pub jobs: usize,
+    /// When the tasks of the runs fired ahead of their slots become due, earliest first
+    /// (each time once): whoever runs the worker wakes it then.
+    pub due_ahead: Vec<DateTime<Utc>>,
 }
 
 /// What a worker should do with a run task.
@@ -298,8 +298,6 @@ impl Store {
         now: DateTime<Utc>,
         lookahead: Duration,
     ) -> Result<FireReport, StoreError> {
-        // `now` on this process's monotonic clock, for the wake-ups of slots fired ahead.
-        let now_instant = tokio::time::Instant::now();
         let mut report = FireReport::default();
         let ahead = now + lookahead;
         let mut tx = self.begin().await?;
@@ -373,17 +371,11 @@ impl Store {
         let lead = queue::run_lead(self.backend());
         tx.commit().await?;
         if !to_push.is_empty() {
-            self.signals.runs_pushed();
+            self.changed(Change::RunsPushed);
         }
-        let mut future: Vec<_> = early.iter().map(|(_, slot)| *slot - lead).collect();
-        future.sort();
-        future.dedup();
-        for at in future {
-            // Just after the due time: the queue compares due times in whole seconds of
-            // the database's clock, and a wake a hair early would find nothing.
-            let due = now_instant + (at - now).to_std().unwrap_or_default();
-            self.signals.wake_runs_at(due + WAKE_MARGIN);
-        }
+        report.due_ahead = early.iter().map(|(_, slot)| *slot - lead).collect();
+        report.due_ahead.sort();
+        report.due_ahead.dedup();
         Ok(report)
     }
 
@@ -414,7 +406,7 @@ impl Store {
             queue::push_runs(&mut tx, &[(run.id.to_string(), None)]).await?;
         }
         tx.commit().await?;
-        self.signals.runs_pushed();
+        self.changed(Change::RunsPushed);
         self.get_run(&run.id).await?.ok_or(RunError::NotFound)
     }
 
@@ -638,7 +630,7 @@ impl Store {
         }
         tx.commit().await?;
         if !pushed.is_empty() {
-            self.signals.runs_pushed();
+            self.changed(Change::RunsPushed);
         }
         self.get_run(run_id).await?.ok_or(RunError::NotFound)
     }
@@ -749,10 +741,10 @@ impl Store {
         insert_deliveries(&mut tx, &deliveries, now).await?;
         tx.commit().await?;
         if !pushed.is_empty() {
-            self.signals.runs_pushed();
+            self.changed(Change::RunsPushed);
         }
         if !deliveries.is_empty() {
-            self.signals.deliveries_pushed();
+            self.changed(Change::DeliveriesPushed);
         }
         Ok(())
     }

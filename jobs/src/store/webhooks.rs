@@ -1,7 +1,7 @@
 //! Webhook subscriptions, and the fan-out of events to them.
 
 use super::{
-    Store,
+    Change, Store,
     db::{Statement, Tx},
     queue,
 };
@@ -394,7 +394,7 @@ impl Store {
         .await?;
         queue::push_deliveries(&mut tx, &[(delivery_id.to_string(), None)]).await?;
         tx.commit().await?;
-        self.signals.deliveries_pushed();
+        self.changed(Change::DeliveriesPushed);
         Ok(Some(delivery_id))
     }
 
@@ -430,7 +430,7 @@ impl Store {
         tx.commit().await?;
         let queued = deliveries.len();
         if queued > 0 {
-            self.signals.deliveries_pushed();
+            self.changed(Change::DeliveriesPushed);
         }
         Ok(queued)
     }

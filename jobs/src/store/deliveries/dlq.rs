@@ -6,7 +6,7 @@
 use super::{DeliveryRow, delivery_columns, time};
 use crate::StoreError;
 use crate::domain::{Attempt, Cursor, Delivery, DeliveryId, DeliveryStatus, Page, PageRequest, WebhookId};
-use crate::store::{Store, db::Arg, queue};
+use crate::store::{Change, Store, db::Arg, queue};
 use chrono::{DateTime, Utc};
 
 /// Filter of a bulk replay.
@@ -285,7 +285,7 @@ impl Store {
         queue::revive_dead(&mut tx, &replayed).await?;
         tx.commit().await?;
         if !replayed.is_empty() {
-            self.signals.deliveries_pushed();
+            self.changed(Change::DeliveriesPushed);
         }
         Ok(replayed.len() as u64)
     }
