@@ -63,7 +63,7 @@ pub enum ApiError {
     /// Something failed inside CronFlow; the cause is in the server's log.
     #[oai(status = 500)]
     Internal(Json<ErrorBody>),
-    /// The database is unreachable.
+    /// The database is unreachable or busy; the same request may succeed shortly.
     #[oai(status = 503)]
     Unavailable(Json<ErrorBody>),
 }
@@ -115,8 +115,14 @@ impl From<ValidationError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = ?e, "storage error while serving a request");
-        if e.is_unavailable() {
-            ApiError::Unavailable(ErrorBody::new("unavailable", "the database is unavailable", None))
+        // Unreachable, restarting, busy past a timeout, or a lost conflict: the same call
+        // may well succeed shortly, so the client hears "try again", not "bug".
+        if e.is_transient() {
+            ApiError::Unavailable(ErrorBody::new(
+                "unavailable",
+                "the database is unavailable or busy; try again shortly",
+                None,
+            ))
         } else {
             ApiError::internal()
         }

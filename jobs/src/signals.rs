@@ -111,6 +111,33 @@ mod tests {
         assert!(start.elapsed() >= std::time::Duration::from_millis(300));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn runs_due_at_a_wall_clock_time_wake_the_worker_then_and_not_before() {
+        let s = Signals::new();
+        let runs = s.runs();
+        let start = tokio::time::Instant::now();
+        let now = Utc::now();
+        s.wake_runs_when_due(&[now + chrono::Duration::milliseconds(300)], now);
+        runs.notified().await;
+        assert!(start.elapsed() >= std::time::Duration::from_millis(300));
+    }
+
+    #[test]
+    fn each_committed_change_raises_its_signal() {
+        let s = Signals::new();
+        for (change, notify) in [
+            (Change::RunsPushed, s.runs()),
+            (Change::DeliveriesPushed, s.deliveries()),
+            (Change::ScheduleChanged, s.schedule()),
+        ] {
+            s.changed(change);
+            assert!(
+                futures::FutureExt::now_or_never(notify.notified()).is_some(),
+                "{change:?} raises its signal"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_signal_raised_before_anyone_waits_is_kept_for_the_next_wait() {
         let s = Signals::new();

@@ -301,17 +301,27 @@ async fn api(
     path: &str,
     body: &Value,
 ) -> Value {
-    let r = client
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(ADMIN)
-        .json(body)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
-    let status = r.status();
-    let text = r.text().await.unwrap_or_default();
-    assert!(status.is_success(), "{path}: {status} {text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
+    // A 503 says the database is unavailable or busy (a restart, a lock held past the
+    // statement timeout): a client tries again shortly, as this one does, for a while.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = client
+            .request(method.clone(), format!("{base}{path}"))
+            .bearer_auth(ADMIN)
+            .json(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        if status == reqwest::StatusCode::SERVICE_UNAVAILABLE && Instant::now() < deadline {
+            loud(&format!("chaos: {path}: {status} {text}; trying again"));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        assert!(status.is_success(), "{path}: {status} {text}");
+        return serde_json::from_str(&text).unwrap_or(Value::Null);
+    }
 }
 
 async fn run_chaos(chaos: Chaos) {
@@ -336,7 +346,13 @@ async fn run_chaos(chaos: Chaos) {
             .await
             .unwrap();
     }
-    let dir = tempfile::tempdir().unwrap();
+    // Kept if the test fails (the processes' logs are the evidence); removed at the end.
+    let dir = tempfile::Builder::new()
+        .prefix("cronflow-chaos-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    loud(&format!("chaos: the processes' logs are in {}", dir.display()));
     let migrated = Command::new(BIN)
         .env_clear()
         .env("CRONFLOW_DATABASE_URL", &db_url)
@@ -364,7 +380,7 @@ async fn run_chaos(chaos: Chaos) {
     };
 
     let mut fleet = Fleet {
-        dir: dir.path().to_owned(),
+        dir: dir.clone(),
         db_url: db_url.clone(),
         processes: Vec::new(),
     };
@@ -386,7 +402,7 @@ async fn run_chaos(chaos: Chaos) {
         )
         .await;
     }
-    let pgids = dir.path().join("pgids");
+    let pgids = dir.join("pgids");
     let mut job_ids = Vec::new();
     for body in job_bodies(chaos.jobs, &pgids) {
         let job = api(&client, &base, reqwest::Method::POST, "/v1/jobs", &body).await;
@@ -564,6 +580,7 @@ async fn run_chaos(chaos: Chaos) {
         live_groups.is_empty(),
         "process groups of runs still alive after every run ended: {live_groups:?}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Waits until `open` selects no row, or fails after `secs` seconds showing what `show`
