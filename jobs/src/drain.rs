@@ -123,17 +123,25 @@ impl Drain {
     /// a handler polled on another thread in between waits for the mark in steps of
     /// [`PARK_STEP`] (apalis offers no future to await it) rather than spinning.
     async fn park(&self, queue: &str, worker: &WorkerContext, task_id: &str) {
+        self.hand_back_task(queue, worker, task_id).await;
+        self.0.released.cancelled().await;
+        while !worker.is_shutting_down() {
+            tokio::time::sleep(PARK_STEP).await;
+        }
+    }
+
+    /// Puts task `task_id` of `queue`, which this worker holds but will not finish (it
+    /// is parked, or its handler failed without storing an outcome), back on the queue,
+    /// due now, for any worker to take; rather than leaving it held until this worker
+    /// stops and its lease lapses.
+    pub(crate) async fn hand_back_task(&self, queue: &str, worker: &WorkerContext, task_id: &str) {
         if let Err(e) = self
             .0
             .store
             .release_held_tasks(queue, worker.name(), Some(task_id))
             .await
         {
-            tracing::warn!(error = %e, task_id, "could not hand back a task taken while stopping; it is recovered when this worker's lease lapses");
-        }
-        self.0.released.cancelled().await;
-        while !worker.is_shutting_down() {
-            tokio::time::sleep(PARK_STEP).await;
+            tracing::warn!(error = %e, task_id, "could not hand back a task; it is recovered when this worker's lease lapses");
         }
     }
 

@@ -27,7 +27,8 @@ pub struct WorkerError(String);
 /// end at once, and apalis hands back what it fetched but did not hand out.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
-/// Runs the run worker and the delivery worker until `shutdown` is cancelled; then
+/// Runs the run worker and the delivery worker until `shutdown` is cancelled, or until
+/// either fails (the caller then starts both again, see `stop_both` below); then
 /// waits up to the runner's shutdown timeout for work in flight (a run still going then
 /// is recovered by the next worker, a delivery attempted again), see [`Drain`].
 pub async fn run_workers_until_stopped(
@@ -63,9 +64,20 @@ pub async fn run_workers_until_stopped(
     let dlv_ctx = DeliveryContext::new(store.clone(), clock, deliveries, metrics)
         .map_err(|e| WorkerError(format!("cannot build the HTTP client: {e}")))?;
     let drain = Drain::new(store.clone());
-    let signal = drain.clone().run(shutdown, stop_after);
+    // apalis ends a worker for good when its backend fails (a heartbeat or a fetch while
+    // Postgres restarts) and runs the other one on: this process would take runs but no
+    // deliveries, or the reverse, until it stops. So the failure of either stops both
+    // (drained as at a stop), and the caller starts them again under a fresh name.
+    let stop_both = shutdown.child_token();
+    let signal = drain.clone().run(stop_both.clone(), stop_after);
     tracing::info!(worker = %name, runs = run_conc, deliveries = dlv_conc, "workers starting");
-    let monitor = Monitor::new().shutdown_timeout(STOP_GRACE);
+    let monitor = Monitor::new()
+        .shutdown_timeout(STOP_GRACE)
+        .should_restart(move |worker, error| {
+            tracing::warn!(worker = worker.name(), %error, "a worker failed; stopping this process's workers to start them again");
+            stop_both.cancel();
+            false
+        });
     let dlv_ctx = Arc::new(dlv_ctx);
     let monitor = match store.apalis_pool() {
         ApalisPool::Sqlite(pool) => {

@@ -493,7 +493,10 @@ async fn run_chaos(chaos: Chaos) {
         chaos.settle,
         "every delivery to be delivered or dead",
         "SELECT id FROM deliveries WHERE status IN ('pending', 'retrying')",
-        "SELECT status || ' ' || COUNT(*) FROM deliveries GROUP BY status",
+        &format!(
+            "SELECT status || ' ' || COUNT(*) FROM deliveries GROUP BY status UNION ALL {}",
+            open_delivery_tasks("d.status IN ('pending', 'retrying')")
+        ),
     )
     .await;
 
@@ -527,12 +530,7 @@ async fn run_chaos(chaos: Chaos) {
         chaos.settle,
         "the dead-letter queue to drain",
         "SELECT id FROM deliveries WHERE status <> 'delivered' OR (dead_at IS NOT NULL AND NOT acknowledged)",
-        "SELECT d.status || ' task ' || COALESCE(j.status, 'none') || ' held by ' || COALESCE(j.lock_by, 'nobody') \
-         || ' due ' || COALESCE(CAST(j.run_at AS TEXT), '-') || ': ' || COUNT(*) || ' (now ' || CAST(now() AS TEXT) || ')' \
-         FROM deliveries d LEFT JOIN apalis.jobs j ON j.job_type = 'cronflow-deliveries' \
-         AND convert_from(j.job, 'UTF8')::jsonb ->> 'delivery_id' = d.id \
-         WHERE d.status <> 'delivered' OR (d.dead_at IS NOT NULL AND NOT d.acknowledged) \
-         GROUP BY d.status, j.status, j.lock_by, j.run_at",
+        &open_delivery_tasks("d.status <> 'delivered' OR (d.dead_at IS NOT NULL AND NOT d.acknowledged)"),
     )
     .await;
     let dlq = client
@@ -587,9 +585,15 @@ async fn run_chaos(chaos: Chaos) {
 /// selects and the end of each process's log.
 async fn settle(fleet: &Fleet, secs: u64, what: &str, open: &str, show: &str) {
     let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut next_report = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if query(&fleet.db_url, open).await.is_ok_and(|rows| rows.is_empty()) {
+        let left = query(&fleet.db_url, open).await.map(|rows| rows.len());
+        if left.as_ref().is_ok_and(|n| *n == 0) {
             return;
+        }
+        if Instant::now() >= next_report {
+            loud(&format!("chaos: still waiting for {what}: {left:?} left"));
+            next_report += Duration::from_secs(30);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -605,6 +609,20 @@ async fn settle(fleet: &Fleet, secs: u64, what: &str, open: &str, show: &str) {
         );
     }
     panic!("timed out after {secs} s waiting for {what}: {shown:?}\n{logs}");
+}
+
+/// For each delivery `open` selects: its status and its queue task's (status, holder,
+/// attempts, due time), counted, with the database's time.
+fn open_delivery_tasks(open: &str) -> String {
+    format!(
+        "SELECT d.status || ' task ' || COALESCE(j.status, 'none') || ' held by ' || COALESCE(j.lock_by, 'nobody') \
+         || ' attempts ' || COALESCE(CAST(j.attempts AS TEXT), '-') || '/' || COALESCE(CAST(j.max_attempts AS TEXT), '-') \
+         || ' due now ' || COALESCE(CAST(j.run_at <= now() AS TEXT), '-') || ': ' || COUNT(*) \
+         || ' (earliest due ' || COALESCE(CAST(MIN(j.run_at) AS TEXT), '-') || ', now ' || CAST(now() AS TEXT) || ')' \
+         FROM deliveries d LEFT JOIN apalis.jobs j ON j.job_type = 'cronflow-deliveries' \
+         AND convert_from(j.job, 'UTF8')::jsonb ->> 'delivery_id' = d.id \
+         WHERE {open} GROUP BY d.status, j.status, j.lock_by, j.attempts, j.max_attempts, j.run_at <= now()"
+    )
 }
 
 /// The first column, as text, of `sql`'s rows on the chaos database.

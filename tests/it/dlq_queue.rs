@@ -122,3 +122,94 @@ async fn failed_tasks_are_the_dlq(backend: Backend) {
 }
 
 on_both_backends!(failed_tasks_are_the_dlq);
+
+/// Two tasks of one delivery (a copy handed out again after a slow worker's lease
+/// lapsed) that both made its last attempt, recorded in one batch: the delivery dies once
+/// and keeps one `Failed` task, and neither task is left behind. (Both failing it in one
+/// transaction once broke the batch on the task key, and every task of the batch stayed
+/// held by its live worker.)
+async fn two_tasks_of_a_dying_delivery_leave_one_failed_task(backend: Backend) {
+    use cronflow_jobs::domain::{AttemptOutcome, DeliveryPolicy};
+    use cronflow_jobs::store::{AttemptRecord, DeliveryLoad};
+    // One retry, an hour after the first attempt: its task waits, untouched by the worker.
+    let app = TestApp::spawn_with(backend, &[("CRONFLOW_RETRY_SCHEDULE", "1h")]).await;
+    let receiver = TestReceiver::start(&[500]).await;
+    subscribe(&app, &receiver.url("/never")).await;
+    let job = app.create_job(&shell_job("dies", "exit 3")).await;
+    app.trigger(job["id"].as_str().unwrap()).await;
+    let id = eventually(60, "the first attempt to fail", || async {
+        let page: Value = app.try_get_json("/v1/deliveries").await?;
+        let d = page["items"].as_array()?.first()?.clone();
+        (d["status"] == "retrying").then(|| d["id"].as_str().unwrap().to_owned())
+    })
+    .await;
+
+    // The retry's task gets a copy (its id a ULID still: the last character changed).
+    let (table, queue) = (app.db.queue_table(), cronflow_jobs::queue::DELIVERY_QUEUE);
+    app.db
+        .execute_sql(&format!(
+            "INSERT INTO {table} (job, id, job_type, status, attempts, max_attempts, run_at, priority, metadata) \
+             SELECT job, substr(id, 1, 25) || CASE WHEN substr(id, 26, 1) = 'Z' THEN 'Y' ELSE 'Z' END, \
+             job_type, status, attempts, max_attempts, run_at, priority, metadata \
+             FROM {table} WHERE job_type = '{queue}' AND status = 'Pending'"
+        ))
+        .await;
+    let tasks = app
+        .db
+        .query_strings(&format!(
+            "SELECT id FROM {table} WHERE job_type = '{queue}' ORDER BY id"
+        ))
+        .await;
+    assert_eq!(tasks.len(), 2, "the retry's task and its copy: {tasks:?}");
+
+    // Each task made the last attempt, and both are recorded together.
+    let now = Utc::now();
+    let delivery_id = cronflow_jobs::domain::DeliveryId::parse(&id).expect("a delivery id");
+    let loaded = app
+        .store
+        .begin_deliveries(&[delivery_id], now)
+        .await
+        .expect("load");
+    let Some(DeliveryLoad::Attempt(work)) = loaded.into_iter().next() else {
+        panic!("the delivery needs an attempt");
+    };
+    let failed = AttemptOutcome {
+        started_at: now,
+        duration_ms: 3,
+        status_code: Some(500),
+        error_kind: Some("http_5xx"),
+        error: Some("HTTP 500".to_owned()),
+        response_excerpt: None,
+        retry_after: None,
+    };
+    let records: Vec<AttemptRecord> = tasks
+        .iter()
+        .map(|task_id| AttemptRecord {
+            work: (*work).clone(),
+            outcome: failed.clone(),
+            task_id: task_id.clone(),
+        })
+        .collect();
+    let schedule = [std::time::Duration::from_secs(3600)];
+    let policy = DeliveryPolicy {
+        schedule: &schedule,
+        disable_after: std::time::Duration::from_secs(5 * 86_400),
+    };
+    let statuses = app
+        .store
+        .record_attempts(&records, &policy, now)
+        .await
+        .expect("both attempts recorded in one transaction");
+    assert!(statuses.iter().all(|s| s.as_str() == "dead"), "{statuses:?}");
+
+    let left = app
+        .db
+        .query_strings(&format!("SELECT status FROM {table} WHERE job_type = '{queue}'"))
+        .await;
+    assert_eq!(left, vec!["Failed".to_owned()], "one Failed task, nothing else");
+    assert_same_set(&app, "two tasks of one delivery died", 1).await;
+    assert_eq!(failed_tasks(&app).await, vec![id]);
+    app.stop().await;
+}
+
+on_both_backends!(two_tasks_of_a_dying_delivery_leave_one_failed_task);

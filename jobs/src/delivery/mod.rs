@@ -277,9 +277,18 @@ pub(crate) async fn handle_delivery(
         return Ok(());
     };
     let ctx = Arc::clone(&ctx);
-    on_own_task(async move { attempt_task(&ctx, &task.delivery_id, task_id).await })
-        .await
-        .map_err(|e| Box::new(e) as BoxDynError)
+    let held = task_id.clone();
+    let result = on_own_task(async move { attempt_task(&ctx, &task.delivery_id, task_id).await }).await;
+    if let Err(e) = &result
+        && !matches!(e, AttemptError::Dead(_))
+    {
+        // Nothing was stored (the batch's transaction failed for a reason other than
+        // the database being unreachable): the task is not acknowledged, so it goes
+        // back to the queue now instead of staying held by this live worker.
+        tracing::error!(error = %e, task_id = %held, "a delivery task failed; handing it back to the queue");
+        drain.hand_back_task(DELIVERY_QUEUE, &worker, &held).await;
+    }
+    result.map_err(|e| Box::new(e) as BoxDynError)
 }
 
 /// The first wait of [`stored`] after a failed call; each further wait doubles, up to

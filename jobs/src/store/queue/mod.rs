@@ -213,18 +213,24 @@ pub(crate) async fn finish_delivery_tasks(
     tx: &mut Tx,
     ends: &[(&str, TaskEnd<'_>)],
 ) -> Result<(), StoreError> {
-    let done: Vec<&str> = ends
+    let mut done: Vec<&str> = ends
         .iter()
         .filter(|(_, e)| *e == TaskEnd::Done)
         .map(|(id, _)| *id)
         .collect();
-    let dead: Vec<(&str, &str)> = ends
-        .iter()
-        .filter_map(|(id, e)| match e {
-            TaskEnd::Dead(delivery) => Some((*id, *delivery)),
-            TaskEnd::Done => None,
-        })
-        .collect();
+    // Two tasks of one delivery (a copy handed out again after its worker's lease
+    // lapsed, while the worker was only slow) may both end it as dead in one batch: the
+    // first keeps the delivery's `Failed` task, the others are deleted.
+    let mut dead: Vec<(&str, &str)> = Vec::new();
+    for (id, end) in ends {
+        if let TaskEnd::Dead(delivery) = end {
+            if dead.iter().any(|(_, d)| d == delivery) {
+                done.push(id);
+            } else {
+                dead.push((id, delivery));
+            }
+        }
+    }
     if !done.is_empty() {
         match tx {
             Tx::Sqlite(c) => sqlite::delete(c, &done).await?,
@@ -234,15 +240,20 @@ pub(crate) async fn finish_delivery_tasks(
     let sql = sql(tx.backend());
     if !dead.is_empty() {
         // A delivery dies once per replay, so no other task holds its key; but should a
-        // duplicate of its task (handed out again after a lapsed lease) have died
-        // before, that one gives way.
+        // duplicate of its task have died before, that one gives way. A duplicate dying
+        // in a concurrent transaction makes this one meet its key: a conflict, and the
+        // batch is served again (and then this one's removal finds the other's task).
         remove_dead(tx, &dead.iter().map(|(_, d)| *d).collect::<Vec<_>>()).await?;
         for (task, delivery) in dead {
             tx.execute(
                 sql.fail_task,
                 &[task.into(), FAILED_RESULT.into(), delivery.into()],
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict,
+                e => e.into(),
+            })?;
         }
     }
     Ok(())
