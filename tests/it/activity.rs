@@ -280,7 +280,88 @@ async fn each_filter_pages_through_deliveries_that_share_a_creation_time(backend
     app.stop().await;
 }
 
+/// The export read in pages as small as a few rows, whose ends fall inside a delivery's
+/// attempts and among deliveries that share a creation time: every attempt once, in
+/// order (creation time, delivery id, attempt), and a delivery not attempted yet as one
+/// row of attempt 0; a filter narrows it the same way.
+async fn the_export_resumes_inside_a_delivery_and_among_equal_creation_times(backend: Backend) {
+    use cronflow_jobs::store::{DeliveryFilter, ExportCursor};
+    let app = TestApp::spawn(backend).await;
+    // Delivery i: created at base + i / 4 ms, i % 4 attempts, webhook wh_{i % 2}.
+    let mut deliveries = Vec::new();
+    let mut attempts = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..60_i64 {
+        let id = format!("dlv_ex{:04}", (i * 13) % 100);
+        let at = base() + i / 4;
+        deliveries.push(format!(
+            "('{id}', 'evt_ex{i}', 'wh_{}', 'job.failed', NULL, 'pending', {}, 0, {at}, {at}, NULL)",
+            i % 2,
+            i % 4
+        ));
+        for a in 1..=i % 4 {
+            attempts.push(format!("('{id}', {a}, {at}, 1, 500, 'http', NULL, NULL)"));
+        }
+        for a in if i % 4 == 0 { 0..=0 } else { 1..=i % 4 } {
+            expected.push((at, id.clone(), a, format!("wh_{}", i % 2)));
+        }
+    }
+    app.db
+        .execute_sql(&format!(
+            "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, attempts, round_attempts, \
+             created_at, updated_at, dead_at) VALUES {}",
+            deliveries.join(", ")
+        ))
+        .await;
+    app.db
+        .execute_sql(&format!(
+            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_kind, \
+             error, response_excerpt) VALUES {}",
+            attempts.join(", ")
+        ))
+        .await;
+    expected.sort();
+    for (filter, hook) in [
+        (DeliveryFilter::default(), None),
+        (
+            DeliveryFilter {
+                webhook_id: Some("wh_1".into()),
+                ..Default::default()
+            },
+            Some("wh_1"),
+        ),
+    ] {
+        let want: Vec<(i64, String, i64)> = expected
+            .iter()
+            .filter(|e| hook.is_none_or(|h| e.3 == h))
+            .map(|e| (e.0, e.1.clone(), e.2))
+            .collect();
+        for limit in [1, 2, 5, 1000] {
+            let mut got = Vec::new();
+            let mut cursor: Option<ExportCursor> = None;
+            loop {
+                let rows = app
+                    .store
+                    .export_attempts(&filter, cursor.as_ref(), limit)
+                    .await
+                    .unwrap();
+                got.extend(
+                    rows.iter()
+                        .map(|r| (r.delivery_created_at, r.delivery_id.clone(), r.attempt)),
+                );
+                if (rows.len() as i64) < limit {
+                    break;
+                }
+                cursor = got.last().cloned();
+            }
+            assert_eq!(got, want, "{hook:?}, {limit} a page");
+        }
+    }
+    app.stop().await;
+}
+
 on_both_backends!(
+    the_export_resumes_inside_a_delivery_and_among_equal_creation_times,
     deliveries_filter_and_paginate_newest_first,
     the_csv_export_reads_back_to_the_same_rows,
     each_filter_pages_through_deliveries_that_share_a_creation_time

@@ -6,11 +6,7 @@
 use super::{DeliveryRow, delivery_columns, time};
 use crate::StoreError;
 use crate::domain::{Attempt, Cursor, Delivery, DeliveryId, DeliveryStatus, Page, PageRequest, WebhookId};
-use crate::store::{
-    Change, Store,
-    db::{Arg, Statement},
-    queue,
-};
+use crate::store::{Change, Store, db::Statement, queue};
 use chrono::{DateTime, Utc};
 
 /// Filter of a bulk replay.
@@ -66,19 +62,6 @@ impl DeliveryFilter {
         if let Some(t) = self.until {
             s.and().push(d).push("created_at < ").bind(t.timestamp_millis());
         }
-    }
-
-    /// The filter as `$1`–`$6` (subscription, job, event type, status, since, until;
-    /// empty or unbounded when unset) of a listing or export query.
-    fn args(&self) -> [Arg<'_>; 6] {
-        [
-            self.webhook_id.as_deref().unwrap_or("").into(),
-            self.job_id.as_deref().unwrap_or("").into(),
-            self.event_type.as_deref().unwrap_or("").into(),
-            self.status.map_or("", DeliveryStatus::as_str).into(),
-            self.since.map_or(i64::MIN, |t| t.timestamp_millis()).into(),
-            self.until.map_or(i64::MAX, |t| t.timestamp_millis()).into(),
-        ]
     }
 }
 
@@ -208,30 +191,48 @@ impl Store {
 
     /// Up to `limit` export rows (one per attempt, oldest delivery first) after `after`.
     /// Callers stream an export by calling this until it returns fewer than `limit`.
+    ///
+    /// Each call costs its own rows, however far the export has come: the deliveries
+    /// are read first, at most `limit + 1` of them from the cursor's one on (a row-value
+    /// bound on an index in this order), and only they are joined to their attempts.
+    /// Every delivery has at least one row, so `limit + 1` deliveries (the cursor's own
+    /// may have no rows left) fill a page whenever more rows follow.
     pub async fn export_attempts(
         &self,
         filter: &DeliveryFilter,
         after: Option<&ExportCursor>,
         limit: i64,
     ) -> Result<Vec<ExportRow>, StoreError> {
-        let (k_at, k_id, k_attempt) = after.map_or((i64::MIN, "", -1), |(a, b, c)| (*a, b.as_str(), *c));
-        let mut args = filter.args().to_vec();
-        args.extend([k_at.into(), k_id.into(), k_attempt.into(), limit.into()]);
-        let rows: Vec<ExportRow> = self
-            .reader()
-            .fetch_all(
-                "SELECT d.id AS delivery_id, d.event_id, d.webhook_id, d.event_type, d.job_id, \
-                 d.status AS delivery_status, d.created_at AS delivery_created_at, COALESCE(a.attempt, 0) AS attempt, \
-                 a.started_at AS attempted_at, a.duration_ms, a.status_code, a.error_kind, a.error, a.response_excerpt \
-                 FROM deliveries d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id WHERE \
-                 ($1 = '' OR d.webhook_id = $1) AND ($2 = '' OR d.job_id = $2) AND ($3 = '' OR d.event_type = $3) \
-                 AND ($4 = '' OR d.status = $4) AND d.created_at >= $5 AND d.created_at < $6 \
-                 AND (d.created_at > $7 OR (d.created_at = $7 AND (d.id > $8 OR (d.id = $8 AND COALESCE(a.attempt, 0) > $9)))) \
-                 ORDER BY d.created_at, d.id, COALESCE(a.attempt, 0) LIMIT $10",
-                &args,
-            )
-            .await?;
-        Ok(rows)
+        let mut s = Statement::new(
+            "SELECT d.id AS delivery_id, d.event_id, d.webhook_id, d.event_type, d.job_id, \
+             d.status AS delivery_status, d.created_at AS delivery_created_at, COALESCE(a.attempt, 0) AS attempt, \
+             a.started_at AS attempted_at, a.duration_ms, a.status_code, a.error_kind, a.error, a.response_excerpt \
+             FROM (SELECT id, event_id, webhook_id, event_type, job_id, status, created_at FROM deliveries",
+        );
+        filter.push_conditions(&mut s, "");
+        if let Some((at, id, _)) = after {
+            s.and()
+                .push("(created_at, id) >= (")
+                .bind(*at)
+                .push(", ")
+                .bind(id.as_str())
+                .push(")");
+        }
+        s.push(" ORDER BY created_at, id LIMIT ")
+            .bind(limit.saturating_add(1))
+            .push(") d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id");
+        if let Some((at, id, attempt)) = after {
+            s.push(" WHERE (d.created_at, d.id, COALESCE(a.attempt, 0)) > (")
+                .bind(*at)
+                .push(", ")
+                .bind(id.as_str())
+                .push(", ")
+                .bind(*attempt)
+                .push(")");
+        }
+        s.push(" ORDER BY d.created_at, d.id, COALESCE(a.attempt, 0) LIMIT ")
+            .bind(limit);
+        Ok(self.reader().fetch_built(s).await?)
     }
 
     /// The dead letter queue: dead, unacknowledged deliveries, oldest first.
