@@ -37,8 +37,10 @@ pub(crate) struct BenchArgs {
     /// Runs the worker executes at once (default: the worker_concurrency setting).
     #[arg(long)]
     pub(crate) concurrency: Option<usize>,
-    /// Run only these benches: `runs` (fire lateness and run throughput) or `deliveries`
-    /// (webhook deliveries). Default: all of them.
+    /// Run only these benches: `runs` (fire lateness and run throughput), `deliveries`
+    /// (webhook deliveries) or `data` (the reads under the dashboard's pages and
+    /// `/metrics` over a large delivery history; run only when selected). Default: runs
+    /// and deliveries.
     #[arg(long, value_enum)]
     pub(crate) only: Option<OnlyArg>,
     /// Deliveries in each delivery throughput scenario: that many events to 1
@@ -53,6 +55,25 @@ pub(crate) struct BenchArgs {
     /// Seconds each steady delivery scenario publishes for.
     #[arg(long, default_value_t = 5)]
     pub(crate) delivery_secs: u64,
+    /// Deliveries (each with one attempt) in the data scenario's history.
+    #[arg(long, default_value_t = 500_000)]
+    pub(crate) data_deliveries: usize,
+    /// Planner statistics in the data scenario: `none` (as on a young database; on
+    /// Postgres autovacuum is turned off for the deliveries' tables), `fresh` (after
+    /// ANALYZE), or `both` (none, then fresh).
+    #[arg(long, value_enum, default_value_t = StatisticsArg::Both)]
+    pub(crate) data_statistics: StatisticsArg,
+}
+
+/// The planner statistics `--data-statistics` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum StatisticsArg {
+    /// No statistics for the deliveries' tables.
+    None,
+    /// Statistics refreshed after loading.
+    Fresh,
+    /// Without, then with.
+    Both,
 }
 
 /// The benches `--only` selects.
@@ -62,6 +83,8 @@ pub(crate) enum OnlyArg {
     Runs,
     /// Webhook deliveries (see the `deliveries` module).
     Deliveries,
+    /// Listings, filters, exports and gauges over a large history (see the `data` module).
+    Data,
 }
 
 /// The databases `--backend` selects.

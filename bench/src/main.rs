@@ -18,11 +18,14 @@
 //!   `jobs` (the jobs they create and the runs they read back).
 //! - `deliveries`: the webhook delivery scenarios, publishing with `publish` to the HTTP
 //!   endpoints of `sink`.
+//! - `data`: the reads under the dashboard's pages and `/metrics` over a large delivery
+//!   history (`--only data`).
 //! - `database` (fresh databases), `worker` (the real workers in the background), `cpu`
 //!   and `stats` (what is measured), `table` (the summary tables).
 
 mod args;
 mod cpu;
+mod data;
 mod database;
 mod deliveries;
 mod jobs;
@@ -84,8 +87,10 @@ async fn run(mut args: BenchArgs, settings: Settings) -> anyhow::Result<()> {
     match args.only {
         Some(OnlyArg::Runs) => args.deliveries = 0,
         Some(OnlyArg::Deliveries) => (args.jobs, args.runs) = (0, 0),
+        Some(OnlyArg::Data) => (args.jobs, args.runs, args.deliveries) = (0, 0, 0),
         None => {}
     }
+    let data = args.only == Some(OnlyArg::Data);
     let backends: &[BackendName] = match args.backend {
         BackendArg::Sqlite => &[BackendName::Sqlite],
         BackendArg::Postgres => &[BackendName::Postgres],
@@ -95,7 +100,11 @@ async fn run(mut args: BenchArgs, settings: Settings) -> anyhow::Result<()> {
     let (settings, args) = (&settings, &args);
     let mut reports = Vec::new();
     let mut delivery_reports = Vec::new();
+    let mut data_columns = Vec::new();
     for &backend in backends {
+        if data {
+            data_columns.extend(data::measure(backend, args).await?);
+        }
         let lateness = if args.jobs > 0 {
             let r = on_fresh_database(backend, |url| async move {
                 lateness::measure(&url, settings, args, concurrency, backend).await
@@ -136,6 +145,9 @@ async fn run(mut args: BenchArgs, settings: Settings) -> anyhow::Result<()> {
     }
     if args.deliveries > 0 {
         deliveries::print_summary(args, settings, &delivery_reports);
+    }
+    if data {
+        data::print_summary(args, &data_columns);
     }
     Ok(())
 }

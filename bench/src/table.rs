@@ -21,6 +21,15 @@ impl<'a, R> Table<'a, R> {
         }
     }
 
+    /// A table with a column per report, named by `columns` (one per report).
+    pub(crate) fn with_columns(reports: &'a [R], columns: Vec<&'static str>) -> Self {
+        Table {
+            reports,
+            columns,
+            rows: Vec::new(),
+        }
+    }
+
     /// A heading row.
     pub(crate) fn section(&mut self, title: String) {
         self.rows.push((title, Vec::new(), String::new()));

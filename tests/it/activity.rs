@@ -158,9 +158,213 @@ async fn the_csv_export_reads_back_to_the_same_rows(backend: Backend) {
     app.stop().await;
 }
 
+/// Every page of `path` (a listing with `?` in it) at `limit` items a page.
+async fn pages_of(app: &TestApp, path: &str, limit: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let url = match &cursor {
+            Some(c) => format!("{path}&limit={limit}&cursor={c}"),
+            None => format!("{path}&limit={limit}"),
+        };
+        let r = app.get(&url).await;
+        assert_eq!(r.status(), 200, "{url}");
+        let page: Value = r.json().await.unwrap();
+        out.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["id"].as_str().unwrap().to_owned()),
+        );
+        match page.get("next_cursor").and_then(Value::as_str) {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return out,
+        }
+    }
+}
+
+/// Each filter, alone and combined, pages through exactly its rows in listing order when
+/// many deliveries share a creation time and the cursor falls among them (the cursor is
+/// a row value over creation time and id); a filter that matches nothing gives an empty
+/// page; the DLQ pages oldest first the same way.
+async fn each_filter_pages_through_deliveries_that_share_a_creation_time(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    const M: usize = 210;
+    let statuses = ["pending", "retrying", "delivered", "dead"];
+    let events = ["job.failed", "job.completed", "job.timed_out"];
+    // Delivery i: created at base + i / 7 ms (seven share each time), ids not in
+    // creation order within a time.
+    struct Fx {
+        id: String,
+        hook: String,
+        job: String,
+        event: &'static str,
+        status: &'static str,
+        at: i64,
+    }
+    let fx: Vec<Fx> = (0..M)
+        .map(|i| Fx {
+            id: format!("dlv_tie{:06}", (i * 37) % 1000),
+            hook: format!("wh_{}", i % 3),
+            job: format!("wf_j{}", i % 5),
+            event: events[i % 3 / 2 + i % 2],
+            status: statuses[i % 4],
+            at: base() + (i / 7) as i64,
+        })
+        .collect();
+    let values: Vec<String> = fx
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let dead_at = if d.status == "dead" {
+                d.at.to_string()
+            } else {
+                "NULL".into()
+            };
+            format!(
+                "('{}', 'evt_tie{i}', '{}', '{}', '{}', '{}', 0, 0, {}, {}, {dead_at})",
+                d.id, d.hook, d.event, d.job, d.status, d.at, d.at
+            )
+        })
+        .collect();
+    app.db
+        .execute_sql(&format!(
+            "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, attempts, round_attempts, \
+             created_at, updated_at, dead_at) VALUES {}",
+            values.join(", ")
+        ))
+        .await;
+    let expect = |keep: &dyn Fn(&Fx) -> bool, newest_first: bool| -> Vec<String> {
+        let mut v: Vec<(i64, String)> = fx
+            .iter()
+            .filter(|d| keep(d))
+            .map(|d| (d.at, d.id.clone()))
+            .collect();
+        v.sort();
+        if newest_first {
+            v.reverse();
+        }
+        v.into_iter().map(|(_, id)| id).collect()
+    };
+    let window = (base() + 5, base() + 20);
+    type Keep = Box<dyn Fn(&Fx) -> bool>;
+    let cases: Vec<(String, Keep)> = vec![
+        ("".into(), Box::new(|_| true)),
+        ("webhook_id=wh_1".into(), Box::new(|d| d.hook == "wh_1")),
+        ("job_id=wf_j3".into(), Box::new(|d| d.job == "wf_j3")),
+        (
+            "event_type=job.completed".into(),
+            Box::new(|d| d.event == "job.completed"),
+        ),
+        ("status=retrying".into(), Box::new(|d| d.status == "retrying")),
+        (
+            format!("since={}&until={}", rfc3339(window.0), rfc3339(window.1)),
+            Box::new(move |d| d.at >= window.0 && d.at < window.1),
+        ),
+        (
+            format!("webhook_id=wh_2&status=dead&until={}", rfc3339(window.1)),
+            Box::new(move |d| d.hook == "wh_2" && d.status == "dead" && d.at < window.1),
+        ),
+        ("job_id=wf_nothing".into(), Box::new(|_| false)),
+    ];
+    for (query, keep) in &cases {
+        for limit in [1, 5, 50] {
+            let got = pages_of(&app, &format!("/v1/deliveries?{query}"), limit).await;
+            assert_eq!(got, expect(keep.as_ref(), true), "{query}, {limit} a page");
+        }
+    }
+    assert!(expect(cases[4].1.as_ref(), true).len() > 10);
+    let dlq = pages_of(&app, "/v1/dlq?", 4).await;
+    assert_eq!(dlq, expect(&|d| d.status == "dead", false));
+    app.stop().await;
+}
+
+/// The export read in pages as small as a few rows, whose ends fall inside a delivery's
+/// attempts and among deliveries that share a creation time: every attempt once, in
+/// order (creation time, delivery id, attempt), and a delivery not attempted yet as one
+/// row of attempt 0; a filter narrows it the same way.
+async fn the_export_resumes_inside_a_delivery_and_among_equal_creation_times(backend: Backend) {
+    use cronflow_jobs::store::{DeliveryFilter, ExportCursor};
+    let app = TestApp::spawn(backend).await;
+    // Delivery i: created at base + i / 4 ms, i % 4 attempts, webhook wh_{i % 2}.
+    let mut deliveries = Vec::new();
+    let mut attempts = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..60_i64 {
+        let id = format!("dlv_ex{:04}", (i * 13) % 100);
+        let at = base() + i / 4;
+        deliveries.push(format!(
+            "('{id}', 'evt_ex{i}', 'wh_{}', 'job.failed', NULL, 'pending', {}, 0, {at}, {at}, NULL)",
+            i % 2,
+            i % 4
+        ));
+        for a in 1..=i % 4 {
+            attempts.push(format!("('{id}', {a}, {at}, 1, 500, 'http', NULL, NULL)"));
+        }
+        for a in if i % 4 == 0 { 0..=0 } else { 1..=i % 4 } {
+            expected.push((at, id.clone(), a, format!("wh_{}", i % 2)));
+        }
+    }
+    app.db
+        .execute_sql(&format!(
+            "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, attempts, round_attempts, \
+             created_at, updated_at, dead_at) VALUES {}",
+            deliveries.join(", ")
+        ))
+        .await;
+    app.db
+        .execute_sql(&format!(
+            "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_kind, \
+             error, response_excerpt) VALUES {}",
+            attempts.join(", ")
+        ))
+        .await;
+    expected.sort();
+    for (filter, hook) in [
+        (DeliveryFilter::default(), None),
+        (
+            DeliveryFilter {
+                webhook_id: Some("wh_1".into()),
+                ..Default::default()
+            },
+            Some("wh_1"),
+        ),
+    ] {
+        let want: Vec<(i64, String, i64)> = expected
+            .iter()
+            .filter(|e| hook.is_none_or(|h| e.3 == h))
+            .map(|e| (e.0, e.1.clone(), e.2))
+            .collect();
+        for limit in [1, 2, 5, 1000] {
+            let mut got = Vec::new();
+            let mut cursor: Option<ExportCursor> = None;
+            loop {
+                let rows = app
+                    .store
+                    .export_attempts(&filter, cursor.as_ref(), limit)
+                    .await
+                    .unwrap();
+                got.extend(
+                    rows.iter()
+                        .map(|r| (r.delivery_created_at, r.delivery_id.clone(), r.attempt)),
+                );
+                if (rows.len() as i64) < limit {
+                    break;
+                }
+                cursor = got.last().cloned();
+            }
+            assert_eq!(got, want, "{hook:?}, {limit} a page");
+        }
+    }
+    app.stop().await;
+}
+
 on_both_backends!(
+    the_export_resumes_inside_a_delivery_and_among_equal_creation_times,
     deliveries_filter_and_paginate_newest_first,
-    the_csv_export_reads_back_to_the_same_rows
+    the_csv_export_reads_back_to_the_same_rows,
+    each_filter_pages_through_deliveries_that_share_a_creation_time
 );
 
 fn rss_kib(field: &str) -> u64 {

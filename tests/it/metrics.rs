@@ -143,3 +143,118 @@ async fn the_queue_depth_counts_a_waiting_retry(backend: Backend) {
 }
 
 on_both_backends!(the_queue_depth_counts_a_waiting_retry);
+
+/// The deliveries' gauges (retries waiting, DLQ size) are kept by the database as
+/// deliveries change, and stay equal to a count of the deliveries after inserts of every
+/// status, retries, deaths, a replay, an acknowledgement, a deletion and a retention
+/// pass.
+async fn the_delivery_gauges_match_a_count_after_every_change(backend: Backend) {
+    use cronflow_jobs::domain::{DeliveryId, WebhookId};
+    use cronflow_jobs::store::{ReplayFilter, RetentionPolicy};
+    // Retries wait an hour, so the workers leave replayed deliveries' state alone long
+    // enough for a count (they are compared until they agree, in case).
+    let app = TestApp::spawn_with(backend, &[("CRONFLOW_RETRY_SCHEDULE", "1h")]).await;
+    let check = |what: &'static str| {
+        let app = &app;
+        async move {
+            eventually(10, what, || async {
+                let g = app.store.gauges().await.expect("gauges");
+                let counted = |sql: &str| {
+                    let sql = format!("SELECT CAST(COUNT(*) AS TEXT) FROM deliveries WHERE {sql}");
+                    async move { app.db.query_strings(&sql).await[0].parse::<i64>().unwrap() }
+                };
+                let retrying = counted("status = 'retrying'").await;
+                let dead = counted("dead_at IS NOT NULL AND NOT acknowledged").await;
+                (g.retries_waiting == retrying && g.dlq_size == dead).then_some((retrying, dead))
+            })
+            .await
+        }
+    };
+    assert_eq!(check("the gauges of an empty store").await, (0, 0));
+    let now = chrono::Utc::now().timestamp_millis();
+    let rows: Vec<String> = (0..40)
+        .map(|i| {
+            let (status, next, dead_at, ack) = match i % 5 {
+                0 | 1 => ("pending", "NULL".to_owned(), "NULL".to_owned(), "FALSE"),
+                2 => (
+                    "retrying",
+                    (now + 3_600_000).to_string(),
+                    "NULL".to_owned(),
+                    "FALSE",
+                ),
+                3 => ("dead", "NULL".to_owned(), now.to_string(), "FALSE"),
+                _ => ("dead", "NULL".to_owned(), now.to_string(), "TRUE"),
+            };
+            format!(
+                "('dlv_g{i:04}', 'evt_g{i}', 'wh_g{}', 'job.failed', NULL, '{status}', 1, 1, {next}, {ack}, \
+                 {}, {}, {dead_at})",
+                i % 2,
+                now - 1000 + i,
+                now
+            )
+        })
+        .collect();
+    app.db
+        .execute_sql(&format!(
+            "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, attempts, \
+             round_attempts, next_attempt_at, acknowledged, created_at, updated_at, dead_at) VALUES {}",
+            rows.join(", ")
+        ))
+        .await;
+    assert_eq!(check("inserts").await, (8, 8));
+    // Pending deliveries fail and wait for a retry; waiting ones die.
+    app.db
+        .execute_sql(&format!(
+            "UPDATE deliveries SET status = 'retrying', next_attempt_at = {} WHERE id IN ('dlv_g0000', 'dlv_g0001')",
+            now + 3_600_000
+        ))
+        .await;
+    assert_eq!(check("retries").await, (10, 8));
+    app.db
+        .execute_sql(&format!(
+            "UPDATE deliveries SET status = 'dead', next_attempt_at = NULL, dead_at = {now} \
+             WHERE status = 'retrying' AND webhook_id = 'wh_g0'"
+        ))
+        .await;
+    let (retrying, dead) = check("deaths").await;
+    assert_eq!(retrying + dead, 18);
+    assert!(dead > 8);
+    let replayed = app
+        .store
+        .replay_dead(
+            None,
+            &ReplayFilter {
+                webhook_id: WebhookId::parse("wh_g1"),
+                ..Default::default()
+            },
+            chrono::Utc::now(),
+        )
+        .await
+        .expect("replay");
+    assert!(replayed > 0);
+    check("a replay").await;
+    let acked = DeliveryId::parse("dlv_g0008").unwrap();
+    assert!(
+        app.store
+            .acknowledge_dead(&acked, chrono::Utc::now())
+            .await
+            .unwrap()
+    );
+    check("an acknowledgement").await;
+    app.db
+        .execute_sql("DELETE FROM deliveries WHERE id IN ('dlv_g0000', 'dlv_g0002')")
+        .await;
+    check("a deletion").await;
+    app.store
+        .prune(
+            chrono::Utc::now() + chrono::Duration::days(400),
+            &RetentionPolicy::default(),
+        )
+        .await
+        .expect("retention");
+    let after = check("a retention pass").await;
+    assert_eq!(after.1, 0, "the DLQ is pruned past its retention");
+    app.stop().await;
+}
+
+on_both_backends!(the_delivery_gauges_match_a_count_after_every_change);

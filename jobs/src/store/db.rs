@@ -282,6 +282,8 @@ const PLACEHOLDER: char = '\u{1}';
 pub(crate) struct Statement<'a> {
     sql: String,
     args: Vec<Arg<'a>>,
+    /// Whether [`Statement::and`] has started a `WHERE` clause.
+    in_where: bool,
 }
 
 impl<'a> Statement<'a> {
@@ -290,6 +292,7 @@ impl<'a> Statement<'a> {
         Statement {
             sql: sql.to_owned(),
             args: Vec::new(),
+            in_where: false,
         }
     }
 
@@ -314,6 +317,23 @@ impl<'a> Statement<'a> {
     /// Appends text.
     pub(crate) fn push(&mut self, sql: &str) -> &mut Self {
         self.sql.push_str(sql);
+        self
+    }
+
+    /// Starts the next condition of a `WHERE` clause built from the conditions that
+    /// apply: ` WHERE ` before the first, ` AND ` before the others. (A clause of only
+    /// the filters that are set is one the planner can serve from an index; a
+    /// `($1 = '' OR col = $1)` is not.)
+    pub(crate) fn and(&mut self) -> &mut Self {
+        self.sql.push_str(if self.in_where { " AND " } else { " WHERE " });
+        self.in_where = true;
+        self
+    }
+
+    /// Marks the statement's text as inside a `WHERE` clause already, so that
+    /// [`Statement::and`] appends ` AND `.
+    pub(crate) fn in_where(&mut self) -> &mut Self {
+        self.in_where = true;
         self
     }
 
@@ -553,5 +573,24 @@ mod tests {
             "INSERT INTO t (a, b) VALUES (?, 'x'), (?, 'x') WHERE id IN (?, ?)"
         );
         assert_eq!(s.args.len(), 4);
+    }
+
+    #[test]
+    fn conditions_start_a_where_clause_then_join_with_and() {
+        let mut s = Statement::new("SELECT 1 FROM t");
+        s.and().push("a = ").bind(1_i64);
+        s.and()
+            .push("(b, c) > (")
+            .bind("x")
+            .push(", ")
+            .bind(2_i64)
+            .push(")");
+        assert_eq!(
+            s.render(false),
+            "SELECT 1 FROM t WHERE a = $1 AND (b, c) > ($2, $3)"
+        );
+        let mut s = Statement::new("SELECT 1 FROM t WHERE d");
+        s.in_where().and().push("a = ").bind(1_i64);
+        assert_eq!(s.render(true), "SELECT 1 FROM t WHERE d AND a = ?");
     }
 }

@@ -23,8 +23,11 @@
 //!   deliveries and the dead letter queue (`dlq.rs`), and the gauges (`gauges.rs`).
 //! - `stats.rs`: the dashboard's reads: capped counts, the DLQ by failure signature,
 //!   bulk-action previews, hourly delivery success.
+//! - `bench_data.rs`: a synthetic delivery history for the benchmark (never used by the
+//!   product).
 
 pub(crate) mod audit;
+mod bench_data;
 mod db;
 mod deliveries;
 mod jobs;
@@ -38,6 +41,7 @@ pub(crate) mod webhooks;
 /// The deliveries' domain types, also reachable from here (where they lived before).
 pub use crate::domain::{Attempt, AttemptOutcome, Delivery, DeliveryPolicy, DeliveryStatus, MAX_RETRY_AFTER};
 pub use audit::{AuditEntry, NewAuditEntry};
+pub use bench_data::SYNTHETIC_SUBSCRIPTIONS;
 pub use deliveries::{
     AttemptRecord, DeliveryFilter, DeliveryLoad, DeliveryWork, ExportCursor, ExportRow, Gauges, ReplayFilter,
     Unattempted,

@@ -424,28 +424,20 @@ impl Store {
 
     /// The job's runs, newest first (including `skipped` and `missed` ledger rows).
     pub async fn list_runs(&self, job_id: &JobId, page: &PageRequest) -> Result<Page<Run>, StoreError> {
-        let (before_ms, before_id) = page
-            .after
-            .as_ref()
-            .map_or((i64::MAX, "~"), |c| (c.created_at_ms, c.id.as_str()));
-        let rows: Vec<RunRow> = self
-            .reader()
-            .fetch_all(
-                concat!(
-                    "SELECT ",
-                    run_columns!(),
-                    " FROM runs WHERE job_id = $1 ",
-                    "AND (created_at < $2 OR (created_at = $2 AND id < $3)) ",
-                    "ORDER BY created_at DESC, id DESC LIMIT $4"
-                ),
-                &[
-                    job_id.as_str().into(),
-                    before_ms.into(),
-                    before_id.into(),
-                    (i64::from(page.limit) + 1).into(),
-                ],
-            )
-            .await?;
+        // `runs_by_job` is in listing order; the cursor is a row value, an index bound.
+        let mut s = Statement::new(concat!("SELECT ", run_columns!(), " FROM runs WHERE job_id = "));
+        s.bind(job_id.as_str()).in_where();
+        if let Some(c) = &page.after {
+            s.and()
+                .push("(created_at, id) < (")
+                .bind(c.created_at_ms)
+                .push(", ")
+                .bind(c.id.as_str())
+                .push(")");
+        }
+        s.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .bind(i64::from(page.limit) + 1);
+        let rows: Vec<RunRow> = self.reader().fetch_built(s).await?;
         let items = rows
             .into_iter()
             .map(Run::try_from)

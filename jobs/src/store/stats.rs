@@ -4,10 +4,10 @@
 //! session ends when its key is revoked). Read-only; every change goes through the same
 //! functions as the API.
 
-use super::{Store, db::Arg};
+use super::{Store, db::Statement};
 use crate::StoreError;
-use crate::domain::{ApiKey, ApiKeyId, Cursor, DeliveryId, Page, PageRequest, Scope, WebhookId};
-use crate::store::{Delivery, DeliveryFilter, DeliveryStatus, ReplayFilter};
+use crate::domain::{ApiKey, ApiKeyId, Cursor, DeliveryId, Page, PageRequest, Scope};
+use crate::store::{Delivery, DeliveryFilter, ReplayFilter};
 use chrono::{DateTime, Utc};
 
 /// Which dead deliveries a DLQ view or action covers; every field narrows it.
@@ -70,43 +70,41 @@ pub struct DeliveryExtras {
     pub round_attempts: u32,
 }
 
-/// The condition of a [`DeadFilter`] on `d` (a delivery) and `a` (its last attempt),
-/// with its fields as `$1`–`$6` (see [`dead_args`]). `dead_at` is set exactly while a
-/// delivery is dead; without acknowledged ones the condition is that of the partial
-/// index of the DLQ, so the database can read the DLQ alone.
-fn dead_where(include_acknowledged: bool) -> String {
-    let dead = if include_acknowledged {
-        "d.dead_at IS NOT NULL"
+/// Appends the condition of a [`DeadFilter`] on `d` (a delivery) and `a` (its last
+/// attempt): only the fields that are set. `dead_at` is set exactly while a delivery is
+/// dead; without acknowledged ones the condition is that of the partial indexes of the
+/// DLQ (in listing order, also by subscription and by event type), so the database
+/// reads the DLQ alone; with them, `status` names the status index.
+fn push_dead_conditions<'a>(s: &mut Statement<'a>, f: &'a DeadFilter) {
+    if f.include_acknowledged {
+        s.and().push("d.status = 'dead' AND d.dead_at IS NOT NULL");
     } else {
-        "d.dead_at IS NOT NULL AND NOT d.acknowledged"
-    };
-    format!(
-        "{dead} AND ($1 = '' OR d.webhook_id = $1) AND ($2 = '' OR d.event_type = $2) \
-         AND d.created_at >= $3 AND d.created_at < $4 \
-         AND ($5 = '~' OR COALESCE(a.error_kind, '') = $5) AND ($6 = -2 OR COALESCE(a.status_code, -1) = $6)"
-    )
+        s.and().push("d.dead_at IS NOT NULL AND NOT d.acknowledged");
+    }
+    let r = &f.replay;
+    if let Some(w) = &r.webhook_id {
+        s.and().push("d.webhook_id = ").bind(w.as_str());
+    }
+    if let Some(e) = &r.event_type {
+        s.and().push("d.event_type = ").bind(e.as_str());
+    }
+    if let Some(t) = r.since {
+        s.and().push("d.created_at >= ").bind(t.timestamp_millis());
+    }
+    if let Some(t) = r.until {
+        s.and().push("d.created_at < ").bind(t.timestamp_millis());
+    }
+    if let Some((kind, code)) = &f.signature {
+        s.and().push("COALESCE(a.error_kind, '') = ").bind(kind.as_str());
+        s.and()
+            .push("COALESCE(a.status_code, -1) = ")
+            .bind(code.map_or(-1, i64::from));
+    }
 }
 
 /// The last attempt of each delivery `d` (none if it died without one).
 const LAST_ATTEMPT: &str =
     "deliveries d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id AND a.attempt = d.attempts";
-
-/// A [`DeadFilter`]'s values as `$1`–`$6` of [`dead_where`].
-fn dead_args(f: &DeadFilter) -> Vec<Arg<'_>> {
-    let (kind, code) = match &f.signature {
-        Some((kind, code)) => (kind.as_str(), code.map_or(-1, i64::from)),
-        None => ("~", -2),
-    };
-    let r = &f.replay;
-    vec![
-        r.webhook_id.as_ref().map_or("", WebhookId::as_str).into(),
-        r.event_type.as_deref().unwrap_or("").into(),
-        r.since.map_or(i64::MIN, |t| t.timestamp_millis()).into(),
-        r.until.map_or(i64::MAX, |t| t.timestamp_millis()).into(),
-        kind.into(),
-        code.into(),
-    ]
-}
 
 fn time(v: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_millis(v).ok_or_else(|| StoreError::Corrupt(format!("timestamp {v}")))
@@ -148,23 +146,13 @@ impl Store {
     /// How many deliveries match `filter`, counting no further than `cap + 1` (so a
     /// result over `cap` means "more than `cap`" and costs no more than `cap` rows).
     pub async fn count_deliveries(&self, filter: &DeliveryFilter, cap: u64) -> Result<u64, StoreError> {
-        let (n,): (i64,) = self
-            .reader()
-            .fetch_one(
-                "SELECT COUNT(*) FROM (SELECT 1 FROM deliveries WHERE \
-                 ($1 = '' OR webhook_id = $1) AND ($2 = '' OR job_id = $2) AND ($3 = '' OR event_type = $3) \
-                 AND ($4 = '' OR status = $4) AND created_at >= $5 AND created_at < $6 LIMIT $7) x",
-                &[
-                    filter.webhook_id.as_deref().unwrap_or("").into(),
-                    filter.job_id.as_deref().unwrap_or("").into(),
-                    filter.event_type.as_deref().unwrap_or("").into(),
-                    filter.status.map_or("", DeliveryStatus::as_str).into(),
-                    filter.since.map_or(i64::MIN, |t| t.timestamp_millis()).into(),
-                    filter.until.map_or(i64::MAX, |t| t.timestamp_millis()).into(),
-                    i64::try_from(cap).unwrap_or(i64::MAX).saturating_add(1).into(),
-                ],
-            )
-            .await?;
+        let mut s = Statement::new("SELECT COUNT(*) FROM (SELECT 1 FROM deliveries");
+        filter.push_conditions(&mut s, "");
+        s.push(" LIMIT ")
+            .bind(i64::try_from(cap).unwrap_or(i64::MAX).saturating_add(1))
+            .push(") x");
+        let rows: Vec<(i64,)> = self.reader().fetch_built(s).await?;
+        let n = rows.first().map_or(0, |r| r.0);
         Ok(count(n))
     }
 
@@ -172,29 +160,32 @@ impl Store {
     /// among the first `cap` in replay order (oldest first): the preview of a bulk
     /// action that takes at most `cap`.
     pub async fn count_dead(&self, filter: &DeadFilter, cap: u64) -> Result<(u64, u64), StoreError> {
-        let sql = format!(
-            "SELECT COUNT(*), COUNT(DISTINCT webhook_id) FROM (SELECT d.webhook_id FROM {LAST_ATTEMPT} \
-             WHERE {} ORDER BY d.created_at, d.id LIMIT $7) x",
-            dead_where(filter.include_acknowledged)
-        );
-        let mut args = dead_args(filter);
-        args.push(i64::try_from(cap).unwrap_or(i64::MAX).into());
-        let (n, hooks): (i64, i64) = self.reader().fetch_one(sql, &args).await?;
+        let mut s = Statement::new(&format!(
+            "SELECT COUNT(*), COUNT(DISTINCT webhook_id) FROM (SELECT d.webhook_id FROM {LAST_ATTEMPT}"
+        ));
+        push_dead_conditions(&mut s, filter);
+        s.push(" ORDER BY d.created_at, d.id LIMIT ")
+            .bind(i64::try_from(cap).unwrap_or(i64::MAX))
+            .push(") x");
+        let rows: Vec<(i64, i64)> = self.reader().fetch_built(s).await?;
+        let (n, hooks) = rows.first().copied().unwrap_or((0, 0));
         Ok((count(n), count(hooks)))
     }
 
     /// Dead deliveries matching `filter` grouped by subscription and the failure
     /// signature of their last attempt, largest group first.
     pub async fn dead_groups(&self, filter: &DeadFilter) -> Result<Vec<DeadGroup>, StoreError> {
-        let sql = format!(
+        let mut s = Statement::new(&format!(
             "SELECT d.webhook_id, COALESCE(a.error_kind, '') AS kind, a.status_code, COUNT(*) AS n, \
-             MIN(d.created_at) AS first, MAX(d.created_at) AS last FROM {LAST_ATTEMPT} WHERE {} \
-             GROUP BY d.webhook_id, COALESCE(a.error_kind, ''), a.status_code \
+             MIN(d.created_at) AS first, MAX(d.created_at) AS last FROM {LAST_ATTEMPT}"
+        ));
+        push_dead_conditions(&mut s, filter);
+        s.push(
+            " GROUP BY d.webhook_id, COALESCE(a.error_kind, ''), a.status_code \
              ORDER BY n DESC, d.webhook_id LIMIT 500",
-            dead_where(filter.include_acknowledged)
         );
         type Row = (String, String, Option<i64>, i64, i64, i64);
-        let rows: Vec<Row> = self.reader().fetch_all(sql, &dead_args(filter)).await?;
+        let rows: Vec<Row> = self.reader().fetch_built(s).await?;
         rows.into_iter()
             .map(|(webhook_id, error_kind, code, n, first, last)| {
                 Ok(DeadGroup {
@@ -216,24 +207,23 @@ impl Store {
         filter: &DeadFilter,
         page: &PageRequest,
     ) -> Result<Page<DeadDelivery>, StoreError> {
-        let (after_ms, after_id) = page
-            .after
-            .as_ref()
-            .map_or((i64::MIN, ""), |c| (c.created_at_ms, c.id.as_str()));
-        let sql = format!(
+        let mut s = Statement::new(&format!(
             "SELECT d.id, d.event_id, d.webhook_id, d.event_type, d.job_id, d.status, d.attempts, \
              d.next_attempt_at, d.last_status_code, d.last_error, d.acknowledged, d.created_at, d.delivered_at, \
-             a.error_kind FROM {LAST_ATTEMPT} WHERE {} \
-             AND (d.created_at > $7 OR (d.created_at = $7 AND d.id > $8)) ORDER BY d.created_at, d.id LIMIT $9",
-            dead_where(filter.include_acknowledged)
-        );
-        let mut args = dead_args(filter);
-        args.extend([
-            after_ms.into(),
-            after_id.into(),
-            (i64::from(page.limit) + 1).into(),
-        ]);
-        let rows: Vec<DeadRow> = self.reader().fetch_all(sql, &args).await?;
+             a.error_kind FROM {LAST_ATTEMPT}"
+        ));
+        push_dead_conditions(&mut s, filter);
+        if let Some(c) = &page.after {
+            s.and()
+                .push("(d.created_at, d.id) > (")
+                .bind(c.created_at_ms)
+                .push(", ")
+                .bind(c.id.as_str())
+                .push(")");
+        }
+        s.push(" ORDER BY d.created_at, d.id LIMIT ")
+            .bind(i64::from(page.limit) + 1);
+        let rows: Vec<DeadRow> = self.reader().fetch_built(s).await?;
         let items = rows
             .into_iter()
             .map(|r| {

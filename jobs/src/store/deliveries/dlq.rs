@@ -6,7 +6,7 @@
 use super::{DeliveryRow, delivery_columns, time};
 use crate::StoreError;
 use crate::domain::{Attempt, Cursor, Delivery, DeliveryId, DeliveryStatus, Page, PageRequest, WebhookId};
-use crate::store::{Change, Store, db::Arg, queue};
+use crate::store::{Change, Store, db::Statement, queue};
 use chrono::{DateTime, Utc};
 
 /// Filter of a bulk replay.
@@ -40,17 +40,28 @@ pub struct DeliveryFilter {
 }
 
 impl DeliveryFilter {
-    /// The filter as `$1`–`$6` (subscription, job, event type, status, since, until;
-    /// empty or unbounded when unset) of a listing or export query.
-    fn args(&self) -> [Arg<'_>; 6] {
-        [
-            self.webhook_id.as_deref().unwrap_or("").into(),
-            self.job_id.as_deref().unwrap_or("").into(),
-            self.event_type.as_deref().unwrap_or("").into(),
-            self.status.map_or("", DeliveryStatus::as_str).into(),
-            self.since.map_or(i64::MIN, |t| t.timestamp_millis()).into(),
-            self.until.map_or(i64::MAX, |t| t.timestamp_millis()).into(),
-        ]
+    /// Appends the conditions of the fields that are set, on the columns of `d` (the
+    /// deliveries table's alias with its dot, or `""`). Each field has an index in
+    /// listing order (`20261207000002_deliveries_filter_indexes`).
+    pub(crate) fn push_conditions<'a>(&'a self, s: &mut Statement<'a>, d: &str) {
+        if let Some(w) = &self.webhook_id {
+            s.and().push(d).push("webhook_id = ").bind(w.as_str());
+        }
+        if let Some(j) = &self.job_id {
+            s.and().push(d).push("job_id = ").bind(j.as_str());
+        }
+        if let Some(e) = &self.event_type {
+            s.and().push(d).push("event_type = ").bind(e.as_str());
+        }
+        if let Some(st) = self.status {
+            s.and().push(d).push("status = ").bind(st.as_str());
+        }
+        if let Some(t) = self.since {
+            s.and().push(d).push("created_at >= ").bind(t.timestamp_millis());
+        }
+        if let Some(t) = self.until {
+            s.and().push(d).push("created_at < ").bind(t.timestamp_millis());
+        }
     }
 }
 
@@ -162,83 +173,88 @@ impl Store {
         filter: &DeliveryFilter,
         page: &PageRequest,
     ) -> Result<Page<Delivery>, StoreError> {
-        let (before_ms, before_id) = page
-            .after
-            .as_ref()
-            .map_or((i64::MAX, "~"), |c| (c.created_at_ms, c.id.as_str()));
-        let mut args = filter.args().to_vec();
-        args.extend([
-            before_ms.into(),
-            before_id.into(),
-            (i64::from(page.limit) + 1).into(),
-        ]);
-        let rows: Vec<DeliveryRow> = self
-            .reader()
-            .fetch_all(
-                concat!(
-                    "SELECT ",
-                    delivery_columns!(),
-                    " FROM deliveries WHERE ",
-                    "($1 = '' OR webhook_id = $1) AND ($2 = '' OR job_id = $2) AND ($3 = '' OR event_type = $3) ",
-                    "AND ($4 = '' OR status = $4) AND created_at >= $5 AND created_at < $6 ",
-                    "AND (created_at < $7 OR (created_at = $7 AND id < $8)) ORDER BY created_at DESC, id DESC LIMIT $9"
-                ),
-                &args,
-            )
-            .await?;
+        let mut s = Statement::new(concat!("SELECT ", delivery_columns!(), " FROM deliveries"));
+        filter.push_conditions(&mut s, "");
+        if let Some(c) = &page.after {
+            s.and()
+                .push("(created_at, id) < (")
+                .bind(c.created_at_ms)
+                .push(", ")
+                .bind(c.id.as_str())
+                .push(")");
+        }
+        s.push(" ORDER BY created_at DESC, id DESC LIMIT ")
+            .bind(i64::from(page.limit) + 1);
+        let rows: Vec<DeliveryRow> = self.reader().fetch_built(s).await?;
         delivery_page(rows, page)
     }
 
     /// Up to `limit` export rows (one per attempt, oldest delivery first) after `after`.
     /// Callers stream an export by calling this until it returns fewer than `limit`.
+    ///
+    /// Each call costs its own rows, however far the export has come: the deliveries
+    /// are read first, at most `limit + 1` of them from the cursor's one on (a row-value
+    /// bound on an index in this order), and only they are joined to their attempts.
+    /// Every delivery has at least one row, so `limit + 1` deliveries (the cursor's own
+    /// may have no rows left) fill a page whenever more rows follow.
     pub async fn export_attempts(
         &self,
         filter: &DeliveryFilter,
         after: Option<&ExportCursor>,
         limit: i64,
     ) -> Result<Vec<ExportRow>, StoreError> {
-        let (k_at, k_id, k_attempt) = after.map_or((i64::MIN, "", -1), |(a, b, c)| (*a, b.as_str(), *c));
-        let mut args = filter.args().to_vec();
-        args.extend([k_at.into(), k_id.into(), k_attempt.into(), limit.into()]);
-        let rows: Vec<ExportRow> = self
-            .reader()
-            .fetch_all(
-                "SELECT d.id AS delivery_id, d.event_id, d.webhook_id, d.event_type, d.job_id, \
-                 d.status AS delivery_status, d.created_at AS delivery_created_at, COALESCE(a.attempt, 0) AS attempt, \
-                 a.started_at AS attempted_at, a.duration_ms, a.status_code, a.error_kind, a.error, a.response_excerpt \
-                 FROM deliveries d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id WHERE \
-                 ($1 = '' OR d.webhook_id = $1) AND ($2 = '' OR d.job_id = $2) AND ($3 = '' OR d.event_type = $3) \
-                 AND ($4 = '' OR d.status = $4) AND d.created_at >= $5 AND d.created_at < $6 \
-                 AND (d.created_at > $7 OR (d.created_at = $7 AND (d.id > $8 OR (d.id = $8 AND COALESCE(a.attempt, 0) > $9)))) \
-                 ORDER BY d.created_at, d.id, COALESCE(a.attempt, 0) LIMIT $10",
-                &args,
-            )
-            .await?;
-        Ok(rows)
+        let mut s = Statement::new(
+            "SELECT d.id AS delivery_id, d.event_id, d.webhook_id, d.event_type, d.job_id, \
+             d.status AS delivery_status, d.created_at AS delivery_created_at, COALESCE(a.attempt, 0) AS attempt, \
+             a.started_at AS attempted_at, a.duration_ms, a.status_code, a.error_kind, a.error, a.response_excerpt \
+             FROM (SELECT id, event_id, webhook_id, event_type, job_id, status, created_at FROM deliveries",
+        );
+        filter.push_conditions(&mut s, "");
+        if let Some((at, id, _)) = after {
+            s.and()
+                .push("(created_at, id) >= (")
+                .bind(*at)
+                .push(", ")
+                .bind(id.as_str())
+                .push(")");
+        }
+        s.push(" ORDER BY created_at, id LIMIT ")
+            .bind(limit.saturating_add(1))
+            .push(") d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id");
+        if let Some((at, id, attempt)) = after {
+            s.push(" WHERE (d.created_at, d.id, COALESCE(a.attempt, 0)) > (")
+                .bind(*at)
+                .push(", ")
+                .bind(id.as_str())
+                .push(", ")
+                .bind(*attempt)
+                .push(")");
+        }
+        s.push(" ORDER BY d.created_at, d.id, COALESCE(a.attempt, 0) LIMIT ")
+            .bind(limit);
+        Ok(self.reader().fetch_built(s).await?)
     }
 
     /// The dead letter queue: dead, unacknowledged deliveries, oldest first.
     pub async fn list_dlq(&self, page: &PageRequest) -> Result<Page<Delivery>, StoreError> {
-        let (after_ms, after_id) = page
-            .after
-            .as_ref()
-            .map_or((i64::MIN, ""), |c| (c.created_at_ms, c.id.as_str()));
-        let rows: Vec<DeliveryRow> = self
-            .reader()
-            .fetch_all(
-                concat!(
-                    "SELECT ",
-                    delivery_columns!(),
-                    " FROM deliveries WHERE dead_at IS NOT NULL AND NOT acknowledged ",
-                    "AND (created_at > $1 OR (created_at = $1 AND id > $2)) ORDER BY created_at, id LIMIT $3"
-                ),
-                &[
-                    after_ms.into(),
-                    after_id.into(),
-                    (i64::from(page.limit) + 1).into(),
-                ],
-            )
-            .await?;
+        // The condition of the partial index `deliveries_dead`, which is in listing order.
+        let mut s = Statement::new(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM deliveries WHERE dead_at IS NOT NULL AND NOT acknowledged"
+        ));
+        s.in_where();
+        if let Some(c) = &page.after {
+            s.and()
+                .push("(created_at, id) > (")
+                .bind(c.created_at_ms)
+                .push(", ")
+                .bind(c.id.as_str())
+                .push(")");
+        }
+        s.push(" ORDER BY created_at, id LIMIT ")
+            .bind(i64::from(page.limit) + 1);
+        let rows: Vec<DeliveryRow> = self.reader().fetch_built(s).await?;
         delivery_page(rows, page)
     }
 
@@ -252,22 +268,25 @@ impl Store {
         filter: &ReplayFilter,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
-        let ids: Vec<(String,)> = self
-            .reader()
-            .fetch_all(
-                "SELECT id FROM deliveries WHERE status = 'dead' \
-                 AND ($1 = '' OR id = $1) AND ($2 = '' OR webhook_id = $2) AND ($3 = '' OR event_type = $3) \
-                 AND created_at >= $4 AND created_at < $5 ORDER BY created_at, id LIMIT $6",
-                &[
-                    only.map_or("", |d| d.as_str()).into(),
-                    filter.webhook_id.as_ref().map_or("", |w| w.as_str()).into(),
-                    filter.event_type.as_deref().unwrap_or("").into(),
-                    filter.since.map_or(i64::MIN, |t| t.timestamp_millis()).into(),
-                    filter.until.map_or(i64::MAX, |t| t.timestamp_millis()).into(),
-                    REPLAY_LIMIT.into(),
-                ],
-            )
-            .await?;
+        let mut s = Statement::new("SELECT id FROM deliveries WHERE status = 'dead'");
+        s.in_where();
+        if let Some(d) = only {
+            s.and().push("id = ").bind(d.as_str());
+        }
+        if let Some(w) = &filter.webhook_id {
+            s.and().push("webhook_id = ").bind(w.as_str());
+        }
+        if let Some(e) = &filter.event_type {
+            s.and().push("event_type = ").bind(e.as_str());
+        }
+        if let Some(t) = filter.since {
+            s.and().push("created_at >= ").bind(t.timestamp_millis());
+        }
+        if let Some(t) = filter.until {
+            s.and().push("created_at < ").bind(t.timestamp_millis());
+        }
+        s.push(" ORDER BY created_at, id LIMIT ").bind(REPLAY_LIMIT);
+        let ids: Vec<(String,)> = self.reader().fetch_built(s).await?;
         let mut replayed = Vec::new();
         let mut tx = self.begin().await?;
         for (id,) in &ids {

@@ -19,14 +19,14 @@ pub struct Gauges {
 impl Store {
     /// Reads the gauges' values.
     pub async fn gauges(&self) -> Result<Gauges, StoreError> {
-        // `next_attempt_at` and `dead_at` name the partial indexes these counts read (see
-        // the migration `20261128000005_deliveries_hot_updates`).
+        // The deliveries' figures are kept by triggers (migration
+        // `20261207000003_delivery_gauges`), over several rows on Postgres. Subscriptions
+        // are few (one row each, never pruned), so they are counted.
         let (retrying, dead, disabled): (i64, i64, i64) = self
             .reader()
             .fetch_one(
-                "SELECT (SELECT COUNT(*) FROM deliveries WHERE next_attempt_at IS NOT NULL AND status = 'retrying'), \
-                 (SELECT COUNT(*) FROM deliveries WHERE dead_at IS NOT NULL AND NOT acknowledged), \
-                 (SELECT COUNT(*) FROM webhooks WHERE NOT enabled)",
+                "SELECT CAST(COALESCE(SUM(retrying), 0) AS BIGINT), CAST(COALESCE(SUM(dead), 0) AS BIGINT), \
+                 (SELECT COUNT(*) FROM webhooks WHERE NOT enabled) FROM delivery_gauges",
                 &[],
             )
             .await?;
