@@ -2,9 +2,8 @@
 -- index in listing order (creation time, then id), so a page costs its rows whatever
 -- the table's size, and a filter that matches nothing costs one index probe; this holds
 -- without fresh statistics too, since the index gives the order the LIMIT asks for.
--- Before, a filter that matched few rows read the whole table in creation order. The
--- queries (`jobs/src/store/deliveries`) name only the filters that are set, and bound
--- the cursor as a row value, `(created_at, id) < (…)`, which is an index bound.
+-- The queries (`jobs/src/store/deliveries`) name only the filters that are set, and
+-- bound the cursor as a row value, `(created_at, id) < (…)`, which is an index bound.
 --
 -- The subscription, job and event type never change, so their indexes leave an
 -- attempt's update of its delivery a HOT update (see `20261128000005`). The status

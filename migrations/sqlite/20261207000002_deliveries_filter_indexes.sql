@@ -1,7 +1,6 @@
 -- Each filter of the Activity tab, the DLQ page and a job's deliveries reads its own
 -- index in listing order (creation time, then id), so a page costs its rows whatever
--- the table's size, and a filter that matches nothing costs one index probe. Before, a
--- filter that matched few rows read the whole table in creation order. The queries
+-- the table's size, and a filter that matches nothing costs one index probe. The queries
 -- (`jobs/src/store/deliveries`) name only the filters that are set, and bound the
 -- cursor as a row value, `(created_at, id) < (…)`, which the index serves.
 CREATE INDEX deliveries_by_webhook ON deliveries (webhook_id, created_at, id);
