@@ -15,6 +15,7 @@
 //! What does not live here: the statements themselves (each module of the store owns its
 //! own), and apalis's tables (the `queue` module).
 
+use crate::domain::PageRequest;
 use sqlx::{
     Arguments, PgConnection, PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool,
     postgres::{PgArguments, PgRow},
@@ -335,6 +336,26 @@ impl<'a> Statement<'a> {
     pub(crate) fn in_where(&mut self) -> &mut Self {
         self.in_where = true;
         self
+    }
+
+    /// Ends a listing with keyset paging over `(created_at, id)` (each column prefixed
+    /// by `alias`, e.g. `"d."`): the rows past `page`'s cursor, newest first or oldest
+    /// first, one more than the page holds (to tell whether another follows). The cursor
+    /// is a row value, which an index in listing order serves as a bound.
+    pub(crate) fn keyset_page(&mut self, alias: &str, page: &PageRequest, newest_first: bool) -> &mut Self {
+        let (past, order) = if newest_first { ("<", " DESC") } else { (">", "") };
+        if let Some(c) = &page.after {
+            self.and()
+                .push(&format!("({alias}created_at, {alias}id) {past} ("))
+                .bind(c.created_at_ms)
+                .push(", ")
+                .bind(c.id.clone())
+                .push(")");
+        }
+        self.push(&format!(
+            " ORDER BY {alias}created_at{order}, {alias}id{order} LIMIT "
+        ))
+        .bind(i64::from(page.limit) + 1)
     }
 
     /// Appends a placeholder bound to `arg`.

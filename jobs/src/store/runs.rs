@@ -426,17 +426,7 @@ impl Store {
     pub async fn list_runs(&self, job_id: &JobId, page: &PageRequest) -> Result<Page<Run>, StoreError> {
         // `runs_by_job` is in listing order; the cursor is a row value, an index bound.
         let mut s = Statement::new(concat!("SELECT ", run_columns!(), " FROM runs WHERE job_id = "));
-        s.bind(job_id.as_str()).in_where();
-        if let Some(c) = &page.after {
-            s.and()
-                .push("(created_at, id) < (")
-                .bind(c.created_at_ms)
-                .push(", ")
-                .bind(c.id.as_str())
-                .push(")");
-        }
-        s.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .bind(i64::from(page.limit) + 1);
+        s.bind(job_id.as_str()).in_where().keyset_page("", page, true);
         let rows: Vec<RunRow> = self.reader().fetch_built(s).await?;
         let items = rows
             .into_iter()

@@ -213,16 +213,7 @@ impl Store {
              a.error_kind FROM {LAST_ATTEMPT}"
         ));
         push_dead_conditions(&mut s, filter);
-        if let Some(c) = &page.after {
-            s.and()
-                .push("(d.created_at, d.id) > (")
-                .bind(c.created_at_ms)
-                .push(", ")
-                .bind(c.id.as_str())
-                .push(")");
-        }
-        s.push(" ORDER BY d.created_at, d.id LIMIT ")
-            .bind(i64::from(page.limit) + 1);
+        s.keyset_page("d.", page, false);
         let rows: Vec<DeadRow> = self.reader().fetch_built(s).await?;
         let items = rows
             .into_iter()

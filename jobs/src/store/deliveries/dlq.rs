@@ -175,16 +175,7 @@ impl Store {
     ) -> Result<Page<Delivery>, StoreError> {
         let mut s = Statement::new(concat!("SELECT ", delivery_columns!(), " FROM deliveries"));
         filter.push_conditions(&mut s, "");
-        if let Some(c) = &page.after {
-            s.and()
-                .push("(created_at, id) < (")
-                .bind(c.created_at_ms)
-                .push(", ")
-                .bind(c.id.as_str())
-                .push(")");
-        }
-        s.push(" ORDER BY created_at DESC, id DESC LIMIT ")
-            .bind(i64::from(page.limit) + 1);
+        s.keyset_page("", page, true);
         let rows: Vec<DeliveryRow> = self.reader().fetch_built(s).await?;
         delivery_page(rows, page)
     }
@@ -243,17 +234,7 @@ impl Store {
             delivery_columns!(),
             " FROM deliveries WHERE dead_at IS NOT NULL AND NOT acknowledged"
         ));
-        s.in_where();
-        if let Some(c) = &page.after {
-            s.and()
-                .push("(created_at, id) > (")
-                .bind(c.created_at_ms)
-                .push(", ")
-                .bind(c.id.as_str())
-                .push(")");
-        }
-        s.push(" ORDER BY created_at, id LIMIT ")
-            .bind(i64::from(page.limit) + 1);
+        s.in_where().keyset_page("", page, false);
         let rows: Vec<DeliveryRow> = self.reader().fetch_built(s).await?;
         delivery_page(rows, page)
     }
