@@ -45,19 +45,38 @@ fn access_needed(req: &Request) -> Access {
     }
 }
 
+/// The checker of [`BearerAuth`]. The request check (`validate.rs`) authenticates a
+/// secured operation's caller before it looks at the input, and leaves the
+/// [`Principal`] in the request's extensions: that one is taken as it is.
 async fn check_key(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
+    if let Some(principal) = req.extensions().get::<Principal>() {
+        return Ok(principal.clone());
+    }
+    authorize(req, &bearer.token).await
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if the request has one.
+pub(crate) fn bearer_token(req: &Request) -> Option<&str> {
+    let value = req.header(poem::http::header::AUTHORIZATION)?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Finds the key `token` and checks that its scope allows `req`: 401 for an unknown or
+/// revoked key, 403 for a scope that does not allow the operation.
+pub(crate) async fn authorize(req: &Request, token: &str) -> poem::Result<Principal> {
     let state = req
         .data::<ApiState>()
         .ok_or_else(|| poem::Error::from_status(poem::http::StatusCode::INTERNAL_SERVER_ERROR))?;
     let now = state.clock.now();
     let principal = match &state.admin_token_hash {
-        Some(hash) if token_matches(&bearer.token, hash) => Principal {
+        Some(hash) if token_matches(token, hash) => Principal {
             key_id: "key_env".to_owned(),
             scope: Scope::Admin,
         },
         _ => match state
             .store
-            .authenticate(&bearer.token, now)
+            .authenticate(token, now)
             .await
             .map_err(ApiError::from)?
         {

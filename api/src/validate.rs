@@ -17,7 +17,7 @@
 //! which answers 401 before looking at any input.
 
 use crate::{
-    ApiError,
+    ApiError, auth,
     error::{ErrorBody, bad_request},
 };
 use cronflow_jobs::ValidationError;
@@ -196,8 +196,15 @@ pub(crate) async fn check_request<E: Endpoint>(next: E, mut req: Request) -> poe
     else {
         return Ok(method_not_allowed(&routes, &method));
     };
-    if op.secured && req.header(header::AUTHORIZATION).is_none() {
-        return next.call(req).await.map(IntoResponse::into_response);
+    if op.secured {
+        // Who calls comes before what they send: a caller without a valid key learns
+        // nothing about the input (401 or 403, never a 400 naming a field). Without a
+        // bearer token the API itself answers 401.
+        let Some(token) = auth::bearer_token(&req) else {
+            return next.call(req).await.map(IntoResponse::into_response);
+        };
+        let principal = auth::authorize(&req, token).await?;
+        req.extensions_mut().insert(principal);
     }
     if let Some(problem) = check_query(op, req.uri().query().unwrap_or_default()) {
         return Err(ApiError::from(problem).into());

@@ -132,7 +132,57 @@ async fn a_revoked_key_stops_working(backend: Backend) {
     app.stop().await;
 }
 
+/// The key is checked before the input: a caller without a valid key, or with one whose
+/// scope does not allow the operation, gets 401 or 403 for a malformed request too, never
+/// a 400 that would tell it about the input.
+async fn a_caller_without_the_right_key_learns_nothing_about_its_input(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (read, audit) = (app.key(Scope::Read).await, app.key(Scope::Audit).await);
+    let bad_body = serde_json::json!({"name": 5, "no_such_field": true});
+    let send = |method: Method, path: &str, key: &str| {
+        app.client
+            .request(method.clone(), app.url(path))
+            .bearer_auth(key)
+            .json(&if method == Method::POST {
+                bad_body.clone()
+            } else {
+                Value::Null
+            })
+            .send()
+    };
+    let cases = [
+        (
+            Method::POST,
+            "/v1/jobs",
+            "cf_0000000000aa_secretsecretsecretsecretsecretse",
+            401,
+        ),
+        (Method::GET, "/v1/deliveries?limit=100000", "nonsense", 401),
+        (Method::POST, "/v1/jobs", read.as_str(), 403),
+        (Method::GET, "/v1/deliveries?limit=100000", audit.as_str(), 403),
+    ];
+    for (method, path, key, expected) in cases {
+        let (status, body) = status_and_json(send(method.clone(), path, key).await.unwrap()).await;
+        assert_eq!(status, expected, "{method} {path} with key {key}: {body}");
+    }
+    // The same requests with the admin key are bad input, named.
+    for (method, path) in [
+        (Method::POST, "/v1/jobs"),
+        (Method::GET, "/v1/deliveries?limit=100000"),
+    ] {
+        let (status, body) =
+            status_and_json(send(method.clone(), path, &app.admin_token).await.unwrap()).await;
+        assert!(
+            (400..500).contains(&status) && status != 401 && status != 403,
+            "{method} {path} with the admin key: {status} {body}"
+        );
+        assert!(body["field"].is_string(), "the error names the field: {body}");
+    }
+    app.stop().await;
+}
+
 on_both_backends!(
+    a_caller_without_the_right_key_learns_nothing_about_its_input,
     every_v1_route_refuses_a_missing_or_wrong_key,
     a_read_key_can_read_all_but_the_audit_log_and_change_nothing,
     an_audit_key_cannot_read_jobs,
