@@ -68,24 +68,9 @@ fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Every delivery `query` (filters, without `?`) lists, 500 a page.
 async fn all_pages(app: &TestApp, query: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let sep = if query.is_empty() { "" } else { "&" };
-        let path = match &cursor {
-            Some(c) => format!("/v1/deliveries?{query}{sep}limit=500&cursor={c}"),
-            None => format!("/v1/deliveries?{query}{sep}limit=500"),
-        };
-        let r = app.get(&path).await;
-        assert_eq!(r.status(), 200, "{path}");
-        let page: Value = r.json().await.unwrap();
-        out.extend(page["items"].as_array().unwrap().iter().cloned());
-        match page.get("next_cursor").and_then(Value::as_str) {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return out,
-        }
-    }
+    page_items(app, &format!("/v1/deliveries?{query}"), 500).await
 }
 
 async fn deliveries_filter_and_paginate_newest_first(backend: Backend) {
@@ -158,25 +143,29 @@ async fn the_csv_export_reads_back_to_the_same_rows(backend: Backend) {
     app.stop().await;
 }
 
-/// Every page of `path` (a listing with `?` in it) at `limit` items a page.
+/// The ids of every page of `path` (a listing with `?` in it) at `limit` items a page.
 async fn pages_of(app: &TestApp, path: &str, limit: u32) -> Vec<String> {
+    page_items(app, path, limit)
+        .await
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The items of every page of `path` (a listing with `?` in it), following its cursor.
+async fn page_items(app: &TestApp, path: &str, limit: u32) -> Vec<Value> {
+    let sep = if path.ends_with('?') { "" } else { "&" };
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let url = match &cursor {
-            Some(c) => format!("{path}&limit={limit}&cursor={c}"),
-            None => format!("{path}&limit={limit}"),
+            Some(c) => format!("{path}{sep}limit={limit}&cursor={c}"),
+            None => format!("{path}{sep}limit={limit}"),
         };
         let r = app.get(&url).await;
         assert_eq!(r.status(), 200, "{url}");
         let page: Value = r.json().await.unwrap();
-        out.extend(
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| d["id"].as_str().unwrap().to_owned()),
-        );
+        out.extend(page["items"].as_array().unwrap().iter().cloned());
         match page.get("next_cursor").and_then(Value::as_str) {
             Some(c) => cursor = Some(c.to_owned()),
             None => return out,
