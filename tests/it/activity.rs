@@ -143,6 +143,18 @@ async fn the_csv_export_reads_back_to_the_same_rows(backend: Backend) {
     app.stop().await;
 }
 
+/// Inserts fixture deliveries, each row `(id, event_id, webhook_id, event_type, job_id,
+/// status, attempts, round_attempts, created_at, updated_at, dead_at)` as SQL.
+async fn insert_deliveries(app: &TestApp, rows: &[String]) {
+    app.db
+        .execute_sql(&format!(
+            "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, attempts, round_attempts, \
+             created_at, updated_at, dead_at) VALUES {}",
+            rows.join(", ")
+        ))
+        .await;
+}
+
 /// The ids of every page of `path` (a listing with `?` in it) at `limit` items a page.
 async fn pages_of(app: &TestApp, path: &str, limit: u32) -> Vec<String> {
     page_items(app, path, limit)
@@ -217,13 +229,7 @@ async fn each_filter_pages_through_deliveries_that_share_a_creation_time(backend
             )
         })
         .collect();
-    app.db
-        .execute_sql(&format!(
-            "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, attempts, round_attempts, \
-             created_at, updated_at, dead_at) VALUES {}",
-            values.join(", ")
-        ))
-        .await;
+    insert_deliveries(&app, &values).await;
     let expect = |keep: &dyn Fn(&Fx) -> bool, newest_first: bool| -> Vec<String> {
         let mut v: Vec<(i64, String)> = fx
             .iter()
@@ -295,13 +301,7 @@ async fn the_export_resumes_inside_a_delivery_and_among_equal_creation_times(bac
             expected.push((at, id.clone(), a, format!("wh_{}", i % 2)));
         }
     }
-    app.db
-        .execute_sql(&format!(
-            "INSERT INTO deliveries (id, event_id, webhook_id, event_type, job_id, status, attempts, round_attempts, \
-             created_at, updated_at, dead_at) VALUES {}",
-            deliveries.join(", ")
-        ))
-        .await;
+    insert_deliveries(&app, &deliveries).await;
     app.db
         .execute_sql(&format!(
             "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, status_code, error_kind, \

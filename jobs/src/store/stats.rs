@@ -81,19 +81,7 @@ fn push_dead_conditions<'a>(s: &mut Statement<'a>, f: &'a DeadFilter) {
     } else {
         s.and().push("d.dead_at IS NOT NULL AND NOT d.acknowledged");
     }
-    let r = &f.replay;
-    if let Some(w) = &r.webhook_id {
-        s.and().push("d.webhook_id = ").bind(w.as_str());
-    }
-    if let Some(e) = &r.event_type {
-        s.and().push("d.event_type = ").bind(e.as_str());
-    }
-    if let Some(t) = r.since {
-        s.and().push("d.created_at >= ").bind(t.timestamp_millis());
-    }
-    if let Some(t) = r.until {
-        s.and().push("d.created_at < ").bind(t.timestamp_millis());
-    }
+    f.replay.push_conditions(s, "d.");
     if let Some((kind, code)) = &f.signature {
         s.and().push("COALESCE(a.error_kind, '') = ").bind(kind.as_str());
         s.and()

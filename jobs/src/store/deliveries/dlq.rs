@@ -22,6 +22,25 @@ pub struct ReplayFilter {
     pub until: Option<DateTime<Utc>>,
 }
 
+impl ReplayFilter {
+    /// Appends a condition for each field that is set (columns prefixed by `d`, e.g.
+    /// `"d."`), as [`DeliveryFilter::push_conditions`] does.
+    pub(crate) fn push_conditions<'a>(&'a self, s: &mut Statement<'a>, d: &str) {
+        if let Some(w) = &self.webhook_id {
+            s.and().push(d).push("webhook_id = ").bind(w.as_str());
+        }
+        if let Some(e) = &self.event_type {
+            s.and().push(d).push("event_type = ").bind(e.as_str());
+        }
+        if let Some(t) = self.since {
+            s.and().push(d).push("created_at >= ").bind(t.timestamp_millis());
+        }
+        if let Some(t) = self.until {
+            s.and().push(d).push("created_at < ").bind(t.timestamp_millis());
+        }
+    }
+}
+
 /// Which deliveries a listing or export shows; every field narrows it.
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryFilter {
@@ -254,18 +273,7 @@ impl Store {
         if let Some(d) = only {
             s.and().push("id = ").bind(d.as_str());
         }
-        if let Some(w) = &filter.webhook_id {
-            s.and().push("webhook_id = ").bind(w.as_str());
-        }
-        if let Some(e) = &filter.event_type {
-            s.and().push("event_type = ").bind(e.as_str());
-        }
-        if let Some(t) = filter.since {
-            s.and().push("created_at >= ").bind(t.timestamp_millis());
-        }
-        if let Some(t) = filter.until {
-            s.and().push("created_at < ").bind(t.timestamp_millis());
-        }
+        filter.push_conditions(&mut s, "");
         s.push(" ORDER BY created_at, id LIMIT ").bind(REPLAY_LIMIT);
         let ids: Vec<(String,)> = self.reader().fetch_built(s).await?;
         let mut replayed = Vec::new();
