@@ -1,18 +1,17 @@
-//! The audit trail of the API: every successful change made through `/v1` is recorded
-//! (who — the key id —, what, which object, when, from which address), and
-//! `GET /v1/audit` streams the log as NDJSON for SIEMs, resuming exactly after a cursor
-//! and, with `follow=true`, staying open to stream new entries as they happen.
+//! The audit trail of the API: every successful change made through `/v1` or the
+//! dashboard is recorded (who — the key id —, what, which object, when, from which
+//! address), and `GET /v1/audit` streams the log as NDJSON for SIEMs, resuming exactly
+//! after a cursor and, with `follow=true`, staying open to stream new entries as they
+//! happen.
 //!
-//! Recording happens in a middleware, after the handler succeeded, so no route can
-//! forget it. Secrets in responses (new keys, webhook secrets) are never recorded.
+//! The store method that makes a change writes its entry in the same transaction, from
+//! the [`ChangedBy`] its caller builds here out of the authenticated key: a change is
+//! never without its entry, nor an entry without its change. Secrets in responses (new
+//! keys, webhook secrets) are never recorded.
 
-use crate::{ApiError, ApiState, ApiTags, auth::BearerAuth};
-use cronflow_jobs::{
-    Store,
-    domain::api_key::{key_id_of_token, token_matches},
-    store::NewAuditEntry,
-};
-use poem::{Body, Endpoint, IntoResponse, Request, Response, http::Method, web::Data};
+use crate::{ApiError, ApiState, ApiTags, auth::BearerAuth, auth::Principal};
+use cronflow_jobs::{Store, store::ChangedBy};
+use poem::{Body, Request, http::Method, web::Data};
 use poem_openapi::{ApiResponse, OpenApi, param::Query, payload::Binary};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -25,111 +24,55 @@ const HEARTBEAT: Duration = Duration::from_secs(15);
 /// Entries read per database round trip.
 const BATCH: i64 = 500;
 
-/// The object kind of a `/v1/<collection>/…` path.
-fn object_type(collection: &str) -> &'static str {
-    match collection {
-        "jobs" => "job",
-        "runs" => "run",
-        "webhooks" => "webhook",
-        "dlq" | "deliveries" => "delivery",
-        "keys" => "key",
-        _ => "other",
-    }
-}
-
 fn looks_like_id(segment: &str) -> bool {
     ["wf_", "run_", "wh_", "dlv_", "key_", "evt_"]
         .iter()
         .any(|p| segment.starts_with(p))
 }
 
-/// Records successful changes (any method but GET/HEAD/OPTIONS under `/v1/`).
-pub(crate) async fn record_changes<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
-    let path = req.uri().path().to_owned();
-    let method = req.method().clone();
-    let is_change =
-        path.starts_with("/v1/") && ![Method::GET, Method::HEAD, Method::OPTIONS].contains(&method);
-    let Some(state) = req.data::<ApiState>().cloned().filter(|_| is_change) else {
-        return next.call(req).await.map(IntoResponse::into_response);
-    };
-    let token = req
-        .header(poem::http::header::AUTHORIZATION)
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::to_owned)
-        .unwrap_or_default();
-    let source = req.remote_addr().as_socket_addr().map(|a| a.ip().to_string());
-    let mut resp = next.call(req).await?.into_response();
-    if !resp.status().is_success() {
-        return Ok(resp);
-    }
-    let actor = match &state.admin_token_hash {
-        Some(h) if token_matches(&token, h) => "key_env".to_owned(),
-        _ => key_id_of_token(&token).map_or_else(|| "unknown".to_owned(), |k| k.to_string()),
-    };
-    let mut object_id = id_in_path(&path);
-    if object_id.is_none() {
-        // A create: the new object's id is in the answer.
-        let body = resp.take_body().into_bytes().await.unwrap_or_default();
-        object_id = serde_json::from_slice::<Value>(&body).ok().and_then(|v| {
-            v.get("id")
-                .or(v.get("delivery_id"))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        });
-        resp.set_body(body);
-    }
-    let change = Change {
-        actor: &actor,
-        method: &method,
-        path: &path,
-        object_id: object_id.as_deref(),
-        source: source.as_deref(),
-        detail: json!({ "status": resp.status().as_u16() }),
-    };
-    append_change(&state, &change).await;
-    Ok(resp)
-}
-
-/// The first object id in a `/v1/…` path.
-fn id_in_path(path: &str) -> Option<String> {
-    path.trim_start_matches("/v1/")
+/// The audit action of a `/v1` route: its method and path, ids replaced by `{id}`
+/// (`POST /v1/jobs/{id}/pause`).
+pub(crate) fn action(method: &Method, path: &str) -> String {
+    let template: Vec<&str> = path
+        .trim_start_matches("/v1/")
         .split('/')
-        .find(|s| looks_like_id(s))
-        .map(str::to_owned)
-}
-
-/// A change to record, as the API sees it: `path` is the `/v1/…` route it went (or, for
-/// the dashboard, would go) through.
-pub(crate) struct Change<'a> {
-    /// The key id, or `key_env`.
-    pub(crate) actor: &'a str,
-    pub(crate) method: &'a Method,
-    pub(crate) path: &'a str,
-    pub(crate) object_id: Option<&'a str>,
-    /// The client's address.
-    pub(crate) source: Option<&'a str>,
-    pub(crate) detail: Value,
-}
-
-/// Appends the audit entry of a completed change (logging, not failing, if it cannot).
-pub(crate) async fn append_change(state: &ApiState, change: &Change<'_>) {
-    let segments: Vec<&str> = change.path.trim_start_matches("/v1/").split('/').collect();
-    let template: Vec<&str> = segments
-        .iter()
         .map(|s| if looks_like_id(s) { "{id}" } else { s })
         .collect();
-    let action = format!("{} /v1/{}", change.method, template.join("/"));
-    let entry = NewAuditEntry {
-        actor: change.actor,
-        action: &action,
-        object_type: object_type(segments.first().copied().unwrap_or_default()),
-        object_id: change.object_id,
-        source: change.source,
-        detail: change.detail.clone(),
-    };
-    if let Err(e) = state.store.append_audit(&entry, state.clock.now()).await {
-        tracing::error!(error = ?e, %action, "cannot write the audit entry of a completed change");
+    format!("{method} /v1/{}", template.join("/"))
+}
+
+/// Who asks, through the API, for the change `req` makes: the key the request was
+/// authenticated with, the route, the client's address and the status the change
+/// answers with.
+pub(crate) fn changed_by(auth: &BearerAuth, req: &Request, status: u16) -> ChangedBy {
+    change_of(
+        &auth.0,
+        req.method(),
+        req.uri().path(),
+        client_address(req),
+        json!({ "status": status }),
+    )
+}
+
+/// A change by `principal` through the `/v1` route `method` `path`.
+pub(crate) fn change_of(
+    principal: &Principal,
+    method: &Method,
+    path: &str,
+    source: Option<String>,
+    detail: Value,
+) -> ChangedBy {
+    ChangedBy {
+        actor: principal.key_id.clone(),
+        action: action(method, path),
+        source,
+        detail,
     }
+}
+
+/// The client's address, as the audit log records it.
+pub(crate) fn client_address(req: &Request) -> Option<String> {
+    req.remote_addr().as_socket_addr().map(|a| a.ip().to_string())
 }
 
 #[derive(ApiResponse)]

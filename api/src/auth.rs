@@ -11,16 +11,13 @@ use cronflow_jobs::domain::{
 use poem::{Request, http::Method};
 use poem_openapi::{SecurityScheme, auth::Bearer};
 
-/// Who is calling: the key's id and its scope, as the checker found them. Nothing reads
-/// it yet: the audit log's middleware wraps the endpoints and cannot see what the
-/// checker returns, so it names the caller from the bearer token itself (`audit.rs`).
+/// Who is calling: the key's id and its scope, as the checker found them. Changes are
+/// audited as made by this key.
 #[derive(Debug, Clone)]
 pub(crate) struct Principal {
     /// `key_…`, or `key_env` for `CRONFLOW_ADMIN_TOKEN`.
-    #[allow(dead_code)]
     pub(crate) key_id: String,
     /// What the key may do.
-    #[allow(dead_code)]
     pub(crate) scope: Scope,
 }
 
@@ -32,7 +29,7 @@ pub(crate) struct Principal {
     checker = "check_key",
     rename = "ApiKey"
 )]
-pub(crate) struct BearerAuth(#[allow(dead_code)] pub(crate) Principal);
+pub(crate) struct BearerAuth(pub(crate) Principal);
 
 fn access_needed(req: &Request) -> Access {
     let path = req.uri().path();

@@ -4,6 +4,7 @@
 
 use crate::{
     ApiError, ApiState, ApiTags,
+    audit::changed_by,
     auth::BearerAuth,
     dto::{
         deliveries::{DeliveryList, DeliveryOut},
@@ -14,7 +15,7 @@ use cronflow_jobs::{
     domain::{DeliveryId, PageRequest},
     store::ReplayFilter,
 };
-use poem::web::Data;
+use poem::{Request, web::Data};
 use poem_openapi::{
     ApiResponse, OpenApi,
     param::{Path, Query},
@@ -69,13 +70,19 @@ impl DlqApi {
     async fn replay(
         &self,
         state: Data<&ApiState>,
-        _auth: BearerAuth,
+        auth: BearerAuth,
+        req: &Request,
         id: Path<String>,
     ) -> Result<Replayed, ApiError> {
         let dlv = parse_id(&id)?;
         let n = state
             .store
-            .replay_dead(Some(&dlv), &ReplayFilter::default(), state.clock.now())
+            .replay_dead(
+                Some(&dlv),
+                &ReplayFilter::default(),
+                &changed_by(&auth, req, 202),
+                state.clock.now(),
+            )
             .await?;
         if n == 0 {
             return Err(ApiError::not_found("dead delivery", &id));
@@ -98,11 +105,15 @@ impl DlqApi {
     async fn replay_bulk(
         &self,
         state: Data<&ApiState>,
-        _auth: BearerAuth,
+        auth: BearerAuth,
+        req: &Request,
         body: Json<ReplayIn>,
     ) -> Result<Json<ReplayedOut>, ApiError> {
         let filter = body.0.into_filter()?;
-        let replayed = state.store.replay_dead(None, &filter, state.clock.now()).await?;
+        let replayed = state
+            .store
+            .replay_dead(None, &filter, &changed_by(&auth, req, 200), state.clock.now())
+            .await?;
         Ok(Json(ReplayedOut { replayed }))
     }
 
@@ -115,11 +126,16 @@ impl DlqApi {
     async fn acknowledge(
         &self,
         state: Data<&ApiState>,
-        _auth: BearerAuth,
+        auth: BearerAuth,
+        req: &Request,
         id: Path<String>,
     ) -> Result<Acknowledged, ApiError> {
         let dlv = parse_id(&id)?;
-        if state.store.acknowledge_dead(&dlv, state.clock.now()).await? {
+        if state
+            .store
+            .acknowledge_dead(&dlv, &changed_by(&auth, req, 204), state.clock.now())
+            .await?
+        {
             Ok(Acknowledged::Done)
         } else {
             Err(ApiError::not_found("dead delivery", &id))

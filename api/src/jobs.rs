@@ -2,12 +2,16 @@
 
 use crate::{
     ApiError, ApiState, ApiTags,
+    audit::changed_by,
     auth::BearerAuth,
     dto::jobs::{JobIn, JobList, JobOut, JobPatchIn},
     error::job_error,
 };
-use cronflow_jobs::domain::{JobId, PageRequest};
-use poem::web::Data;
+use cronflow_jobs::{
+    domain::{JobId, PageRequest},
+    store::ChangedBy,
+};
+use poem::{Request, web::Data};
 use poem_openapi::{
     ApiResponse, OpenApi,
     param::{Path, Query},
@@ -41,11 +45,15 @@ impl JobsApi {
     async fn create(
         &self,
         state: Data<&ApiState>,
-        _auth: BearerAuth,
+        auth: BearerAuth,
+        req: &Request,
         body: Json<JobIn>,
     ) -> Result<Created, ApiError> {
         let spec = body.0.into_spec(state.url_policy)?;
-        let job = state.store.create_job(spec, state.clock.now()).await?;
+        let job = state
+            .store
+            .create_job(spec, &changed_by(&auth, req, 201), state.clock.now())
+            .await?;
         Ok(Created::Job(Json(JobOut::new(&job))))
     }
 
@@ -90,7 +98,8 @@ impl JobsApi {
     async fn update(
         &self,
         state: Data<&ApiState>,
-        _auth: BearerAuth,
+        auth: BearerAuth,
+        req: &Request,
         id: Path<String>,
         body: Json<JobPatchIn>,
     ) -> Result<Json<JobOut>, ApiError> {
@@ -98,7 +107,7 @@ impl JobsApi {
         let patch = body.0.into_patch(state.url_policy)?;
         let job = state
             .store
-            .update_job(&job_id, patch, state.clock.now())
+            .update_job(&job_id, patch, &changed_by(&auth, req, 200), state.clock.now())
             .await
             .map_err(|e| job_error(e, &id))?;
         Ok(Json(JobOut::new(&job)))
@@ -109,11 +118,16 @@ impl JobsApi {
     async fn delete(
         &self,
         state: Data<&ApiState>,
-        _auth: BearerAuth,
+        auth: BearerAuth,
+        req: &Request,
         id: Path<String>,
     ) -> Result<Deleted, ApiError> {
         let job_id = parse_id(&id)?;
-        if state.store.delete_job(&job_id).await? {
+        if state
+            .store
+            .delete_job(&job_id, &changed_by(&auth, req, 204), state.clock.now())
+            .await?
+        {
             Ok(Deleted::Job)
         } else {
             Err(ApiError::not_found("job", &id))
@@ -125,10 +139,12 @@ impl JobsApi {
     async fn pause(
         &self,
         state: Data<&ApiState>,
-        _auth: BearerAuth,
+        auth: BearerAuth,
+        req: &Request,
         id: Path<String>,
     ) -> Result<Json<JobOut>, ApiError> {
-        self.set_paused(&state, &id, true).await
+        self.set_paused(&state, &id, true, &changed_by(&auth, req, 200))
+            .await
     }
 
     /// Resume a paused job: it fires next at its first slot from now (paused slots are
@@ -137,19 +153,27 @@ impl JobsApi {
     async fn resume(
         &self,
         state: Data<&ApiState>,
-        _auth: BearerAuth,
+        auth: BearerAuth,
+        req: &Request,
         id: Path<String>,
     ) -> Result<Json<JobOut>, ApiError> {
-        self.set_paused(&state, &id, false).await
+        self.set_paused(&state, &id, false, &changed_by(&auth, req, 200))
+            .await
     }
 }
 
 impl JobsApi {
-    async fn set_paused(&self, state: &ApiState, id: &str, paused: bool) -> Result<Json<JobOut>, ApiError> {
+    async fn set_paused(
+        &self,
+        state: &ApiState,
+        id: &str,
+        paused: bool,
+        by: &ChangedBy,
+    ) -> Result<Json<JobOut>, ApiError> {
         let job_id = parse_id(id)?;
         let job = state
             .store
-            .set_job_paused(&job_id, paused, state.clock.now())
+            .set_job_paused(&job_id, paused, by, state.clock.now())
             .await
             .map_err(|e| job_error(e, id))?;
         Ok(Json(JobOut::new(&job)))

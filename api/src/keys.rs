@@ -2,6 +2,7 @@
 
 use crate::{
     ApiError, ApiState, ApiTags,
+    audit::changed_by,
     auth::BearerAuth,
     dto::keys::{KeyIn, KeyList, KeyOut, NewKeyOut},
 };
@@ -9,7 +10,7 @@ use cronflow_jobs::{
     ValidationError,
     domain::{ApiKeyId, NewApiKey, PageRequest},
 };
-use poem::web::Data;
+use poem::{Request, web::Data};
 use poem_openapi::{
     ApiResponse, OpenApi,
     param::{Path, Query},
@@ -42,7 +43,8 @@ impl KeysApi {
     async fn create(
         &self,
         state: Data<&ApiState>,
-        _auth: BearerAuth,
+        auth: BearerAuth,
+        req: &Request,
         body: Json<KeyIn>,
     ) -> Result<Created, ApiError> {
         let name = body.0.name.trim();
@@ -54,7 +56,10 @@ impl KeysApi {
             .into());
         }
         let new = NewApiKey::generate(name, body.0.scope.into(), state.clock.now());
-        state.store.insert_api_key(&new).await?;
+        state
+            .store
+            .insert_api_key(&new, &changed_by(&auth, req, 201))
+            .await?;
         Ok(Created::Key(Json(NewKeyOut {
             key: KeyOut::from(&new.key),
             token: new.token,
@@ -86,11 +91,16 @@ impl KeysApi {
     async fn delete(
         &self,
         state: Data<&ApiState>,
-        _auth: BearerAuth,
+        auth: BearerAuth,
+        req: &Request,
         id: Path<String>,
     ) -> Result<Deleted, ApiError> {
         let key_id = ApiKeyId::parse(&id).ok_or_else(|| ApiError::not_found("key", &id))?;
-        if state.store.delete_api_key(&key_id).await? {
+        if state
+            .store
+            .delete_api_key(&key_id, &changed_by(&auth, req, 204), state.clock.now())
+            .await?
+        {
             Ok(Deleted::Key)
         } else {
             Err(ApiError::not_found("key", &id))

@@ -31,6 +31,7 @@ mod health;
 mod jobs;
 mod keys;
 mod request_body;
+mod reveal;
 mod runs;
 mod schemas;
 mod spec;
@@ -59,6 +60,9 @@ enum ApiTags {
     Audit,
     /// API keys (admin only).
     Keys,
+    /// Credentials held in jobs and subscriptions, shown redacted elsewhere: reveal them
+    /// (admin only, audited).
+    Credentials,
     /// Webhook payloads: the JSON Schema of each event type ("View Payload Schema").
     Events,
 }
@@ -76,6 +80,7 @@ type Apis = (
     dlq::DlqApi,
     audit::AuditApi,
     keys::KeysApi,
+    reveal::RevealApi,
     schemas::SchemasApi,
 );
 
@@ -101,6 +106,7 @@ fn openapi_service() -> OpenApiService<Apis, ()> {
             dlq::DlqApi,
             audit::AuditApi,
             keys::KeysApi,
+            reveal::RevealApi,
             schemas::SchemasApi,
         ),
         "CronFlow",
@@ -130,7 +136,6 @@ pub fn routes(state: ApiState) -> impl Endpoint {
         .at("/openapi.yaml", spec_yaml)
         .around(validate::check_request)
         .around(request_body::check_body)
-        .around(audit::record_changes)
         .catch_all_error(error::json_error)
         .data(state)
 }

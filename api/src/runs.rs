@@ -3,12 +3,13 @@
 
 use crate::{
     ApiError, ApiState, ApiTags,
+    audit::changed_by,
     auth::BearerAuth,
     dto::runs::{RunList, RunOut},
     error::run_error,
 };
 use cronflow_jobs::domain::{JobId, PageRequest, RunId};
-use poem::web::Data;
+use poem::{Request, web::Data};
 use poem_openapi::{
     ApiResponse, OpenApi,
     param::{Path, Query},
@@ -32,13 +33,14 @@ impl RunsApi {
     async fn trigger(
         &self,
         state: Data<&ApiState>,
-        _auth: BearerAuth,
+        auth: BearerAuth,
+        req: &Request,
         id: Path<String>,
     ) -> Result<Accepted, ApiError> {
         let job_id = JobId::parse(&id).ok_or_else(|| ApiError::not_found("job", &id))?;
         let run = state
             .store
-            .trigger_run(&job_id, state.clock.now())
+            .trigger_run(&job_id, &changed_by(&auth, req, 202), state.clock.now())
             .await
             .map_err(|e| run_error(e, "job", &id))?;
         Ok(Accepted::Run(Json(RunOut::new(run, false))))
@@ -92,13 +94,14 @@ impl RunsApi {
     async fn cancel(
         &self,
         state: Data<&ApiState>,
-        _auth: BearerAuth,
+        auth: BearerAuth,
+        req: &Request,
         id: Path<String>,
     ) -> Result<Accepted, ApiError> {
         let run_id = RunId::parse(&id).ok_or_else(|| ApiError::not_found("run", &id))?;
         let run = state
             .store
-            .cancel_run(&run_id, state.clock.now())
+            .cancel_run(&run_id, &changed_by(&auth, req, 202), state.clock.now())
             .await
             .map_err(|e| run_error(e, "run", &id))?;
         Ok(Accepted::Run(Json(RunOut::new(run, false))))

@@ -3,11 +3,12 @@
 
 use crate::{
     ApiError, ApiState, ApiTags,
+    audit::changed_by,
     auth::BearerAuth,
     dto::webhooks::{TestSentOut, WebhookIn, WebhookList, WebhookOut, WebhookPatchIn, WebhookWithSecretOut},
 };
 use cronflow_jobs::domain::{PageRequest, WebhookId, WebhookSecret};
-use poem::web::Data;
+use poem::{Request, web::Data};
 use poem_openapi::{
     ApiResponse, OpenApi,
     param::{Path, Query},
@@ -48,13 +49,14 @@ impl WebhooksApi {
     async fn create(
         &self,
         state: Data<&ApiState>,
-        _auth: BearerAuth,
+        auth: BearerAuth,
+        req: &Request,
         body: Json<WebhookIn>,
     ) -> Result<Created, ApiError> {
         let (spec, secret) = body.0.into_spec(state.url_policy)?;
         let hook = state
             .store
-            .create_webhook(spec, secret, state.clock.now())
+            .create_webhook(spec, secret, &changed_by(&auth, req, 201), state.clock.now())
             .await?;
         Ok(Created::Webhook(Json(WebhookWithSecretOut {
             webhook: WebhookOut::from(&hook),
@@ -102,7 +104,8 @@ impl WebhooksApi {
     async fn update(
         &self,
         state: Data<&ApiState>,
-        _auth: BearerAuth,
+        auth: BearerAuth,
+        req: &Request,
         id: Path<String>,
         body: Json<WebhookPatchIn>,
     ) -> Result<Json<WebhookOut>, ApiError> {
@@ -115,7 +118,7 @@ impl WebhooksApi {
         let spec = body.0.apply(&current, state.url_policy)?;
         match state
             .store
-            .update_webhook(&hook_id, spec, state.clock.now())
+            .update_webhook(&hook_id, spec, &changed_by(&auth, req, 200), state.clock.now())
             .await?
         {
             Some(h) => Ok(Json(WebhookOut::from(&h))),
@@ -128,11 +131,16 @@ impl WebhooksApi {
     async fn delete(
         &self,
         state: Data<&ApiState>,
-        _auth: BearerAuth,
+        auth: BearerAuth,
+        req: &Request,
         id: Path<String>,
     ) -> Result<Deleted, ApiError> {
         let hook_id = parse_id(&id)?;
-        if state.store.delete_webhook(&hook_id).await? {
+        if state
+            .store
+            .delete_webhook(&hook_id, &changed_by(&auth, req, 204), state.clock.now())
+            .await?
+        {
             Ok(Deleted::Webhook)
         } else {
             Err(ApiError::not_found("webhook", &id))
@@ -150,13 +158,19 @@ impl WebhooksApi {
     async fn rotate(
         &self,
         state: Data<&ApiState>,
-        _auth: BearerAuth,
+        auth: BearerAuth,
+        req: &Request,
         id: Path<String>,
     ) -> Result<Json<WebhookWithSecretOut>, ApiError> {
         let hook_id = parse_id(&id)?;
         let hook = state
             .store
-            .rotate_webhook_secret(&hook_id, WebhookSecret::generate(), state.clock.now())
+            .rotate_webhook_secret(
+                &hook_id,
+                WebhookSecret::generate(),
+                &changed_by(&auth, req, 200),
+                state.clock.now(),
+            )
             .await?
             .ok_or_else(|| ApiError::not_found("webhook", &id))?;
         Ok(Json(WebhookWithSecretOut {
@@ -174,13 +188,14 @@ impl WebhooksApi {
     async fn test(
         &self,
         state: Data<&ApiState>,
-        _auth: BearerAuth,
+        auth: BearerAuth,
+        req: &Request,
         id: Path<String>,
     ) -> Result<TestAccepted, ApiError> {
         let hook_id = parse_id(&id)?;
         let delivery = state
             .store
-            .send_test_event(&hook_id, state.clock.now())
+            .send_test_event(&hook_id, &changed_by(&auth, req, 202), state.clock.now())
             .await?
             .ok_or_else(|| ApiError::not_found("webhook", &id))?;
         Ok(TestAccepted::Sent(Json(TestSentOut {

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cronflow_jobs::{
     Clock, SystemClock,
     domain::{NewApiKey, Scope},
+    store::ChangedBy,
 };
 use secrecy::ExposeSecret;
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
@@ -163,7 +164,9 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         } => {
             let store = connect_and_migrate(settings.database_url.expose_secret()).await?;
             let key = NewApiKey::generate(&name, scope.into(), SystemClock.now());
-            store.insert_api_key(&key).await?;
+            store
+                .insert_api_key(&key, &ChangedBy::system("cronflow keys create"))
+                .await?;
             store.close().await;
             eprintln!(
                 "created {} key {}; its token is shown only now:",

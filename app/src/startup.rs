@@ -11,6 +11,7 @@ use cronflow_jobs::{
     metrics::Metrics,
     runner::{RunnerConfig, default_worker_name},
     signals::Signals,
+    store::ChangedBy,
     store::RetentionPolicy,
     workers::run_workers_until_stopped,
 };
@@ -82,7 +83,7 @@ impl Application {
         let first_admin_token = if settings.admin_token.is_none() && !store.has_api_keys().await? {
             let key = NewApiKey::generate("initial admin key", Scope::Admin, clock.now());
             store
-                .insert_api_key(&key)
+                .insert_api_key(&key, &ChangedBy::system("first start"))
                 .await
                 .context("cannot store the first admin key")?;
             Some(key.token)

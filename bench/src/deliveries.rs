@@ -50,6 +50,7 @@ use cronflow_jobs::{
         EventFilter, EventType, WebhookSecret, WebhookSpec, target::UrlPolicy, webhook::parse_webhook_url,
     },
     signals::Signals,
+    store::ChangedBy,
 };
 use std::{
     collections::BTreeMap,
@@ -362,7 +363,12 @@ async fn subscribe(store: &Store, url: &str) -> anyhow::Result<()> {
         enabled: true,
     };
     store
-        .create_webhook(spec, WebhookSecret::generate(), Utc::now())
+        .create_webhook(
+            spec,
+            WebhookSecret::generate(),
+            &ChangedBy::system("bench"),
+            Utc::now(),
+        )
         .await?;
     Ok(())
 }

@@ -11,6 +11,7 @@ use cronflow_jobs::{
         job::{JobName, Tags},
         page::MAX_LIMIT,
     },
+    store::ChangedBy,
 };
 use std::{
     collections::BTreeMap,
@@ -55,7 +56,8 @@ async fn create_jobs(
             let mut jobs = Vec::new();
             for i in range.skip(part).step_by(PARALLEL) {
                 let spec = bench_job(&format!("bench-{i}"), &format!("{} * * * * *", i % 60))?;
-                jobs.push(store.create_job(spec, at.unwrap_or_else(Utc::now)).await?);
+                let by = ChangedBy::system("bench");
+                jobs.push(store.create_job(spec, &by, at.unwrap_or_else(Utc::now)).await?);
             }
             anyhow::Ok(jobs)
         });

@@ -20,6 +20,7 @@ use cronflow::{Settings, startup::connect_and_migrate};
 use cronflow_jobs::{
     domain::{Run, RunState},
     signals::Signals,
+    store::ChangedBy,
 };
 use std::time::{Duration, Instant};
 
@@ -73,12 +74,18 @@ pub(crate) async fn measure(
     let (store, signals) = Signals::listen_to(connect_and_migrate(url).await?);
     // Fires once a year: the runs measured are the manual ones.
     let job = store
-        .create_job(bench_job("bench-throughput", "0 0 0 1 1 *")?, Utc::now())
+        .create_job(
+            bench_job("bench-throughput", "0 0 0 1 1 *")?,
+            &ChangedBy::system("bench"),
+            Utc::now(),
+        )
         .await?;
     eprintln!("{name}: enqueueing {runs} manual runs…");
     let t = Instant::now();
     for _ in 0..runs {
-        store.trigger_run(&job.id, Utc::now()).await?;
+        store
+            .trigger_run(&job.id, &ChangedBy::system("bench"), Utc::now())
+            .await?;
     }
     let enqueue_secs = t.elapsed().as_secs_f64();
     eprintln!("{name}: enqueued in {enqueue_secs:.1} s; running them with concurrency {concurrency}…");

@@ -55,6 +55,12 @@ async fn api_changes_are_audited_with_who_what_and_where(backend: Backend) {
         "secrets are never written to the audit log"
     );
     let entries: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // The keys made without the API (the first start's, the test's own) are on record too.
+    let (system, entries): (Vec<Value>, Vec<Value>) =
+        entries.into_iter().partition(|e| e["actor"] == "system");
+    assert_eq!(system[0]["action"], "first start");
+    assert_eq!(system[0]["object_type"], "key");
+    assert!(system.iter().all(|e| e["object_type"] == "key"), "{system:?}");
     let actions: Vec<&str> = entries.iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(
         actions,
@@ -99,6 +105,7 @@ async fn the_cursor_neither_skips_nor_repeats_while_writes_happen(backend: Backe
     let audit_key = app.key(Scope::Audit).await;
     let job = app.create_job(&job_body("toggled")).await;
     let id = job["id"].as_str().unwrap().to_owned();
+    let start = last_seq(&app, &audit_key).await;
     let writes = 150;
     let writer = {
         let (client, url, token, id) = (
@@ -121,19 +128,19 @@ async fn the_cursor_neither_skips_nor_repeats_while_writes_happen(backend: Backe
         })
     };
     let mut seen: Vec<i64> = Vec::new();
-    let mut cursor = 0;
+    let mut cursor = start;
     loop {
         let done = writer.is_finished();
         for e in read_audit(&app, &audit_key, cursor).await {
             seen.push(e["seq"].as_i64().unwrap());
         }
-        cursor = seen.last().copied().unwrap_or(0);
-        if done && seen.len() as i64 > writes {
+        cursor = seen.last().copied().unwrap_or(start);
+        if done && seen.len() as i64 >= writes {
             break;
         }
     }
     writer.await.unwrap();
-    let expected: Vec<i64> = (1..=writes + 1).collect();
+    let expected: Vec<i64> = (start + 1..=start + writes).collect();
     assert_eq!(seen, expected, "every entry exactly once, in order");
     app.stop().await;
 }
@@ -141,9 +148,10 @@ async fn the_cursor_neither_skips_nor_repeats_while_writes_happen(backend: Backe
 async fn follow_mode_streams_new_entries_as_they_happen(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let audit_key = app.key(Scope::Audit).await;
+    let start = last_seq(&app, &audit_key).await;
     let r = app
         .client
-        .get(app.url("/v1/audit?follow=true"))
+        .get(app.url(&format!("/v1/audit?follow=true&cursor={start}")))
         .bearer_auth(&audit_key)
         .send()
         .await
@@ -156,6 +164,12 @@ async fn follow_mode_streams_new_entries_as_they_happen(backend: Backend) {
     assert_eq!(entry["action"], "POST /v1/jobs");
     assert_eq!(entry["object_id"], job["id"]);
     app.stop().await;
+}
+
+/// The `seq` of the log's last entry so far.
+async fn last_seq(app: &TestApp, key: &str) -> i64 {
+    let entries = read_audit(app, key, 0).await;
+    entries.last().map_or(0, |e| e["seq"].as_i64().unwrap())
 }
 
 async fn eventually_line<S>(stream: &mut S) -> String
@@ -174,7 +188,63 @@ where
     text.lines().next().unwrap().to_owned()
 }
 
+/// A change and its audit entry commit together: when the entry cannot be written, the
+/// change is not made either (and the caller is told), so no change goes unaudited.
+async fn a_change_is_never_made_without_its_audit_entry(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let audit_key = app.key(Scope::Audit).await;
+    match backend {
+        Backend::Sqlite => {
+            app.db
+                .execute_sql(
+                    "CREATE TRIGGER audit_down BEFORE INSERT ON audit_log \
+                 BEGIN SELECT RAISE(ABORT, 'the audit log is down'); END",
+                )
+                .await
+        }
+        Backend::Postgres => {
+            app.db
+                .execute_sql(
+                    "CREATE FUNCTION audit_down() RETURNS trigger LANGUAGE plpgsql AS \
+                 $$ BEGIN RAISE EXCEPTION 'the audit log is down'; END $$",
+                )
+                .await;
+            app.db
+                .execute_sql(
+                    "CREATE TRIGGER audit_down BEFORE INSERT ON audit_log \
+                 FOR EACH ROW EXECUTE FUNCTION audit_down()",
+                )
+                .await
+        }
+    }
+    let r = app.post("/v1/jobs", &job_body("unaudited")).await;
+    assert!(r.status().is_server_error(), "{}", r.status());
+    let jobs = app.get_json("/v1/jobs").await;
+    assert_eq!(
+        jobs["items"],
+        json!([]),
+        "the change was rolled back with its entry"
+    );
+
+    app.db
+        .execute_sql(match backend {
+            Backend::Sqlite => "DROP TRIGGER audit_down",
+            Backend::Postgres => "DROP TRIGGER audit_down ON audit_log",
+        })
+        .await;
+    let job = app.create_job(&job_body("audited")).await;
+    let entries = read_audit(&app, &audit_key, 0).await;
+    let creates: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "POST /v1/jobs")
+        .collect();
+    assert_eq!(creates.len(), 1, "{entries:?}");
+    assert_eq!(creates[0]["object_id"], job["id"]);
+    app.stop().await;
+}
+
 on_both_backends!(
+    a_change_is_never_made_without_its_audit_entry,
     api_changes_are_audited_with_who_what_and_where,
     the_cursor_neither_skips_nor_repeats_while_writes_happen,
     follow_mode_streams_new_entries_as_they_happen,

@@ -8,6 +8,7 @@ use cronflow::{Application, Settings};
 use cronflow_jobs::{
     Clock, Store, SystemClock,
     domain::{NewApiKey, Scope},
+    store::ChangedBy,
 };
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
@@ -318,7 +319,7 @@ impl TestApp {
         let first_admin_token = app.first_admin_token().map(str::to_owned);
         let key = NewApiKey::generate("test admin", Scope::Admin, clock.now());
         store
-            .insert_api_key(&key)
+            .insert_api_key(&key, &ChangedBy::system("test"))
             .await
             .expect("insert the test admin key");
         let shutdown = CancellationToken::new();
@@ -369,7 +370,10 @@ impl TestApp {
     /// A key of `scope` for this application.
     pub async fn key(&self, scope: Scope) -> String {
         let key = NewApiKey::generate("test", scope, self.clock.now());
-        self.store.insert_api_key(&key).await.expect("insert key");
+        self.store
+            .insert_api_key(&key, &ChangedBy::system("test"))
+            .await
+            .expect("insert key");
         key.token
     }
 

@@ -36,7 +36,12 @@ async fn a_job_round_trips_through_create_get_patch_and_delete(backend: Backend)
         "catch_up",
         "tags",
     ] {
-        assert_eq!(job[field], body[field], "{field}");
+        let mut expected = body[field].clone();
+        if field == "target" {
+            // Environment values are credentials: shown redacted, names kept.
+            expected["env"]["MODE"] = json!("[redacted]");
+        }
+        assert_eq!(job[field], expected, "{field}");
     }
     assert_eq!(job["paused"], false);
     assert_eq!(job["next_run_times"].as_array().unwrap().len(), 5);

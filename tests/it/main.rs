@@ -20,6 +20,7 @@ mod auth;
 mod binary;
 mod chaos;
 mod clients;
+mod credentials;
 mod dashboard;
 mod dlq_queue;
 mod event_schemas;

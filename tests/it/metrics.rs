@@ -150,7 +150,7 @@ on_both_backends!(the_queue_depth_counts_a_waiting_retry);
 /// pass.
 async fn the_delivery_gauges_match_a_count_after_every_change(backend: Backend) {
     use cronflow_jobs::domain::{DeliveryId, WebhookId};
-    use cronflow_jobs::store::{ReplayFilter, RetentionPolicy};
+    use cronflow_jobs::store::{ChangedBy, ReplayFilter, RetentionPolicy};
     // Retries wait an hour, so the workers leave replayed deliveries' state alone long
     // enough for a count (they are compared until they agree, in case).
     let app = TestApp::spawn_with(backend, &[("CRONFLOW_RETRY_SCHEDULE", "1h")]).await;
@@ -227,6 +227,7 @@ async fn the_delivery_gauges_match_a_count_after_every_change(backend: Backend) 
                 webhook_id: WebhookId::parse("wh_g1"),
                 ..Default::default()
             },
+            &ChangedBy::system("test"),
             chrono::Utc::now(),
         )
         .await
@@ -236,7 +237,7 @@ async fn the_delivery_gauges_match_a_count_after_every_change(backend: Backend) 
     let acked = DeliveryId::parse("dlv_g0008").unwrap();
     assert!(
         app.store
-            .acknowledge_dead(&acked, chrono::Utc::now())
+            .acknowledge_dead(&acked, &ChangedBy::system("test"), chrono::Utc::now())
             .await
             .unwrap()
     );

@@ -356,9 +356,8 @@ pub(super) async fn bulk(req: Request) -> Result<Response, Failure> {
     let plan = Plan::of(&q, q.fields.get("action"))?;
     let now = cx.state.clock.now();
     let done = if plan.whole_filter {
-        let n = cx.state.store.replay_dead(None, &q.replay, now).await?;
-        cx.audit(Method::POST, "/v1/dlq/replay", None, 200).await;
-        n
+        let by = cx.changed_by(Method::POST, "/v1/dlq/replay", 200);
+        cx.state.store.replay_dead(None, &q.replay, &by, now).await?
     } else {
         let mut ids: Vec<DeliveryId> = Vec::new();
         let mut page = PageRequest::parse(Some(500), None).map_err(ApiError::from)?;
@@ -391,27 +390,16 @@ async fn act_on(cx: &Ctx, id: &DeliveryId, replay: bool) -> Result<bool, Failure
     let now = cx.state.clock.now();
     let api_path = format!("/v1/dlq/{}", id.as_str());
     if replay {
+        let by = cx.changed_by(Method::POST, &format!("{api_path}/replay"), 202);
         let n = cx
             .state
             .store
-            .replay_dead(Some(id), &ReplayFilter::default(), now)
+            .replay_dead(Some(id), &ReplayFilter::default(), &by, now)
             .await?;
-        if n > 0 {
-            cx.audit(
-                Method::POST,
-                &format!("{api_path}/replay"),
-                Some(id.as_str()),
-                202,
-            )
-            .await;
-        }
         Ok(n > 0)
     } else {
-        let done = cx.state.store.acknowledge_dead(id, now).await?;
-        if done {
-            cx.audit(Method::DELETE, &api_path, Some(id.as_str()), 204).await;
-        }
-        Ok(done)
+        let by = cx.changed_by(Method::DELETE, &api_path, 204);
+        Ok(cx.state.store.acknowledge_dead(id, &by, now).await?)
     }
 }
 

@@ -17,6 +17,7 @@ use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use cronflow_jobs::domain::{
     Cursor, Job, JobId, PageRequest, Run, RunId, RunOrigin, RunState, Target,
+    credentials::{REDACTED, redact_map, redact_url},
     job::{CatchUpPolicy, Environment, OverlapPolicy},
 };
 use maud::{Markup, html};
@@ -167,7 +168,10 @@ fn fields_of(job: &Job) -> FormFields {
                     f.push(("target.command", argv.join("\n")));
                 }
             }
-            let env: Vec<String> = c.env().iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let env: Vec<String> = redact_map(c.env())
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             f.push(("target.env", env.join("\n")));
             f.push((
                 "target.working_dir",
@@ -183,10 +187,14 @@ fn fields_of(job: &Job) -> FormFields {
                     .and_then(|m| m.as_str().map(str::to_owned))
                     .unwrap_or_default(),
             ));
-            f.push(("target.url", h.url().to_owned()));
-            let headers: Vec<String> = h.headers().iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            f.push(("target.url", redact_url(h.url())));
+            let headers: Vec<String> = redact_map(h.headers())
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
             f.push(("target.headers", headers.join("\n")));
-            f.push(("target.body", h.body().unwrap_or_default().to_owned()));
+            let body = h.body().filter(|b| !b.is_empty()).map_or("", |_| REDACTED);
+            f.push(("target.body", body.to_owned()));
         }
     }
     FormFields(f.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
@@ -383,9 +391,8 @@ pub(super) async fn create(req: Request) -> Result<Response, Failure> {
                 .await;
         }
     };
-    let job = cx.state.store.create_job(spec, cx.state.clock.now()).await?;
-    cx.audit(Method::POST, "/v1/jobs", Some(job.id.as_str()), 201)
-        .await;
+    let by = cx.changed_by(Method::POST, "/v1/jobs", 201);
+    let job = cx.state.store.create_job(spec, &by, cx.state.clock.now()).await?;
     Ok(see_other(&format!("/jobs/{}", job.id.as_str())))
 }
 
@@ -413,7 +420,12 @@ pub(super) async fn update(req: Request) -> Result<Response, Failure> {
         Ok(patch) => cx
             .state
             .store
-            .update_job(&id, patch, cx.state.clock.now())
+            .update_job(
+                &id,
+                patch,
+                &cx.changed_by(Method::PATCH, &api_path, 200),
+                cx.state.clock.now(),
+            )
             .await
             .map_err(|e| match e {
                 cronflow_jobs::store::JobError::Invalid(v) => Ok(FormErrors::from(v)),
@@ -422,11 +434,7 @@ pub(super) async fn update(req: Request) -> Result<Response, Failure> {
         Err(errors) => Err(Ok(errors)),
     };
     match result {
-        Ok(job) => {
-            cx.audit(Method::PATCH, &api_path, Some(job.id.as_str()), 200)
-                .await;
-            Ok(see_other(&format!("/jobs/{}", job.id.as_str())))
-        }
+        Ok(job) => Ok(see_other(&format!("/jobs/{}", job.id.as_str()))),
         Err(Ok(errors)) => {
             let action = format!("/jobs/{}/edit", id.as_str());
             let body = html! { h1 { "Edit job" } (job_form(&cx, &action, "Save changes", &f, &errors)) };
@@ -441,38 +449,26 @@ pub(super) async fn update(req: Request) -> Result<Response, Failure> {
 pub(super) async fn trigger(req: Request) -> Result<Response, Failure> {
     let cx = Ctx::of(&req)?;
     let id = job_id(&req)?;
+    let by = cx.changed_by(Method::POST, &format!("/v1/jobs/{}/trigger", id.as_str()), 202);
     let run = cx
         .state
         .store
-        .trigger_run(&id, cx.state.clock.now())
+        .trigger_run(&id, &by, cx.state.clock.now())
         .await
         .map_err(|e| run_error(e, "job", id.as_str()))?;
-    cx.audit(
-        Method::POST,
-        &format!("/v1/jobs/{}/trigger", id.as_str()),
-        Some(id.as_str()),
-        202,
-    )
-    .await;
     Ok(see_other(&format!("/runs/{}", run.id.as_str())))
 }
 
 async fn set_paused(req: Request, paused: bool) -> Result<Response, Failure> {
     let cx = Ctx::of(&req)?;
     let id = job_id(&req)?;
+    let verb = if paused { "pause" } else { "resume" };
+    let by = cx.changed_by(Method::POST, &format!("/v1/jobs/{}/{verb}", id.as_str()), 200);
     cx.state
         .store
-        .set_job_paused(&id, paused, cx.state.clock.now())
+        .set_job_paused(&id, paused, &by, cx.state.clock.now())
         .await
         .map_err(|e| job_error(e, id.as_str()))?;
-    let verb = if paused { "pause" } else { "resume" };
-    cx.audit(
-        Method::POST,
-        &format!("/v1/jobs/{}/{verb}", id.as_str()),
-        Some(id.as_str()),
-        200,
-    )
-    .await;
     let back = FormFields::of(&req).get("back").to_owned();
     let back = if back.starts_with('/') && !back.starts_with("//") {
         back
@@ -515,16 +511,10 @@ pub(super) async fn delete_form(req: Request) -> Result<Response, Failure> {
 pub(super) async fn delete(req: Request) -> Result<Response, Failure> {
     let cx = Ctx::of(&req)?;
     let id = job_id(&req)?;
-    if !cx.state.store.delete_job(&id).await? {
+    let by = cx.changed_by(Method::DELETE, &format!("/v1/jobs/{}", id.as_str()), 204);
+    if !cx.state.store.delete_job(&id, &by, cx.state.clock.now()).await? {
         return Err(Failure::not_found("job", id.as_str()));
     }
-    cx.audit(
-        Method::DELETE,
-        &format!("/v1/jobs/{}", id.as_str()),
-        Some(id.as_str()),
-        204,
-    )
-    .await;
     Ok(see_other("/jobs"))
 }
 
@@ -638,7 +628,7 @@ fn target_summary(t: &Target) -> Markup {
         },
         Target::Http(h) => html! {
             "HTTP " (serde_json::to_value(h.method()).ok().and_then(|m| m.as_str().map(str::to_owned)).unwrap_or_default())
-            " " code { (h.url()) }
+            " " code { (redact_url(h.url())) }
         },
     }
 }
@@ -888,12 +878,11 @@ pub(super) async fn cancel_run(req: Request) -> Result<Response, Failure> {
     let cx = Ctx::of(&req)?;
     let raw = req.raw_path_param("id").unwrap_or_default();
     let id = RunId::parse(raw).ok_or_else(|| Failure::not_found("run", raw))?;
+    let by = cx.changed_by(Method::POST, &format!("/v1/runs/{raw}/cancel"), 202);
     cx.state
         .store
-        .cancel_run(&id, cx.state.clock.now())
+        .cancel_run(&id, &by, cx.state.clock.now())
         .await
         .map_err(|e| run_error(e, "run", raw))?;
-    cx.audit(Method::POST, &format!("/v1/runs/{raw}/cancel"), Some(raw), 202)
-        .await;
     Ok(see_other(&format!("/runs/{raw}")))
 }

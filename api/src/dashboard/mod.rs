@@ -17,8 +17,8 @@
 //! - Every form carries poem's CSRF token; a POST without a valid one is refused (403).
 //! - A `read` key sees everything and changes nothing (no buttons; POSTs are 403); an
 //!   `audit` key is refused at sign-in.
-//! - Every change is audited as the same change through the API would be
-//!   ([`crate::audit::append_change`], with the `/v1` route it corresponds to).
+//! - Every change is audited as the same change through the API would be, in the
+//!   change's transaction ([`Ctx::changed_by`] names the `/v1` route it corresponds to).
 //!
 //! # Layout
 //! - `session`: sign-in, sign-out, the guard every request passes (CSRF, who is asking).
@@ -45,6 +45,7 @@ use crate::{ApiError, ApiState, audit};
 use cronflow_jobs::{
     StoreError,
     domain::{Scope, event::format_time},
+    store::ChangedBy,
 };
 use maud::Markup;
 use poem::{
@@ -217,7 +218,7 @@ impl Ctx {
             state,
             viewer,
             csrf: csrf_token(req),
-            source: req.remote_addr().as_socket_addr().map(|a| a.ip().to_string()),
+            source: audit::client_address(req),
             path: req.uri().path().to_owned(),
         })
     }
@@ -227,18 +228,16 @@ impl Ctx {
         self.viewer.scope == Scope::Admin
     }
 
-    /// Records a change made through the dashboard, exactly as the API records the same
-    /// change: `method` and `api_path` are the `/v1` route it corresponds to.
-    pub(crate) async fn audit(&self, method: Method, api_path: &str, object_id: Option<&str>, status: u16) {
-        let change = audit::Change {
-            actor: &self.viewer.key_id,
-            method: &method,
-            path: api_path,
-            object_id,
-            source: self.source.as_deref(),
+    /// Who asks for a change made through the dashboard, audited exactly as the same
+    /// change through the API: `method` and `api_path` are the `/v1` route it
+    /// corresponds to, `status` what that route answers.
+    pub(crate) fn changed_by(&self, method: Method, api_path: &str, status: u16) -> ChangedBy {
+        ChangedBy {
+            actor: self.viewer.key_id.clone(),
+            action: audit::action(&method, api_path),
+            source: self.source.clone(),
             detail: serde_json::json!({ "status": status, "via": "dashboard" }),
-        };
-        audit::append_change(&self.state, &change).await;
+        }
     }
 
     /// Renders a page with the shell around `body`.

@@ -11,7 +11,10 @@ use super::{
 };
 use crate::dto::webhooks::{WebhookIn, WebhookPatchIn};
 use cronflow_jobs::{
-    domain::{PageRequest, Webhook, WebhookId, WebhookSecret, webhook::ROTATION_GRACE_HOURS},
+    domain::{
+        PageRequest, Webhook, WebhookId, WebhookSecret, credentials::redact_url,
+        webhook::ROTATION_GRACE_HOURS,
+    },
     store::DeliveryFilter,
 };
 use maud::{Markup, html};
@@ -132,7 +135,7 @@ async fn render_page(
                             @let id = h.id.as_str();
                             tr id=(id) {
                                 td.url {
-                                    code { (h.url) }
+                                    code { (redact_url(&h.url)) }
                                     @if !h.description.is_empty() { br; small { (h.description) } }
                                     br; small.muted { (id) }
                                     @if let Some(env) = h.filter.environment { br; small { "only " (env.as_str()) } }
@@ -163,7 +166,7 @@ async fn render_page(
                                         None => span.muted { "none yet" }
                                     }
                                 }
-                                td.chart-cell { (activity::rate_chart(rates.get(id), h.url.as_str())) }
+                                td.chart-cell { (activity::rate_chart(rates.get(id), &redact_url(&h.url))) }
                                 @if cx.can_change() {
                                     td.actions {
                                         (post_button(cx, &format!("{PAGE}/{id}/test"), "Send test", "small"))
@@ -279,10 +282,13 @@ pub(super) async fn create(req: Request) -> Result<Response, Failure> {
     let hook = cx
         .state
         .store
-        .create_webhook(spec, secret, cx.state.clock.now())
+        .create_webhook(
+            spec,
+            secret,
+            &cx.changed_by(Method::POST, "/v1/webhooks", 201),
+            cx.state.clock.now(),
+        )
         .await?;
-    cx.audit(Method::POST, "/v1/webhooks", Some(hook.id.as_str()), 201)
-        .await;
     let mut resp = render_page(
         &cx,
         &FormFields::default(),
@@ -333,7 +339,7 @@ pub(super) async fn confirm(req: Request) -> Result<Response, Failure> {
     };
     let body = html! {
         h1 { (title) }
-        p { code { (hook.url) } }
+        p { code { (redact_url(&hook.url)) } }
         p { (text) }
         @if cx.can_change() {
             form method="post" action={ (PAGE) "/" (id.as_str()) "/" (action) } {
@@ -360,16 +366,14 @@ pub(super) async fn act(req: Request) -> Result<Response, Failure> {
             let hook = cx
                 .state
                 .store
-                .rotate_webhook_secret(&id, WebhookSecret::generate(), now)
+                .rotate_webhook_secret(
+                    &id,
+                    WebhookSecret::generate(),
+                    &cx.changed_by(Method::POST, &format!("{api_path}/rotate-secret"), 200),
+                    now,
+                )
                 .await?
                 .ok_or_else(missing)?;
-            cx.audit(
-                Method::POST,
-                &format!("{api_path}/rotate-secret"),
-                Some(id.as_str()),
-                200,
-            )
-            .await;
             render_page(
                 &cx,
                 &FormFields::default(),
@@ -385,11 +389,13 @@ pub(super) async fn act(req: Request) -> Result<Response, Failure> {
             let delivery = cx
                 .state
                 .store
-                .send_test_event(&id, now)
+                .send_test_event(
+                    &id,
+                    &cx.changed_by(Method::POST, &format!("{api_path}/test"), 202),
+                    now,
+                )
                 .await?
                 .ok_or_else(missing)?;
-            cx.audit(Method::POST, &format!("{api_path}/test"), Some(id.as_str()), 202)
-                .await;
             Ok(see_other(&format!("/deliveries/{}", delivery.as_str())))
         }
         action @ ("enable" | "disable") => {
@@ -405,17 +411,16 @@ pub(super) async fn act(req: Request) -> Result<Response, Failure> {
                 .map_err(crate::ApiError::from)?;
             cx.state
                 .store
-                .update_webhook(&id, spec, now)
+                .update_webhook(&id, spec, &cx.changed_by(Method::PATCH, &api_path, 200), now)
                 .await?
                 .ok_or_else(missing)?;
-            cx.audit(Method::PATCH, &api_path, Some(id.as_str()), 200).await;
             Ok(see_other(&format!("{PAGE}#{}", id.as_str())))
         }
         "delete" => {
-            if !cx.state.store.delete_webhook(&id).await? {
+            let by = cx.changed_by(Method::DELETE, &api_path, 204);
+            if !cx.state.store.delete_webhook(&id, &by, now).await? {
                 return Err(missing());
             }
-            cx.audit(Method::DELETE, &api_path, Some(id.as_str()), 204).await;
             Ok(see_other(PAGE))
         }
         _ => Err(Failure::new(StatusCode::NOT_FOUND, "There is no such action.")),

@@ -6,6 +6,7 @@ use cronflow_jobs::{
     ValidationError,
     domain::{
         self, CommandTarget, HttpTarget, Job, JobSpec, Schedule,
+        credentials::{REDACTED, redact_map, redact_url},
         job::{JobName, Tags, check_max_retries, check_timeout},
         target::UrlPolicy,
     },
@@ -76,7 +77,8 @@ pub(crate) struct CommandTargetDto {
     /// Program and arguments, e.g. `["./report.sh", "--daily"]` (1 to 1024 items).
     #[oai(validator(min_items = 1, max_items = 1024))]
     command: Vec<String>,
-    /// Extra environment variables.
+    /// Extra environment variables. Values read back as `[redacted]`, kept when sent
+    /// back so.
     #[oai(default)]
     env: BTreeMap<String, String>,
     /// Directory to run in; defaults to CronFlow's working directory.
@@ -96,13 +98,14 @@ pub(crate) struct HttpTargetDto {
     /// Method (default `GET`).
     #[oai(default = "default_method")]
     method: HttpMethod,
-    /// Absolute URL (`https://…`; plain `http` only if the operator allows it).
+    /// Absolute URL (`https://…`; plain `http` only if the operator allows it). Query
+    /// values and a password read back as `[redacted]`, kept when sent back so.
     #[oai(validator(min_length = 1))]
     url: String,
-    /// Extra request headers.
+    /// Extra request headers. Values read back as `[redacted]`, kept when sent back so.
     #[oai(default)]
     headers: BTreeMap<String, String>,
-    /// Request body (at most 256 KiB).
+    /// Request body (at most 256 KiB). Reads back as `[redacted]`, kept when sent back so.
     #[oai(skip_serializing_if_is_none)]
     body: Option<String>,
 }
@@ -140,19 +143,27 @@ impl TargetDto {
     }
 }
 
+/// The API view of a target: credentials (environment values, an HTTP target's header
+/// values, body and URL query values) redacted; `POST /v1/reveal` shows them.
 impl From<&domain::Target> for TargetDto {
     fn from(t: &domain::Target) -> Self {
         match t {
             domain::Target::Command(c) => TargetDto::Command(CommandTargetDto {
                 command: c.command().to_vec(),
-                env: c.env().clone(),
+                env: redact_map(c.env()),
                 working_dir: c.working_dir().map(str::to_owned),
             }),
             domain::Target::Http(h) => TargetDto::Http(HttpTargetDto {
                 method: h.method().into(),
-                url: h.url().to_owned(),
-                headers: h.headers().clone(),
-                body: h.body().map(str::to_owned),
+                url: redact_url(h.url()),
+                headers: redact_map(h.headers()),
+                body: h.body().map(|b| {
+                    if b.is_empty() {
+                        String::new()
+                    } else {
+                        REDACTED.to_owned()
+                    }
+                }),
             }),
         }
     }

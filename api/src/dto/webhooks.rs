@@ -5,7 +5,11 @@ use super::jobs::Environment;
 use chrono::{DateTime, Utc};
 use cronflow_jobs::{
     ValidationError,
-    domain::{self, target::UrlPolicy},
+    domain::{
+        self,
+        credentials::{redact_map, redact_url, restore_map, restore_url},
+        target::UrlPolicy,
+    },
 };
 use poem_openapi::{Enum, Object, types::Example};
 use std::collections::BTreeMap;
@@ -163,9 +167,17 @@ impl WebhookPatchIn {
         };
         let environment = self.environment.map(Into::into).or(current.filter.environment);
         Ok(domain::WebhookSpec {
-            url: domain::webhook::parse_webhook_url(self.url.as_deref().unwrap_or(&current.url), policy)?,
+            url: match self.url {
+                Some(url) => {
+                    domain::webhook::parse_webhook_url(&restore_url(&url, &current.url, "url")?, policy)?
+                }
+                None => current.url.clone(),
+            },
             filter: domain::EventFilter::parse(&events, environment, job_ids)?,
-            headers: domain::webhook::parse_headers(self.headers.unwrap_or_else(|| current.headers.clone()))?,
+            headers: match self.headers {
+                Some(h) => domain::webhook::parse_headers(restore_map(h, &current.headers, "headers")?)?,
+                None => current.headers.clone(),
+            },
             description: domain::webhook::parse_description(
                 self.description.as_deref().unwrap_or(&current.description),
             )?,
@@ -180,12 +192,15 @@ impl WebhookPatchIn {
 pub(crate) struct WebhookOut {
     /// `wh_…`.
     id: String,
+    /// Query values and a password read back as `[redacted]` (`POST /v1/reveal` shows
+    /// them); kept when sent back so.
     url: String,
     events: Vec<WebhookEvent>,
     #[oai(skip_serializing_if_is_none)]
     environment: Option<Environment>,
     #[oai(skip_serializing_if_is_none)]
     job_ids: Option<Vec<String>>,
+    /// Custom headers; values read back as `[redacted]`, kept when sent back so.
     headers: BTreeMap<String, String>,
     description: String,
     enabled: bool,
@@ -203,7 +218,7 @@ impl From<&domain::Webhook> for WebhookOut {
     fn from(w: &domain::Webhook) -> Self {
         WebhookOut {
             id: w.id.to_string(),
-            url: w.url.clone(),
+            url: redact_url(&w.url),
             events: w
                 .filter
                 .events
@@ -216,7 +231,7 @@ impl From<&domain::Webhook> for WebhookOut {
                 .job_ids
                 .as_ref()
                 .map(|ids| ids.iter().map(|i| i.to_string()).collect()),
-            headers: w.headers.clone(),
+            headers: redact_map(&w.headers),
             description: w.description.clone(),
             enabled: w.enabled,
             disabled_reason: w.disabled_reason.clone(),

@@ -221,7 +221,8 @@ impl JobPatch {
 }
 
 impl JobSpec {
-    /// The spec with `patch` applied.
+    /// The spec with `patch` applied; values of a new target shown redacted keep the
+    /// stored ones.
     pub fn patched(&self, patch: JobPatch) -> Result<JobSpec, ValidationError> {
         let schedule = if patch.changes_schedule() {
             Schedule::parse(
@@ -234,7 +235,10 @@ impl JobSpec {
         Ok(JobSpec {
             name: patch.name.unwrap_or_else(|| self.name.clone()),
             schedule,
-            target: patch.target.unwrap_or_else(|| self.target.clone()),
+            target: match patch.target {
+                Some(t) => t.keeping_stored_credentials(&self.target)?,
+                None => self.target.clone(),
+            },
             timeout_seconds: patch.timeout_seconds.unwrap_or(self.timeout_seconds),
             max_retries: patch.max_retries.unwrap_or(self.max_retries),
             environment: patch.environment.unwrap_or(self.environment),

@@ -6,6 +6,7 @@
 //! (`firing`), and when a delivery is retried or dead (`delivery`).
 
 pub mod api_key;
+pub mod credentials;
 pub mod delivery;
 pub mod event;
 pub mod firing;

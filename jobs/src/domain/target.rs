@@ -1,5 +1,6 @@
 //! What a job runs: a command (argv in its own process group) or an HTTP request.
 
+use super::credentials;
 use crate::ValidationError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -99,6 +100,31 @@ pub enum HttpMethod {
     Patch,
     Delete,
     Head,
+}
+
+impl Target {
+    /// This target (a change's), with each value shown as [`credentials::REDACTED`]
+    /// replaced by the stored one in `current`, so a definition read and sent back
+    /// keeps its credentials. A redacted value with nothing stored under its name is an
+    /// error naming the field.
+    pub fn keeping_stored_credentials(self, current: &Target) -> Result<Target, ValidationError> {
+        use credentials::{REDACTED, restore_map, restore_url};
+        Ok(match (self, current) {
+            (Target::Command(mut new), Target::Command(old)) => {
+                new.env = restore_map(new.env, &old.env, "target.env")?;
+                Target::Command(new)
+            }
+            (Target::Http(mut new), Target::Http(old)) => {
+                new.headers = restore_map(new.headers, &old.headers, "target.headers")?;
+                new.url = restore_url(&new.url, &old.url, "target.url")?;
+                if new.body.as_deref() == Some(REDACTED) {
+                    new.body = old.body.clone();
+                }
+                Target::Http(new)
+            }
+            (other, _) => other,
+        })
+    }
 }
 
 /// An HTTP request to send.

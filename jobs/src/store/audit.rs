@@ -1,5 +1,9 @@
 //! The audit log: append-only entries with a gapless, commit-ordered sequence number, so
 //! a SIEM reading with a cursor never skips or repeats an entry.
+//!
+//! Every change made through the API or the dashboard is recorded by the store method
+//! that makes it, in the change's own transaction: the change and its entry commit
+//! together or not at all. Such methods take a [`ChangedBy`] saying who asked.
 
 use super::{
     Store,
@@ -63,6 +67,52 @@ pub struct NewAuditEntry<'a> {
     pub detail: Value,
 }
 
+/// Who asks for a change, and how: the audit entry the change writes in its own
+/// transaction is made of this and the changed object.
+#[derive(Debug, Clone)]
+pub struct ChangedBy {
+    /// The key id (`key_…`), `key_env` for the configured admin token, or `system`.
+    pub actor: String,
+    /// The API route the change goes through (or, from the dashboard, the route that makes
+    /// the same change), as `POST /v1/jobs/{id}/pause`.
+    pub action: String,
+    /// The client's address.
+    pub source: Option<String>,
+    /// More about it (the answer's status, `via: dashboard`, ...).
+    pub detail: Value,
+}
+
+impl ChangedBy {
+    /// A change CronFlow makes on its own or from its command line, on behalf of no key.
+    pub fn system(action: &str) -> Self {
+        ChangedBy {
+            actor: "system".to_owned(),
+            action: action.to_owned(),
+            source: None,
+            detail: json!({}),
+        }
+    }
+
+    /// Writes the entry of this change to `object_type` `object_id` inside `tx`.
+    pub(crate) async fn record(
+        &self,
+        tx: &mut Tx,
+        object_type: &str,
+        object_id: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let entry = NewAuditEntry {
+            actor: &self.actor,
+            action: &self.action,
+            object_type,
+            object_id,
+            source: self.source.as_deref(),
+            detail: self.detail.clone(),
+        };
+        append_audit_batch(tx, std::slice::from_ref(&entry), now).await
+    }
+}
+
 /// Audit entries per multi-row INSERT (8 parameters each).
 const ROWS: usize = 1000;
 
@@ -106,14 +156,18 @@ pub(crate) async fn append_audit_batch(
 }
 
 impl Store {
-    /// Appends one entry (in its own transaction).
-    pub async fn append_audit(
+    /// Records an action that changes nothing but belongs on the audit trail (an admin
+    /// reading stored credentials), in its own transaction: callers record first and
+    /// act after, so no such action goes unrecorded.
+    pub async fn record_action(
         &self,
-        entry: &NewAuditEntry<'_>,
+        by: &ChangedBy,
+        object_type: &str,
+        object_id: &str,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
-        append_audit_batch(&mut tx, std::slice::from_ref(entry), now).await?;
+        by.record(&mut tx, object_type, Some(object_id), now).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! created, resumed or rescheduled, and cleared while the job is paused.
 
 use super::{
-    Change, Store,
+    Change, ChangedBy, Store,
     db::{Arg, Statement},
 };
 use crate::domain::{
@@ -135,7 +135,12 @@ fn spec_args(job: &Job) -> Vec<Arg<'_>> {
 
 impl Store {
     /// Stores a new job; it fires first at the schedule's next time after `now`.
-    pub async fn create_job(&self, spec: JobSpec, now: DateTime<Utc>) -> Result<Job, StoreError> {
+    pub async fn create_job(
+        &self,
+        spec: JobSpec,
+        by: &ChangedBy,
+        now: DateTime<Utc>,
+    ) -> Result<Job, StoreError> {
         let job = Job {
             id: JobId::generate(),
             next_run_at: spec.schedule.next_after(now),
@@ -157,7 +162,10 @@ impl Store {
             ms(job.created_at).into(),
             ms(job.updated_at).into(),
         ]);
-        self.writer().execute(sql, &args).await?;
+        let mut tx = self.begin().await?;
+        tx.execute(sql, &args).await?;
+        by.record(&mut tx, "job", Some(job.id.as_str()), now).await?;
+        tx.commit().await?;
         self.changed(Change::ScheduleChanged);
         Ok(job)
     }
@@ -223,7 +231,13 @@ impl Store {
 
     /// Applies `patch` to a job. A changed schedule or time zone moves the next fire
     /// time to the new schedule's first slot after `now` (unless the job is paused).
-    pub async fn update_job(&self, id: &JobId, patch: JobPatch, now: DateTime<Utc>) -> Result<Job, JobError> {
+    pub async fn update_job(
+        &self,
+        id: &JobId,
+        patch: JobPatch,
+        by: &ChangedBy,
+        now: DateTime<Utc>,
+    ) -> Result<Job, JobError> {
         let reschedule = patch.changes_schedule();
         let mut job = self.get_job(id).await?.ok_or(JobError::NotFound)?;
         job.spec = job.spec.patched(patch)?;
@@ -236,10 +250,13 @@ impl Store {
                    catch_up = $10, tags = $11, next_fire_at = $12, updated_at = $13 WHERE id = $1";
         let mut args = spec_args(&job);
         args.extend([job.next_run_at.map(ms).into(), ms(job.updated_at).into()]);
-        let done = self.writer().execute(sql, &args).await?;
+        let mut tx = self.begin().await?;
+        let done = tx.execute(sql, &args).await?;
         if done == 0 {
             return Err(JobError::NotFound);
         }
+        by.record(&mut tx, "job", Some(job.id.as_str()), now).await?;
+        tx.commit().await?;
         self.changed(Change::ScheduleChanged);
         Ok(job)
     }
@@ -251,6 +268,7 @@ impl Store {
         &self,
         id: &JobId,
         paused: bool,
+        by: &ChangedBy,
         now: DateTime<Utc>,
     ) -> Result<Job, JobError> {
         let mut job = self.get_job(id).await?.ok_or(JobError::NotFound)?;
@@ -265,8 +283,8 @@ impl Store {
         };
         job.updated_at = now;
         let sql = "UPDATE scheduled_jobs SET paused = $2, next_fire_at = $3, updated_at = $4 WHERE id = $1";
-        let done = self
-            .writer()
+        let mut tx = self.begin().await?;
+        let done = tx
             .execute(
                 sql,
                 &[
@@ -280,16 +298,27 @@ impl Store {
         if done == 0 {
             return Err(JobError::NotFound);
         }
+        by.record(&mut tx, "job", Some(job.id.as_str()), now).await?;
+        tx.commit().await?;
         self.changed(Change::ScheduleChanged);
         Ok(job)
     }
 
     /// Deletes a job; `false` if there was none.
-    pub async fn delete_job(&self, id: &JobId) -> Result<bool, StoreError> {
-        let n = self
-            .writer()
+    pub async fn delete_job(
+        &self,
+        id: &JobId,
+        by: &ChangedBy,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let n = tx
             .execute("DELETE FROM scheduled_jobs WHERE id = $1", &[id.as_str().into()])
             .await?;
+        if n > 0 {
+            by.record(&mut tx, "job", Some(id.as_str()), now).await?;
+        }
+        tx.commit().await?;
         Ok(n > 0)
     }
 }

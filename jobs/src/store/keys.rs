@@ -1,6 +1,6 @@
 //! API keys: stored hashed, looked up by the id embedded in the token.
 
-use super::Store;
+use super::{ChangedBy, Store};
 use crate::StoreError;
 use crate::domain::{
     ApiKey, ApiKeyId, Cursor, NewApiKey, Page, PageRequest, Scope,
@@ -32,20 +32,23 @@ impl KeyRow {
 
 impl Store {
     /// Stores a new key (its hash only).
-    pub async fn insert_api_key(&self, new: &NewApiKey) -> Result<(), StoreError> {
+    pub async fn insert_api_key(&self, new: &NewApiKey, by: &ChangedBy) -> Result<(), StoreError> {
         let k = &new.key;
-        self.writer()
-            .execute(
-                "INSERT INTO api_keys (id, name, scope, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    k.id.as_str().into(),
-                    (&k.name).into(),
-                    k.scope.as_str().into(),
-                    (&new.token_hash).into(),
-                    k.created_at.timestamp_millis().into(),
-                ],
-            )
+        let mut tx = self.begin().await?;
+        tx.execute(
+            "INSERT INTO api_keys (id, name, scope, token_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+            &[
+                k.id.as_str().into(),
+                (&k.name).into(),
+                k.scope.as_str().into(),
+                (&new.token_hash).into(),
+                k.created_at.timestamp_millis().into(),
+            ],
+        )
+        .await?;
+        by.record(&mut tx, "key", Some(k.id.as_str()), k.created_at)
             .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -117,11 +120,20 @@ impl Store {
     }
 
     /// Revokes a key; `false` if there was none.
-    pub async fn delete_api_key(&self, id: &ApiKeyId) -> Result<bool, StoreError> {
-        let n = self
-            .writer()
+    pub async fn delete_api_key(
+        &self,
+        id: &ApiKeyId,
+        by: &ChangedBy,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let n = tx
             .execute("DELETE FROM api_keys WHERE id = $1", &[id.as_str().into()])
             .await?;
+        if n > 0 {
+            by.record(&mut tx, "key", Some(id.as_str()), now).await?;
+        }
+        tx.commit().await?;
         Ok(n > 0)
     }
 }

@@ -40,7 +40,7 @@ pub(crate) mod webhooks;
 
 /// The deliveries' domain types, also reachable from here (where they lived before).
 pub use crate::domain::{Attempt, AttemptOutcome, Delivery, DeliveryPolicy, DeliveryStatus, MAX_RETRY_AFTER};
-pub use audit::{AuditEntry, NewAuditEntry};
+pub use audit::{AuditEntry, ChangedBy, NewAuditEntry};
 pub use bench_data::SYNTHETIC_SUBSCRIPTIONS;
 pub use deliveries::{
     AttemptRecord, DeliveryFilter, DeliveryLoad, DeliveryWork, ExportCursor, ExportRow, Gauges, ReplayFilter,

@@ -6,7 +6,7 @@
 //! A crash between two statements therefore loses nothing and duplicates nothing.
 
 use super::{
-    Change, Store,
+    Change, ChangedBy, Store,
     db::{Statement, Tx},
     jobs::{JobRow, job_columns},
     queue,
@@ -395,7 +395,12 @@ impl Store {
 
     /// "Run now": a manual run of the job, outside its schedule (overlap policy applies:
     /// with `skip` and a run in progress, the new run is recorded as `skipped`).
-    pub async fn trigger_run(&self, job_id: &JobId, now: DateTime<Utc>) -> Result<Run, RunError> {
+    pub async fn trigger_run(
+        &self,
+        job_id: &JobId,
+        by: &ChangedBy,
+        now: DateTime<Utc>,
+    ) -> Result<Run, RunError> {
         let job = self.get_job(job_id).await?.ok_or(RunError::NotFound)?;
         let mut tx = self.begin().await?;
         let active = has_active_run(&mut tx, &job).await?;
@@ -405,6 +410,7 @@ impl Store {
         if state == RunState::Scheduled {
             queue::push_runs(&mut tx, &[(run.id.to_string(), None)]).await?;
         }
+        by.record(&mut tx, "job", Some(job_id.as_str()), now).await?;
         tx.commit().await?;
         self.changed(Change::RunsPushed);
         self.get_run(&run.id).await?.ok_or(RunError::NotFound)
@@ -586,7 +592,12 @@ impl Store {
 
     /// Cancels a run: one not started yet ends `cancelled` at once; a running one is
     /// flagged, and its worker stops the process group and records `cancelled`.
-    pub async fn cancel_run(&self, run_id: &RunId, now: DateTime<Utc>) -> Result<Run, RunError> {
+    pub async fn cancel_run(
+        &self,
+        run_id: &RunId,
+        by: &ChangedBy,
+        now: DateTime<Utc>,
+    ) -> Result<Run, RunError> {
         let run = self.get_run(run_id).await?.ok_or(RunError::NotFound)?;
         if run.state.is_final() {
             return Err(RunError::AlreadyFinal(run.state.as_str()));
@@ -610,6 +621,7 @@ impl Store {
             release_queued(&mut tx, &job, &mut pushed).await?;
             queue::push_runs(&mut tx, &pushed).await?;
         }
+        by.record(&mut tx, "run", Some(run_id.as_str()), now).await?;
         tx.commit().await?;
         if !pushed.is_empty() {
             self.changed(Change::RunsPushed);

@@ -1,7 +1,7 @@
 //! Webhook subscriptions, and the fan-out of events to them.
 
 use super::{
-    Change, Store,
+    Change, ChangedBy, Store,
     db::{Statement, Tx},
     queue,
 };
@@ -204,6 +204,7 @@ impl Store {
         &self,
         spec: WebhookSpec,
         secret: WebhookSecret,
+        by: &ChangedBy,
         now: DateTime<Utc>,
     ) -> Result<Webhook, StoreError> {
         let hook = Webhook {
@@ -219,28 +220,30 @@ impl Store {
             created_at: now,
             updated_at: now,
         };
-        self.writer()
-            .execute(
-                concat!(
-                    "INSERT INTO webhooks (",
-                    webhook_columns!(),
-                    ") ",
-                    "VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, $9, NULL, $10, $10)"
-                ),
-                &[
-                    hook.id.as_str().into(),
-                    (&hook.url).into(),
-                    events_json(&hook.filter).into(),
-                    hook.filter.environment.map(|e| e.as_str()).into(),
-                    job_ids_json(&hook.filter).into(),
-                    hook.secret.expose().into(),
-                    serde_json::to_string(&hook.headers).unwrap_or_default().into(),
-                    (&hook.description).into(),
-                    hook.enabled.into(),
-                    now.timestamp_millis().into(),
-                ],
-            )
-            .await?;
+        let mut tx = self.begin().await?;
+        tx.execute(
+            concat!(
+                "INSERT INTO webhooks (",
+                webhook_columns!(),
+                ") ",
+                "VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $8, $9, NULL, $10, $10)"
+            ),
+            &[
+                hook.id.as_str().into(),
+                (&hook.url).into(),
+                events_json(&hook.filter).into(),
+                hook.filter.environment.map(|e| e.as_str()).into(),
+                job_ids_json(&hook.filter).into(),
+                hook.secret.expose().into(),
+                serde_json::to_string(&hook.headers).unwrap_or_default().into(),
+                (&hook.description).into(),
+                hook.enabled.into(),
+                now.timestamp_millis().into(),
+            ],
+        )
+        .await?;
+        by.record(&mut tx, "webhook", Some(hook.id.as_str()), now).await?;
+        tx.commit().await?;
         Ok(hook)
     }
 
@@ -293,10 +296,11 @@ impl Store {
         &self,
         id: &WebhookId,
         spec: WebhookSpec,
+        by: &ChangedBy,
         now: DateTime<Utc>,
     ) -> Result<Option<Webhook>, StoreError> {
-        let n = self
-            .writer()
+        let mut tx = self.begin().await?;
+        let n = tx
             .execute(
                 "UPDATE webhooks SET url = $2, events = $3, environment = $4, job_ids = $5, headers = $6, \
                  description = $7, enabled = $8, \
@@ -318,16 +322,27 @@ impl Store {
         if n == 0 {
             return Ok(None);
         }
+        by.record(&mut tx, "webhook", Some(id.as_str()), now).await?;
+        tx.commit().await?;
         self.get_webhook(id).await
     }
 
     /// Deletes a subscription; `false` if there was none. Its pending deliveries end
     /// `dead` at their next attempt.
-    pub async fn delete_webhook(&self, id: &WebhookId) -> Result<bool, StoreError> {
-        let n = self
-            .writer()
+    pub async fn delete_webhook(
+        &self,
+        id: &WebhookId,
+        by: &ChangedBy,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let n = tx
             .execute("DELETE FROM webhooks WHERE id = $1", &[id.as_str().into()])
             .await?;
+        if n > 0 {
+            by.record(&mut tx, "webhook", Some(id.as_str()), now).await?;
+        }
+        tx.commit().await?;
         Ok(n > 0)
     }
 
@@ -336,11 +351,12 @@ impl Store {
         &self,
         id: &WebhookId,
         new: WebhookSecret,
+        by: &ChangedBy,
         now: DateTime<Utc>,
     ) -> Result<Option<Webhook>, StoreError> {
         let until = now + Duration::hours(ROTATION_GRACE_HOURS);
-        let n = self
-            .writer()
+        let mut tx = self.begin().await?;
+        let n = tx
             .execute(
                 "UPDATE webhooks SET previous_secret = secret, previous_secret_until = $3, secret = $2, updated_at = $4 \
                  WHERE id = $1",
@@ -355,6 +371,8 @@ impl Store {
         if n == 0 {
             return Ok(None);
         }
+        by.record(&mut tx, "webhook", Some(id.as_str()), now).await?;
+        tx.commit().await?;
         self.get_webhook(id).await
     }
 
@@ -363,6 +381,7 @@ impl Store {
     pub async fn send_test_event(
         &self,
         id: &WebhookId,
+        by: &ChangedBy,
         now: DateTime<Utc>,
     ) -> Result<Option<DeliveryId>, StoreError> {
         let Some(hook) = self.get_webhook(id).await? else {
@@ -393,6 +412,7 @@ impl Store {
         )
         .await?;
         queue::push_deliveries(&mut tx, &[(delivery_id.to_string(), None)]).await?;
+        by.record(&mut tx, "webhook", Some(hook.id.as_str()), now).await?;
         tx.commit().await?;
         self.changed(Change::DeliveriesPushed);
         Ok(Some(delivery_id))

@@ -6,7 +6,7 @@
 use super::{DeliveryRow, delivery_columns, time};
 use crate::StoreError;
 use crate::domain::{Attempt, Cursor, Delivery, DeliveryId, DeliveryStatus, Page, PageRequest, WebhookId};
-use crate::store::{Change, Store, db::Statement, queue};
+use crate::store::{Change, ChangedBy, Store, db::Statement, queue};
 use chrono::{DateTime, Utc};
 
 /// Filter of a bulk replay.
@@ -266,6 +266,7 @@ impl Store {
         &self,
         only: Option<&DeliveryId>,
         filter: &ReplayFilter,
+        by: &ChangedBy,
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let mut s = Statement::new("SELECT id FROM deliveries WHERE status = 'dead'");
@@ -291,6 +292,14 @@ impl Store {
             }
         }
         queue::revive_dead(&mut tx, &replayed).await?;
+        if !replayed.is_empty() {
+            let mut by = by.clone();
+            if let Some(detail) = by.detail.as_object_mut() {
+                detail.insert("replayed".to_owned(), replayed.len().into());
+            }
+            by.record(&mut tx, "delivery", only.map(DeliveryId::as_str), now)
+                .await?;
+        }
         tx.commit().await?;
         if !replayed.is_empty() {
             self.changed(Change::DeliveriesPushed);
@@ -300,7 +309,12 @@ impl Store {
 
     /// Acknowledges a dead delivery: it leaves the DLQ (and stays on record), and its
     /// `Failed` task is deleted. `false` if there is no dead delivery with this id.
-    pub async fn acknowledge_dead(&self, id: &DeliveryId, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    pub async fn acknowledge_dead(
+        &self,
+        id: &DeliveryId,
+        by: &ChangedBy,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
         let n = tx
             .execute(
@@ -310,6 +324,7 @@ impl Store {
             .await?;
         if n > 0 {
             queue::remove_dead(&mut tx, &[id.as_str()]).await?;
+            by.record(&mut tx, "delivery", Some(id.as_str()), now).await?;
         }
         tx.commit().await?;
         Ok(n > 0)
