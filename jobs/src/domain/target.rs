@@ -110,12 +110,12 @@ pub struct HttpTarget {
     body: Option<String>,
 }
 
-/// Whether a URL may use plain `http://` (the operator's
-/// `CRONFLOW_ALLOW_PRIVATE_TARGETS`); otherwise only `https://` is accepted.
+/// What outbound URLs may be: the operator's `CRONFLOW_ALLOW_PRIVATE_TARGETS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct UrlPolicy {
-    /// Accept `http://` as well as `https://`.
-    pub allow_plain_http: bool,
+    /// Accept `http://` as well as `https://`, and literal loopback, private and other
+    /// internal addresses (for local use and tests).
+    pub allow_private_targets: bool,
 }
 
 impl HttpTarget {
@@ -185,7 +185,7 @@ pub fn parse_url(raw: &str, policy: UrlPolicy) -> Result<String, String> {
     let url = url::Url::parse(raw.trim()).map_err(|e| format!("`{raw}` is not a valid absolute URL: {e}"))?;
     match url.scheme() {
         "https" => {}
-        "http" if policy.allow_plain_http => {}
+        "http" if policy.allow_private_targets => {}
         "http" => {
             return Err(
                 "plain http is refused: use https (or start CronFlow with CRONFLOW_ALLOW_PRIVATE_TARGETS=true)"
@@ -211,7 +211,7 @@ mod tests {
     fn plain_http_needs_the_operators_permission() {
         let strict = UrlPolicy::default();
         let open = UrlPolicy {
-            allow_plain_http: true,
+            allow_private_targets: true,
         };
         assert!(parse_url("http://example.com/x", strict).is_err());
         assert!(parse_url("http://example.com/x", open).is_ok());

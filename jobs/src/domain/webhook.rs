@@ -191,7 +191,7 @@ pub fn parse_headers(headers: BTreeMap<String, String>) -> Result<BTreeMap<Strin
 pub fn parse_webhook_url(url: &str, policy: UrlPolicy) -> Result<String, ValidationError> {
     let parsed = super::target::parse_url(url, policy).map_err(|m| ValidationError::new("url", m))?;
     if let Ok(u) = reqwest::Url::parse(&parsed) {
-        crate::outbound::check_literal_host(&u, policy.allow_plain_http)
+        crate::outbound::check_literal_host(&u, policy.allow_private_targets)
             .map_err(|e| ValidationError::new("url", e.to_string()))?;
     }
     Ok(parsed)
