@@ -495,6 +495,7 @@ async fn private_targets_are_refused_unless_allowed() {
         "https://169.254.169.254/latest/meta-data",
         "https://[::1]/x",
         "https://[::ffff:127.0.0.1]/x",
+        "https://[::127.0.0.1]/x",
         "http://example.com/plain",
     ] {
         let r = app
