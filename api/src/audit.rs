@@ -57,7 +57,7 @@ pub(crate) async fn record_changes<E: Endpoint>(next: E, req: Request) -> poem::
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::to_owned)
         .unwrap_or_default();
-    let source = req.remote_addr().as_socket_addr().map(|a| a.ip().to_string());
+    let source = crate::client_ip(&req).map(|ip| ip.to_string());
     let mut resp = next.call(req).await?.into_response();
     if !resp.status().is_success() {
         return Ok(resp);

@@ -41,7 +41,8 @@ mod webhooks;
 pub use error::ApiError;
 pub use state::ApiState;
 
-use poem::{Endpoint, EndpointExt, Route};
+use poem::{Endpoint, EndpointExt, Request, Route};
+use std::net::IpAddr;
 use poem_openapi::{OpenApiService, Tags};
 
 /// The sections of the API document.
@@ -61,6 +62,15 @@ enum ApiTags {
     Keys,
     /// Webhook payloads: the JSON Schema of each event type ("View Payload Schema").
     Events,
+}
+
+/// The client's IP address. A dual-stack listener (`[::]`) sees an IPv4 client as an
+/// IPv4-mapped address (`::ffff:127.0.0.1`): it is given in its IPv4 form, so that a
+/// loopback client is recognised as one and the audit log records what the client is.
+pub(crate) fn client_ip(req: &Request) -> Option<IpAddr> {
+    req.remote_addr()
+        .as_socket_addr()
+        .map(|a| a.ip().to_canonical())
 }
 
 /// Largest request body accepted, in bytes.

@@ -217,7 +217,7 @@ impl Ctx {
             state,
             viewer,
             csrf: csrf_token(req),
-            source: req.remote_addr().as_socket_addr().map(|a| a.ip().to_string()),
+            source: crate::client_ip(req).map(|ip| ip.to_string()),
             path: req.uri().path().to_owned(),
         })
     }
