@@ -9,6 +9,7 @@
 //! (DNS rebinding) cannot slip past. URLs with a literal IP skip DNS and are checked by
 //! [`check_literal_host`] before the request is made.
 
+use crate::domain::target::redacted_url;
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     sync::Arc,
@@ -100,7 +101,9 @@ impl reqwest::dns::Resolve for GuardedResolver {
 }
 
 /// A request error with its chain of causes in one line (reqwest's own text omits them),
-/// and whether the address guard refused the connection.
+/// and whether the address guard refused the connection. The URL reqwest names is
+/// redacted: its query or user part may hold a credential, and the text is stored where
+/// read and audit keys see it.
 pub fn describe_error(e: &reqwest::Error) -> (String, bool) {
     let mut text = e.to_string();
     let mut forbidden = false;
@@ -110,6 +113,9 @@ pub fn describe_error(e: &reqwest::Error) -> (String, bool) {
         text.push_str(": ");
         text.push_str(&s.to_string());
         source = s.source();
+    }
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), &redacted_url(url.as_str()));
     }
     (text, forbidden)
 }

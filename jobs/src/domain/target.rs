@@ -230,6 +230,23 @@ pub fn parse_url(raw: &str, policy: UrlPolicy) -> Result<String, String> {
     Ok(url.to_string())
 }
 
+/// `raw` without what may carry a credential (user and password, query, fragment), for
+/// everything that shows an outbound URL but the subscription or job that holds it:
+/// errors, attempts, the audit log. Text that is not a URL is replaced whole.
+pub fn redacted_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            // Only URLs that cannot have a user (no host) refuse these; they have none.
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) => "(not a valid URL)".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +292,17 @@ mod tests {
             assert_eq!(e.field, "headers", "{name}");
         }
         assert!(target("https://example.com/", &[("Content-Type", "application/json")], strict).is_ok());
+    }
+
+    #[test]
+    fn a_redacted_url_keeps_the_endpoint_and_drops_what_may_be_a_credential() {
+        assert_eq!(
+            redacted_url("https://user:pw@hooks.example.com:8443/in/x?token=SECRET&a=b#SECRET"),
+            "https://hooks.example.com:8443/in/x"
+        );
+        assert_eq!(redacted_url("http://[::1]:9/x?"), "http://[::1]:9/x");
+        assert_eq!(redacted_url("https://example.com"), "https://example.com/");
+        assert_eq!(redacted_url("not a url ?token=SECRET"), "(not a valid URL)");
     }
 
     #[test]
