@@ -42,8 +42,8 @@ pub use error::ApiError;
 pub use state::ApiState;
 
 use poem::{Endpoint, EndpointExt, Request, Route};
-use std::net::IpAddr;
 use poem_openapi::{OpenApiService, Tags};
+use std::net::IpAddr;
 
 /// The sections of the API document.
 #[derive(Tags)]
@@ -68,9 +68,7 @@ enum ApiTags {
 /// IPv4-mapped address (`::ffff:127.0.0.1`): it is given in its IPv4 form, so that a
 /// loopback client is recognised as one and the audit log records what the client is.
 pub(crate) fn client_ip(req: &Request) -> Option<IpAddr> {
-    req.remote_addr()
-        .as_socket_addr()
-        .map(|a| a.ip().to_canonical())
+    req.remote_addr().as_socket_addr().map(|a| a.ip().to_canonical())
 }
 
 /// Largest request body accepted, in bytes.

@@ -170,12 +170,22 @@ mod tests {
 
     #[test]
     fn ipv4_compatible_and_other_reserved_ipv6_addresses_are_forbidden() {
-        for ip in ["::127.0.0.1", "::10.0.0.1", "::1.1.1.1", "::ffff:0:7f00:1", "1::", "ff::1"] {
+        for ip in [
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "::1.1.1.1",
+            "::ffff:0:7f00:1",
+            "1::",
+            "ff::1",
+        ] {
             assert!(is_forbidden(ip.parse().unwrap()), "{ip}");
         }
         let url = reqwest::Url::parse("https://[::127.0.0.1]/x").unwrap();
         assert!(check_literal_host(&url, false).is_err(), "{url}");
-        assert!(check_literal_host(&url, true).is_ok(), "allowed when private targets are");
+        assert!(
+            check_literal_host(&url, true).is_ok(),
+            "allowed when private targets are"
+        );
     }
 
     /// Address ranges a request must not reach, written out independently of
@@ -244,7 +254,9 @@ mod tests {
 
         #[test]
         fn a_public_ipv4_address_passes_in_every_spelling_but_the_deprecated_one(
-            v4 in any::<u32>().prop_map(Ipv4Addr::from).prop_filter("public", |v4| !in_forbidden_v4_range(*v4)),
+            v4 in any::<u32>()
+                .prop_map(Ipv4Addr::from)
+                .prop_filter("public", |v4| !in_forbidden_v4_range(*v4)),
             rest in any::<[u16; 5]>(),
         ) {
             prop_assert!(!is_forbidden(IpAddr::V4(v4)), "{}", v4);

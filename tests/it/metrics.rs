@@ -118,7 +118,12 @@ async fn a_dual_stack_listener_sees_an_ipv4_loopback_client_as_127_0_0_1() {
     let app = TestApp::spawn_with(Backend::Sqlite, &[("CRONFLOW_LISTEN", "[::]:0")]).await;
     let port = app.address.rsplit(':').next().unwrap().to_owned();
     let over_ipv4 = format!("http://127.0.0.1:{port}");
-    let r = app.client.get(format!("{over_ipv4}/metrics")).send().await.unwrap();
+    let r = app
+        .client
+        .get(format!("{over_ipv4}/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
     let r = app
         .client

@@ -513,9 +513,14 @@ async fn a_url_token_stays_in_the_subscription(backend: Backend) {
         deliveries.push(sent["delivery_id"].as_str().unwrap().to_owned());
     }
     eventually(30, "a retried delivery and a refused attempt", || async {
-        let a: Value = app.try_get_json(&format!("/v1/deliveries/{}", deliveries[0])).await?;
-        let b: Value = app.try_get_json(&format!("/v1/deliveries/{}", deliveries[1])).await?;
-        (a["status"] == "delivered" && b["attempts"].as_i64()? >= 1 && b["last_error"].is_string()).then_some(())
+        let a: Value = app
+            .try_get_json(&format!("/v1/deliveries/{}", deliveries[0]))
+            .await?;
+        let b: Value = app
+            .try_get_json(&format!("/v1/deliveries/{}", deliveries[1]))
+            .await?;
+        (a["status"] == "delivered" && b["attempts"].as_i64()? >= 1 && b["last_error"].is_string())
+            .then_some(())
     })
     .await;
     let audit_key = app.key(cronflow_jobs::domain::Scope::Audit).await;
@@ -542,12 +547,29 @@ async fn a_url_token_stays_in_the_subscription(backend: Backend) {
     );
     let mut seen = vec![("audit stream", audit)];
     for id in &deliveries {
-        seen.push(("delivery", app.get(&format!("/v1/deliveries/{id}")).await.text().await.unwrap()));
+        seen.push((
+            "delivery",
+            app.get(&format!("/v1/deliveries/{id}"))
+                .await
+                .text()
+                .await
+                .unwrap(),
+        ));
     }
-    seen.push(("delivery list", app.get("/v1/deliveries").await.text().await.unwrap()));
-    seen.push(("CSV export", app.get("/v1/deliveries/export.csv").await.text().await.unwrap()));
+    seen.push((
+        "delivery list",
+        app.get("/v1/deliveries").await.text().await.unwrap(),
+    ));
+    seen.push((
+        "CSV export",
+        app.get("/v1/deliveries/export.csv").await.text().await.unwrap(),
+    ));
     assert!(seen[1].1.contains("HTTP 500"), "{}", seen[1].1);
-    assert!(seen[2].1.contains("127.0.0.1"), "the error still names the endpoint: {}", seen[2].1);
+    assert!(
+        seen[2].1.contains("127.0.0.1"),
+        "the error still names the endpoint: {}",
+        seen[2].1
+    );
     for (what, text) in seen {
         assert!(!text.contains("SECRET"), "{what} leaks the URL's token: {text}");
     }

@@ -166,10 +166,14 @@ mod tests {
         }
 
         #[test]
-        fn any_text_parses_without_panicking_and_only_if_well_formed(text in any::<String>(), suffix in "[0-9a-z]{0,70}|[0-9a-zA-Z_' é-]{0,70}") {
+        fn any_text_parses_without_panicking_and_only_if_well_formed(
+            text in any::<String>(),
+            suffix in "[0-9a-z]{0,70}|[0-9a-zA-Z_' é-]{0,70}",
+        ) {
             for candidate in [text.clone(), format!("wf_{suffix}"), format!("wf_{text}")] {
                 let well_formed = candidate.strip_prefix("wf_").is_some_and(|rest| {
-                    (1..=64).contains(&rest.len()) && rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'z'))
+                    (1..=64).contains(&rest.len())
+                        && rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'z'))
                 });
                 let parsed = JobId::parse(&candidate);
                 prop_assert_eq!(parsed.is_some(), well_formed, "{:?}", candidate);

@@ -303,7 +303,10 @@ mod tests {
         /// parses fires, in strictly increasing order.
         #[test]
         fn cron_shaped_text_either_fails_or_fires_in_order(
-            fields in proptest::collection::vec("[0-9]{1,2}|\\*|[0-9*]{1,2}[-/,#][0-9]{1,2}|[0-9]{0,2}[LW?]|MON-FRI|JAN|@[a-z]{4,8}", 1..8),
+            fields in proptest::collection::vec(
+                "[0-9]{1,2}|\\*|[0-9*]{1,2}[-/,#][0-9]{1,2}|[0-9]{0,2}[LW?]|MON-FRI|JAN|@[a-z]{4,8}",
+                1..8,
+            ),
             after in 0_i64..4_000_000_000,
         ) {
             let expr = fields.join(" ");
@@ -328,7 +331,8 @@ mod tests {
             let expr = format!("{} {} * * *", list(&minutes), list(&hours));
             let s = Schedule::parse(&expr, "UTC").unwrap();
             let after = DateTime::from_timestamp(after, 0).unwrap();
-            let expected = matching_minutes(chrono_tz::UTC, after, after + Duration::days(1), &minutes, &hours);
+            let a_day_later = after + Duration::days(1);
+            let expected = matching_minutes(chrono_tz::UTC, after, a_day_later, &minutes, &hours);
             prop_assert_eq!(s.next_after(after), expected.first().copied(), "{}", expr);
         }
 
@@ -354,7 +358,8 @@ mod tests {
                 let local = t.with_timezone(&tz);
                 if i > 0 {
                     let previous = fires[i - 1].with_timezone(&tz).date_naive();
-                    prop_assert_eq!(local.date_naive(), previous.succ_opt().unwrap(), "one a day: {:?}", fires);
+                    let next_day = previous.succ_opt().unwrap();
+                    prop_assert_eq!(local.date_naive(), next_day, "one a day: {:?}", fires);
                 }
                 match tz.from_local_datetime(&local.date_naive().and_time(target)) {
                     LocalResult::Single(x) => prop_assert_eq!(*t, x.with_timezone(&Utc)),
@@ -380,10 +385,19 @@ mod tests {
             every_hour in any::<bool>(),
         ) {
             let mut minutes: Vec<u32> = minutes.into_iter().collect();
-            let mut hours: Vec<u32> = if every_hour { (0..24).collect() } else { hours.into_iter().collect() };
+            let mut hours: Vec<u32> = if every_hour {
+                (0..24).collect()
+            } else {
+                hours.into_iter().collect()
+            };
             if minutes.len() == 1 && hours.len() == 1 {
                 // Make it not fixed-time: a second hour (or minute, at 23).
-                if hours[0] < 23 { hours.push(hours[0] + 1) } else { minutes.push((minutes[0] + 1) % 60); minutes.sort_unstable(); minutes.dedup(); }
+                if hours[0] < 23 {
+                    hours.push(hours[0] + 1);
+                } else {
+                    minutes.push((minutes[0] + 1) % 60);
+                    minutes.sort_unstable();
+                }
             }
             let hour_field = if every_hour { "*".to_owned() } else { list(&hours) };
             let expr = format!("{} {hour_field} * * *", list(&minutes));
@@ -391,7 +405,8 @@ mod tests {
             let fires: Vec<DateTime<Utc>> = std::iter::successors(s.next_after(from), |t| s.next_after(*t))
                 .take_while(|t| *t <= to)
                 .collect();
-            prop_assert_eq!(fires, matching_minutes(tz, from, to, &minutes, &hours), "{} in {}", expr, tz.name());
+            let expected = matching_minutes(tz, from, to, &minutes, &hours);
+            prop_assert_eq!(fires, expected, "{} in {}", expr, tz.name());
         }
     }
 }

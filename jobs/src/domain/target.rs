@@ -169,7 +169,10 @@ impl HttpTarget {
 
 /// Checks custom request headers (field `headers`): valid names, values without line
 /// breaks, none of `reserved` (lowercase names; one ending in `-` reserves the prefix).
-pub(crate) fn check_headers(headers: &BTreeMap<String, String>, reserved: &[&str]) -> Result<(), ValidationError> {
+pub(crate) fn check_headers(
+    headers: &BTreeMap<String, String>,
+    reserved: &[&str],
+) -> Result<(), ValidationError> {
     for (k, v) in headers {
         let lower = k.to_ascii_lowercase();
         let name_ok = !k.is_empty()
@@ -272,7 +275,10 @@ mod tests {
             allow_private_targets: true,
         };
         let target = |url: &str, headers: &[(&str, &str)], policy| {
-            let headers = headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            let headers = headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
             HttpTarget::parse(HttpMethod::Get, url, headers, None, policy)
         };
         for url in [
@@ -284,14 +290,30 @@ mod tests {
             "https://[::127.0.0.1]/x",
         ] {
             assert_eq!(target(url, &[], strict).unwrap_err().field, "url", "{url}");
-            assert!(target(url, &[], open).is_ok(), "{url} with private targets allowed");
+            assert!(
+                target(url, &[], open).is_ok(),
+                "{url} with private targets allowed"
+            );
         }
         assert!(target("https://93.184.216.34/x", &[], strict).is_ok());
-        for name in ["Host", "host", "Content-Length", "Transfer-Encoding", "Connection"] {
+        for name in [
+            "Host",
+            "host",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Connection",
+        ] {
             let e = target("https://example.com/", &[(name, "internal.example")], open).unwrap_err();
             assert_eq!(e.field, "headers", "{name}");
         }
-        assert!(target("https://example.com/", &[("Content-Type", "application/json")], strict).is_ok());
+        assert!(
+            target(
+                "https://example.com/",
+                &[("Content-Type", "application/json")],
+                strict
+            )
+            .is_ok()
+        );
     }
 
     #[test]

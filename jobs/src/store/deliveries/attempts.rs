@@ -5,8 +5,8 @@
 use super::{DeliveryRow, delivery_columns};
 use crate::StoreError;
 use crate::domain::{
-    AttemptDecision, AttemptOutcome, Delivery, DeliveryId, DeliveryPolicy, DeliveryStatus, Webhook, WebhookId,
-    target::redacted_url,
+    AttemptDecision, AttemptOutcome, Delivery, DeliveryId, DeliveryPolicy, DeliveryStatus, Webhook,
+    WebhookId, target::redacted_url,
 };
 use crate::store::{
     Store,
