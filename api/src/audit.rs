@@ -70,9 +70,10 @@ pub(crate) fn change_of(
     }
 }
 
-/// The client's address, as the audit log records it.
+/// The client's address, as the audit log records it (an IPv4 peer of a dual-stack
+/// listener in its IPv4 form).
 pub(crate) fn client_address(req: &Request) -> Option<String> {
-    req.remote_addr().as_socket_addr().map(|a| a.ip().to_string())
+    crate::client_ip(req).map(|ip| ip.to_string())
 }
 
 #[derive(ApiResponse)]

@@ -65,10 +65,7 @@ impl HealthApi {
                 .header(poem::http::header::AUTHORIZATION)
                 .and_then(|h| h.strip_prefix("Bearer "))
                 .is_some_and(|t| token_matches(t, hash)),
-            None => req
-                .remote_addr()
-                .as_socket_addr()
-                .is_some_and(|a| a.ip().is_loopback()),
+            None => crate::client_ip(req).is_some_and(|ip| ip.is_loopback()),
         };
         if !allowed {
             return MetricsResponse::Forbidden(PlainText(

@@ -42,8 +42,9 @@ mod webhooks;
 pub use error::ApiError;
 pub use state::ApiState;
 
-use poem::{Endpoint, EndpointExt, Route};
+use poem::{Endpoint, EndpointExt, Request, Route};
 use poem_openapi::{OpenApiService, Tags};
+use std::net::IpAddr;
 
 /// The sections of the API document.
 #[derive(Tags)]
@@ -65,6 +66,13 @@ enum ApiTags {
     Credentials,
     /// Webhook payloads: the JSON Schema of each event type ("View Payload Schema").
     Events,
+}
+
+/// The client's IP address. A dual-stack listener (`[::]`) sees an IPv4 client as an
+/// IPv4-mapped address (`::ffff:127.0.0.1`): it is given in its IPv4 form, so that a
+/// loopback client is recognised as one and the audit log records what the client is.
+pub(crate) fn client_ip(req: &Request) -> Option<IpAddr> {
+    req.remote_addr().as_socket_addr().map(|a| a.ip().to_canonical())
 }
 
 /// Largest request body accepted, in bytes.

@@ -103,7 +103,7 @@ impl Application {
             store,
             clock,
             url_policy: UrlPolicy {
-                allow_plain_http: settings.allow_private_targets,
+                allow_private_targets: settings.allow_private_targets,
             },
             admin_token_hash: settings
                 .admin_token

@@ -354,7 +354,7 @@ async fn subscribe(store: &Store, url: &str) -> anyhow::Result<()> {
         url: parse_webhook_url(
             url,
             UrlPolicy {
-                allow_plain_http: true,
+                allow_private_targets: true,
             },
         )?,
         filter: EventFilter::parse(&[EventType::JobCompleted.as_str().to_owned()], None, None)?,

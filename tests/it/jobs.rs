@@ -334,6 +334,55 @@ async fn jobs_and_keys_survive_a_restart(backend: Backend) {
 
 on_both_backends!(jobs_and_keys_survive_a_restart);
 
+#[tokio::test]
+async fn http_targets_on_internal_addresses_or_with_a_host_header_are_refused_at_creation() {
+    let app = TestApp::spawn_with(Backend::Sqlite, &[("CRONFLOW_ALLOW_PRIVATE_TARGETS", "false")]).await;
+    let http = |url: &str, headers: Value| {
+        let mut body = job_body("outbound");
+        body["target"] = json!({"type": "http", "url": url, "headers": headers});
+        body
+    };
+    let cases = [
+        (http("https://127.0.0.1/x", json!({})), "target.url"),
+        (http("https://10.0.0.1/x", json!({})), "target.url"),
+        (
+            http("https://169.254.169.254/latest/meta-data", json!({})),
+            "target.url",
+        ),
+        (http("https://[::1]/x", json!({})), "target.url"),
+        (http("https://[::ffff:127.0.0.1]/x", json!({})), "target.url"),
+        (http("https://[::127.0.0.1]/x", json!({})), "target.url"),
+        (
+            http("https://example.com/x", json!({"Host": "metadata.internal"})),
+            "target.headers",
+        ),
+    ];
+    let job = app.create_job(&http("https://example.com/x", json!({}))).await;
+    let id = job["id"].as_str().unwrap();
+    for (body, field) in cases {
+        let (status, err) = status_and_json(app.post("/v1/jobs", &body).await).await;
+        assert_eq!(
+            (status, err["field"].as_str()),
+            (422, Some(field)),
+            "{body}: {err}"
+        );
+        let patch = json!({"target": body["target"]});
+        let (status, err) = status_and_json(app.patch(&format!("/v1/jobs/{id}"), &patch).await).await;
+        assert_eq!(
+            (status, err["field"].as_str()),
+            (422, Some(field)),
+            "PATCH {patch}: {err}"
+        );
+    }
+    let (_, list) = status_and_json(app.get("/v1/jobs").await).await;
+    assert_eq!(
+        list["items"].as_array().map(Vec::len),
+        Some(1),
+        "nothing else stored: {list}"
+    );
+    app.stop().await;
+}
+
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }

@@ -1,5 +1,6 @@
 //! `/metrics`: parses as Prometheus text, moves when runs and deliveries happen, and is
-//! closed to non-loopback clients unless they have the metrics token.
+//! closed to non-loopback clients unless they have the metrics token (an IPv4 loopback
+//! client of a dual-stack listener is a loopback client).
 
 use crate::{helpers::*, on_both_backends};
 use serde_json::json;
@@ -107,6 +108,48 @@ async fn a_metrics_token_guards_the_endpoint() {
             .unwrap()
             .starts_with("text/plain")
     );
+    app.stop().await;
+}
+
+/// On a dual-stack listener (`[::]`) an IPv4 client arrives as `::ffff:127.0.0.1`; it is
+/// still a loopback client, and the audit log records it as `127.0.0.1`.
+#[tokio::test]
+async fn a_dual_stack_listener_sees_an_ipv4_loopback_client_as_127_0_0_1() {
+    let app = TestApp::spawn_with(Backend::Sqlite, &[("CRONFLOW_LISTEN", "[::]:0")]).await;
+    let port = app.address.rsplit(':').next().unwrap().to_owned();
+    let over_ipv4 = format!("http://127.0.0.1:{port}");
+    let r = app
+        .client
+        .get(format!("{over_ipv4}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    let r = app
+        .client
+        .post(format!("{over_ipv4}/v1/jobs"))
+        .bearer_auth(&app.admin_token)
+        .json(&job_body("seen-over-ipv4"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let audit = app
+        .client
+        .get(format!("{over_ipv4}/v1/audit"))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let entry: serde_json::Value = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["action"] == "POST /v1/jobs")
+        .expect("the job's creation is on record");
+    assert_eq!(entry["source"], "127.0.0.1", "{entry}");
     app.stop().await;
 }
 

@@ -486,6 +486,107 @@ async fn a_waiting_retry_survives_a_restart(backend: Backend) {
 
 on_both_backends!(a_waiting_retry_survives_a_restart);
 
+/// A token in a subscription's URL is a credential: it shows in the subscription and
+/// nowhere else (not in the audit stream an `audit` key reads, nor in the attempts,
+/// `last_error` or the CSV export), even when the HTTP client's error names the URL.
+async fn a_url_token_stays_in_the_subscription(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let receiver = TestReceiver::start(&[500, 200]).await;
+    let answering = receiver.url("/a?token=SECRET_A#SECRET_FRAGMENT");
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let refusing = format!("http://127.0.0.1:{closed_port}/b?token=SECRET_B");
+    let mut deliveries = Vec::new();
+    for url in [&answering, &refusing] {
+        let (hook_id, _) = subscribe(&app, url).await;
+        let revealed: Value = app
+            .post("/v1/reveal", &json!({"id": hook_id}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            revealed["values"]["url"],
+            url.as_str(),
+            "the subscription keeps its URL"
+        );
+        let sent: Value = app
+            .post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
+            .await
+            .json()
+            .await
+            .unwrap();
+        deliveries.push(sent["delivery_id"].as_str().unwrap().to_owned());
+    }
+    eventually(30, "a retried delivery and a refused attempt", || async {
+        let a: Value = app
+            .try_get_json(&format!("/v1/deliveries/{}", deliveries[0]))
+            .await?;
+        let b: Value = app
+            .try_get_json(&format!("/v1/deliveries/{}", deliveries[1]))
+            .await?;
+        (a["status"] == "delivered" && b["attempts"].as_i64()? >= 1 && b["last_error"].is_string())
+            .then_some(())
+    })
+    .await;
+    let audit_key = app.key(cronflow_jobs::domain::Scope::Audit).await;
+    let audit = app
+        .client
+        .get(app.url("/v1/audit"))
+        .bearer_auth(&audit_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let attempt_urls: BTreeSet<String> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["action"] == "delivery.attempt")
+        .map(|e| e["detail"]["url"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        attempt_urls,
+        BTreeSet::from([receiver.url("/a"), format!("http://127.0.0.1:{closed_port}/b")]),
+        "attempts name the endpoint without its query or fragment"
+    );
+    let mut seen = vec![("audit stream", audit)];
+    for id in &deliveries {
+        seen.push((
+            "delivery",
+            app.get(&format!("/v1/deliveries/{id}"))
+                .await
+                .text()
+                .await
+                .unwrap(),
+        ));
+    }
+    seen.push((
+        "delivery list",
+        app.get("/v1/deliveries").await.text().await.unwrap(),
+    ));
+    seen.push((
+        "CSV export",
+        app.get("/v1/deliveries/export.csv").await.text().await.unwrap(),
+    ));
+    assert!(seen[1].1.contains("HTTP 500"), "{}", seen[1].1);
+    assert!(
+        seen[2].1.contains("127.0.0.1"),
+        "the error still names the endpoint: {}",
+        seen[2].1
+    );
+    for (what, text) in seen {
+        assert!(!text.contains("SECRET"), "{what} leaks the URL's token: {text}");
+    }
+    app.stop().await;
+}
+
+on_both_backends!(a_url_token_stays_in_the_subscription);
+
 #[tokio::test]
 async fn private_targets_are_refused_unless_allowed() {
     let app = TestApp::spawn_with(Backend::Sqlite, &[("CRONFLOW_ALLOW_PRIVATE_TARGETS", "false")]).await;
@@ -495,6 +596,7 @@ async fn private_targets_are_refused_unless_allowed() {
         "https://169.254.169.254/latest/meta-data",
         "https://[::1]/x",
         "https://[::ffff:127.0.0.1]/x",
+        "https://[::127.0.0.1]/x",
         "http://example.com/plain",
     ] {
         let r = app

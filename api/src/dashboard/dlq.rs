@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{ApiError, dto::dlq::ReplayIn};
 use cronflow_jobs::{
-    domain::{DeliveryId, PageRequest},
+    domain::{DeliveryId, PageRequest, credentials::endpoint_only},
     store::{DeadFilter, DeadGroup, ReplayFilter},
 };
 use maud::{Markup, html};
@@ -148,13 +148,17 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
     let dead = cx.state.store.list_dead(&q.dead_filter(false), &page).await?;
     let all = PageRequest::parse(Some(500), None).map_err(ApiError::from)?;
     let hooks = cx.state.store.list_webhooks(&all).await?.items;
-    let hook_options: Vec<(String, String)> =
-        hooks.iter().map(|h| (h.id.to_string(), h.url.clone())).collect();
+    // Subscriptions are named by their endpoint; a query there may hold a token, which
+    // only the subscription itself shows.
+    let hook_options: Vec<(String, String)> = hooks
+        .iter()
+        .map(|h| (h.id.to_string(), endpoint_only(&h.url)))
+        .collect();
     let hook_url = |id: &str| {
         hooks
             .iter()
             .find(|h| h.id.as_str() == id)
-            .map_or_else(|| id.to_owned(), |h| h.url.clone())
+            .map_or_else(|| id.to_owned(), |h| endpoint_only(&h.url))
     };
     let base: Vec<(&str, String)> = q
         .pairs()

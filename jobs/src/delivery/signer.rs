@@ -170,4 +170,98 @@ mod tests {
             Err(VerifyError::Mismatch)
         );
     }
+
+    use proptest::prelude::*;
+
+    /// A generated secret, or one a user chose (any printable ASCII, sometimes with the
+    /// `whsec_` prefix and a part that is not base64).
+    fn secret() -> impl Strategy<Value = WebhookSecret> {
+        prop_oneof![
+            Just(()).prop_map(|()| WebhookSecret::generate()),
+            "(whsec_)?[!-~]{16,80}".prop_map(|s| WebhookSecret::parse(&s).unwrap()),
+        ]
+    }
+
+    /// `bytes` with the byte at `at` (modulo the length) changed by `flip` (never 0).
+    fn flipped(bytes: &[u8], at: usize, flip: u8) -> Vec<u8> {
+        let mut v = bytes.to_vec();
+        let i = at % v.len();
+        v[i] ^= flip;
+        v
+    }
+
+    proptest! {
+        #[test]
+        fn the_cronflow_signature_verifies_and_any_flipped_byte_fails(
+            key in secret(),
+            body in proptest::collection::vec(any::<u8>(), 1..512),
+            at in any::<usize>(),
+            flip in 1..=u8::MAX,
+        ) {
+            let header = cronflow_signature(&[&key], &body);
+            prop_assert_eq!(verify_cronflow(key.expose(), &header, &body), Ok(()));
+            prop_assert_eq!(
+                verify_cronflow(key.expose(), &header, &flipped(&body, at, flip)),
+                Err(VerifyError::Mismatch)
+            );
+            let mac = hex::decode(header.strip_prefix("sha256=").unwrap()).unwrap();
+            let forged = format!("sha256={}", hex::encode(flipped(&mac, at, flip)));
+            prop_assert_eq!(verify_cronflow(key.expose(), &forged, &body), Err(VerifyError::Mismatch));
+            let other = WebhookSecret::generate();
+            prop_assert_eq!(verify_cronflow(other.expose(), &header, &body), Err(VerifyError::Mismatch));
+        }
+
+        #[test]
+        fn the_standard_signature_verifies_and_any_flipped_byte_fails(
+            key in secret(),
+            id in "[a-z0-9_]{1,40}",
+            timestamp in 0_i64..4_000_000_000,
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+            at in any::<usize>(),
+            flip in 1..=u8::MAX,
+        ) {
+            let ts = timestamp.to_string();
+            let header = standard_signature(&[&key], &id, timestamp, &body);
+            let verify = |id: &str, ts: &str, header: &str, body: &[u8]| {
+                verify_standard(key.expose(), id, ts, header, body, timestamp)
+            };
+            prop_assert_eq!(verify(&id, &ts, &header, &body), Ok(()));
+            if !body.is_empty() {
+                let tampered = flipped(&body, at, flip);
+                prop_assert_eq!(verify(&id, &ts, &header, &tampered), Err(VerifyError::Mismatch));
+            }
+            let other_id = String::from_utf8_lossy(&flipped(id.as_bytes(), at, flip)).into_owned();
+            if !other_id.is_empty() {
+                prop_assert_eq!(verify(&other_id, &ts, &header, &body), Err(VerifyError::Mismatch));
+            }
+            let later = (timestamp + 1 + (at % 300) as i64).to_string();
+            prop_assert_eq!(
+                verify_standard(key.expose(), &id, &later, &header, &body, timestamp),
+                Err(VerifyError::Mismatch),
+                "the timestamp is signed"
+            );
+            let text_flipped = String::from_utf8_lossy(&flipped(header.as_bytes(), at, flip)).into_owned();
+            prop_assert_eq!(verify(&id, &ts, &text_flipped, &body), Err(VerifyError::Mismatch));
+            let mac = STANDARD.decode(header.strip_prefix("v1,").unwrap()).unwrap();
+            let forged = format!("v1,{}", STANDARD.encode(flipped(&mac, at, flip)));
+            prop_assert_eq!(verify(&id, &ts, &forged, &body), Err(VerifyError::Mismatch));
+        }
+
+        #[test]
+        fn during_a_rotation_each_secret_verifies_both_signatures(
+            old in secret(),
+            new in secret(),
+            body in proptest::collection::vec(any::<u8>(), 0..256),
+        ) {
+            let cronflow = cronflow_signature(&[&new, &old], &body);
+            let standard = standard_signature(&[&new, &old], "dlv_x", 1_700_000_000, &body);
+            for key in [&new, &old] {
+                prop_assert_eq!(verify_cronflow(key.expose(), &cronflow, &body), Ok(()));
+                prop_assert_eq!(
+                    verify_standard(key.expose(), "dlv_x", "1700000000", &standard, &body, 1_700_000_000),
+                    Ok(())
+                );
+            }
+        }
+    }
 }

@@ -117,6 +117,23 @@ fn nothing_stored(field: &str) -> ValidationError {
     )
 }
 
+/// `raw` without what may carry a credential (user and password, query, fragment), for
+/// what names an outbound URL outside the definition that holds it: errors, attempts,
+/// the audit log, the DLQ page. Text that is not a URL is replaced whole.
+pub fn endpoint_only(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) => {
+            // Only URLs that cannot have a user (no host) refuse these; they have none.
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        Err(_) => "(not a valid URL)".to_owned(),
+    }
+}
+
 /// The credentials of a job's target by field path (`target.env.TOKEN`,
 /// `target.headers.Authorization`, `target.body`, `target.url`), as the reveal route
 /// shows them. Only fields that are redacted are listed.
@@ -164,6 +181,17 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn the_endpoint_only_drops_what_may_be_a_credential() {
+        assert_eq!(
+            endpoint_only("https://user:pw@hooks.example.com:8443/in/x?token=SECRET&a=b#SECRET"),
+            "https://hooks.example.com:8443/in/x"
+        );
+        assert_eq!(endpoint_only("http://[::1]:9/x?"), "http://[::1]:9/x");
+        assert_eq!(endpoint_only("https://example.com"), "https://example.com/");
+        assert_eq!(endpoint_only("not a url ?token=SECRET"), "(not a valid URL)");
     }
 
     #[test]

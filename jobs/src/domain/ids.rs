@@ -152,4 +152,35 @@ mod tests {
         assert_eq!(JobId::parse("wf_ABC"), None);
         assert_eq!(JobId::parse("wf_a'b"), None);
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn a_well_formed_id_parses_back_to_itself(suffix in "[0-9a-z]{1,64}") {
+            let text = format!("{}{suffix}", DeliveryId::PREFIX);
+            let id = DeliveryId::parse(&text);
+            prop_assert_eq!(id.as_ref().map(DeliveryId::as_str), Some(text.as_str()));
+            prop_assert_eq!(id.map(|i| i.to_string()), Some(text.clone()));
+            prop_assert_eq!(JobId::parse(&text), None, "an id of another kind");
+        }
+
+        #[test]
+        fn any_text_parses_without_panicking_and_only_if_well_formed(
+            text in any::<String>(),
+            suffix in "[0-9a-z]{0,70}|[0-9a-zA-Z_' é-]{0,70}",
+        ) {
+            for candidate in [text.clone(), format!("wf_{suffix}"), format!("wf_{text}")] {
+                let well_formed = candidate.strip_prefix("wf_").is_some_and(|rest| {
+                    (1..=64).contains(&rest.len())
+                        && rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'z'))
+                });
+                let parsed = JobId::parse(&candidate);
+                prop_assert_eq!(parsed.is_some(), well_formed, "{:?}", candidate);
+                if let Some(id) = parsed {
+                    prop_assert_eq!(JobId::parse(id.as_str()), Some(id.clone()));
+                }
+            }
+        }
+    }
 }

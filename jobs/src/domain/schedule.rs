@@ -233,4 +233,180 @@ mod tests {
             vec![utc("2026-11-01T05:30:00Z"), utc("2026-11-02T06:30:00Z")]
         );
     }
+
+    use chrono::{Duration, LocalResult, NaiveTime, Offset, Timelike};
+    use proptest::prelude::*;
+
+    /// Zones with a DST rule: both hemispheres, and a 30-minute shift (Lord Howe).
+    const DST_ZONES: [&str; 5] = [
+        "America/New_York",
+        "Europe/Berlin",
+        "Europe/London",
+        "Australia/Sydney",
+        "Australia/Lord_Howe",
+    ];
+
+    /// The instants in 2026 at which `tz`'s UTC offset changes (found hour by hour, so
+    /// each is within an hour after the change).
+    fn offset_changes(tz: Tz) -> Vec<DateTime<Utc>> {
+        let start = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let offset = |t: DateTime<Utc>| tz.offset_from_utc_datetime(&t.naive_utc()).fix();
+        (1..24 * 365)
+            .map(|h| start + Duration::hours(h))
+            .filter(|t| offset(*t) != offset(*t - Duration::hours(1)))
+            .collect()
+    }
+
+    /// A zone and two days around one of its 2026 offset changes: (zone, window start,
+    /// window end).
+    fn around_a_dst_change() -> impl Strategy<Value = (Tz, DateTime<Utc>, DateTime<Utc>)> {
+        (0..DST_ZONES.len(), 0..2_usize, 0_i64..36 * 60).prop_map(|(z, which, before)| {
+            let tz: Tz = DST_ZONES[z].parse().unwrap();
+            let change = offset_changes(tz)[which];
+            let start = change - Duration::minutes(before);
+            (tz, start, start + Duration::hours(48))
+        })
+    }
+
+    /// Every whole minute in (from, to] whose local wall time in `tz` has its hour in
+    /// `hours` and its minute in `minutes`: what a schedule should fire, by brute force.
+    fn matching_minutes(
+        tz: Tz,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        minutes: &[u32],
+        hours: &[u32],
+    ) -> Vec<DateTime<Utc>> {
+        let first = from + Duration::seconds(60 - from.timestamp().rem_euclid(60));
+        std::iter::successors(Some(first), |t| Some(*t + Duration::minutes(1)))
+            .take_while(|t| *t <= to)
+            .filter(|t| {
+                let local = t.with_timezone(&tz);
+                minutes.contains(&local.minute()) && hours.contains(&local.hour())
+            })
+            .collect()
+    }
+
+    fn list(values: &[u32]) -> String {
+        values.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn any_text_parses_or_is_refused_without_panicking(expr in "\\PC{0,40}", zone in "\\PC{0,20}") {
+            let _ = Schedule::parse(&expr, &zone);
+        }
+
+        /// Text shaped like cron fields, valid or not: parsing never panics, and whatever
+        /// parses fires, in strictly increasing order.
+        #[test]
+        fn cron_shaped_text_either_fails_or_fires_in_order(
+            fields in proptest::collection::vec(
+                "[0-9]{1,2}|\\*|[0-9*]{1,2}[-/,#][0-9]{1,2}|[0-9]{0,2}[LW?]|MON-FRI|JAN|@[a-z]{4,8}",
+                1..8,
+            ),
+            after in 0_i64..4_000_000_000,
+        ) {
+            let expr = fields.join(" ");
+            if let Ok(s) = Schedule::parse(&expr, "UTC") {
+                let after = DateTime::from_timestamp(after, 0).unwrap();
+                let times = s.upcoming(after, 5);
+                prop_assert!(!times.is_empty(), "{} parsed but never fires after {}", expr, after);
+                prop_assert!(times[0] > after);
+                prop_assert!(times.windows(2).all(|w| w[0] < w[1]), "{}: {:?}", expr, times);
+            }
+        }
+
+        /// In UTC, the next fire time is exactly the first matching minute after `after`.
+        #[test]
+        fn the_next_fire_time_is_the_first_matching_minute(
+            minutes in proptest::collection::btree_set(0_u32..60, 1..4),
+            hours in proptest::collection::btree_set(0_u32..24, 1..4),
+            after in 0_i64..4_000_000_000,
+        ) {
+            let minutes: Vec<u32> = minutes.into_iter().collect();
+            let hours: Vec<u32> = hours.into_iter().collect();
+            let expr = format!("{} {} * * *", list(&minutes), list(&hours));
+            let s = Schedule::parse(&expr, "UTC").unwrap();
+            let after = DateTime::from_timestamp(after, 0).unwrap();
+            let a_day_later = after + Duration::days(1);
+            let expected = matching_minutes(chrono_tz::UTC, after, a_day_later, &minutes, &hours);
+            prop_assert_eq!(s.next_after(after), expected.first().copied(), "{}", expr);
+        }
+
+        /// A fixed-time schedule fires once per local day: at its time, or, on the day that
+        /// time falls into a spring-forward gap, at the first instant after the gap; on the
+        /// day it occurs twice, at the first occurrence.
+        #[test]
+        fn a_fixed_time_fires_once_a_day_across_dst_changes(
+            (tz, from, to) in around_a_dst_change(),
+            minute in 0_u32..60,
+            // Half the cases at the hours DST changes happen in.
+            hour in prop_oneof![0_u32..24, 1_u32..4],
+        ) {
+            let s = Schedule::parse(&format!("{minute} {hour} * * *"), tz.name()).unwrap();
+            let from = from - Duration::days(1);
+            let to = to + Duration::days(1);
+            let fires: Vec<DateTime<Utc>> = std::iter::successors(s.next_after(from), |t| s.next_after(*t))
+                .take_while(|t| *t <= to)
+                .collect();
+            prop_assert!(fires.len() >= 3, "{:?}", fires);
+            let target = NaiveTime::from_hms_opt(hour, minute, 0).unwrap();
+            for (i, t) in fires.iter().enumerate() {
+                let local = t.with_timezone(&tz);
+                if i > 0 {
+                    let previous = fires[i - 1].with_timezone(&tz).date_naive();
+                    let next_day = previous.succ_opt().unwrap();
+                    prop_assert_eq!(local.date_naive(), next_day, "one a day: {:?}", fires);
+                }
+                match tz.from_local_datetime(&local.date_naive().and_time(target)) {
+                    LocalResult::Single(x) => prop_assert_eq!(*t, x.with_timezone(&Utc)),
+                    LocalResult::Ambiguous(a, b) => {
+                        prop_assert_eq!(*t, a.min(b).with_timezone(&Utc), "the first occurrence")
+                    }
+                    LocalResult::None => {
+                        let before = (*t - Duration::seconds(1)).with_timezone(&tz);
+                        prop_assert!(local.time() > target && before.time() < target,
+                            "{} in a gap: fired at {}, the second before was {}", target, local, before);
+                    }
+                }
+            }
+        }
+
+        /// Any other schedule fires exactly the instants whose local time matches: slots in
+        /// a gap are skipped, slots in a fold fire on both passes, in order, none twice.
+        #[test]
+        fn other_schedules_fire_every_matching_instant_across_dst_changes(
+            (tz, from, to) in around_a_dst_change(),
+            minutes in proptest::collection::btree_set(0_u32..60, 1..4),
+            hours in proptest::collection::btree_set(0_u32..24, 1..5),
+            every_hour in any::<bool>(),
+        ) {
+            let mut minutes: Vec<u32> = minutes.into_iter().collect();
+            let mut hours: Vec<u32> = if every_hour {
+                (0..24).collect()
+            } else {
+                hours.into_iter().collect()
+            };
+            if minutes.len() == 1 && hours.len() == 1 {
+                // Make it not fixed-time: a second hour (or minute, at 23).
+                if hours[0] < 23 {
+                    hours.push(hours[0] + 1);
+                } else {
+                    minutes.push((minutes[0] + 1) % 60);
+                    minutes.sort_unstable();
+                }
+            }
+            let hour_field = if every_hour { "*".to_owned() } else { list(&hours) };
+            let expr = format!("{} {hour_field} * * *", list(&minutes));
+            let s = Schedule::parse(&expr, tz.name()).unwrap();
+            let fires: Vec<DateTime<Utc>> = std::iter::successors(s.next_after(from), |t| s.next_after(*t))
+                .take_while(|t| *t <= to)
+                .collect();
+            let expected = matching_minutes(tz, from, to, &minutes, &hours);
+            prop_assert_eq!(fires, expected, "{} in {}", expr, tz.name());
+        }
+    }
 }

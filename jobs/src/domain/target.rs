@@ -9,6 +9,10 @@ use std::collections::BTreeMap;
 const MAX_ARGS: usize = 1024;
 /// Largest HTTP body a job may send.
 const MAX_HTTP_BODY: usize = 256 * 1024;
+/// Headers the HTTP client derives from the URL and the body: a replacement would send
+/// the request somewhere other than its URL says (`Host`, past the address check) or
+/// break its framing.
+const CLIENT_HEADERS: [&str; 4] = ["host", "content-length", "transfer-encoding", "connection"];
 
 /// A job's target. Stored as JSON (`{"type":"command",...}`), the same shape the API uses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,18 +140,18 @@ pub struct HttpTarget {
     body: Option<String>,
 }
 
-/// Whether a URL may use plain `http://` (the operator's
-/// `CRONFLOW_ALLOW_PRIVATE_TARGETS`); otherwise only `https://` is accepted.
+/// What outbound URLs may be: the operator's `CRONFLOW_ALLOW_PRIVATE_TARGETS`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct UrlPolicy {
-    /// Accept `http://` as well as `https://`.
-    pub allow_plain_http: bool,
+    /// Accept `http://` as well as `https://`, and literal loopback, private and other
+    /// internal addresses (for local use and tests).
+    pub allow_private_targets: bool,
 }
 
 impl HttpTarget {
-    /// Validates the URL (absolute, http(s), https unless allowed), header names and
-    /// values, and the body size. Address checks (SSRF) happen when the request is made,
-    /// against the address actually connected to.
+    /// Validates the URL (as [`parse_url`] does), the headers (valid names and values,
+    /// none the HTTP client sets itself, such as `Host`) and the body size. Names are
+    /// checked again at every run, against the address actually connected to.
     pub fn parse(
         method: HttpMethod,
         url: &str,
@@ -156,23 +160,7 @@ impl HttpTarget {
         policy: UrlPolicy,
     ) -> Result<Self, ValidationError> {
         let url = parse_url(url, policy).map_err(|m| ValidationError::new("url", m))?;
-        for (k, v) in &headers {
-            let name_ok = !k.is_empty()
-                && k.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-            if !name_ok {
-                return Err(ValidationError::new(
-                    "headers",
-                    format!("`{k}` is not a valid header name"),
-                ));
-            }
-            if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return Err(ValidationError::new(
-                    "headers",
-                    format!("the value of `{k}` contains a line break"),
-                ));
-            }
-        }
+        check_headers(&headers, &CLIENT_HEADERS)?;
         if body.as_ref().is_some_and(|b| b.len() > MAX_HTTP_BODY) {
             return Err(ValidationError::new(
                 "body",
@@ -205,13 +193,54 @@ impl HttpTarget {
     }
 }
 
+/// Checks custom request headers (field `headers`): valid names, values without line
+/// breaks, none of `reserved` (lowercase names; one ending in `-` reserves the prefix).
+pub(crate) fn check_headers(
+    headers: &BTreeMap<String, String>,
+    reserved: &[&str],
+) -> Result<(), ValidationError> {
+    for (k, v) in headers {
+        let lower = k.to_ascii_lowercase();
+        let name_ok = !k.is_empty()
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !name_ok {
+            return Err(ValidationError::new(
+                "headers",
+                format!("`{k}` is not a valid header name"),
+            ));
+        }
+        let is_reserved = |r: &&str| {
+            if r.ends_with('-') {
+                lower.starts_with(r)
+            } else {
+                lower == *r
+            }
+        };
+        if reserved.iter().any(is_reserved) {
+            return Err(ValidationError::new(
+                "headers",
+                format!("`{k}` is set by CronFlow and cannot be replaced"),
+            ));
+        }
+        if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(ValidationError::new(
+                "headers",
+                format!("the value of `{k}` contains a line break"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks an outbound URL: absolute, with a host, `https` (or `http` when allowed), no
-/// credentials in it. Returns the normalised form.
+/// credentials in it, and not a literal loopback, private or otherwise internal address
+/// (unless allowed). Returns the normalised form.
 pub fn parse_url(raw: &str, policy: UrlPolicy) -> Result<String, String> {
     let url = url::Url::parse(raw.trim()).map_err(|e| format!("`{raw}` is not a valid absolute URL: {e}"))?;
     match url.scheme() {
         "https" => {}
-        "http" if policy.allow_plain_http => {}
+        "http" if policy.allow_private_targets => {}
         "http" => {
             return Err(
                 "plain http is refused: use https (or start CronFlow with CRONFLOW_ALLOW_PRIVATE_TARGETS=true)"
@@ -226,6 +255,7 @@ pub fn parse_url(raw: &str, policy: UrlPolicy) -> Result<String, String> {
     if !url.username().is_empty() || url.password().is_some() {
         return Err("credentials in the URL are not allowed: send them in a header".into());
     }
+    crate::outbound::check_literal_host(&url, policy.allow_private_targets).map_err(|e| e.to_string())?;
     Ok(url.to_string())
 }
 
@@ -237,7 +267,7 @@ mod tests {
     fn plain_http_needs_the_operators_permission() {
         let strict = UrlPolicy::default();
         let open = UrlPolicy {
-            allow_plain_http: true,
+            allow_private_targets: true,
         };
         assert!(parse_url("http://example.com/x", strict).is_err());
         assert!(parse_url("http://example.com/x", open).is_ok());
@@ -245,6 +275,54 @@ mod tests {
         assert!(parse_url("ftp://example.com/x", open).is_err());
         assert!(parse_url("/relative", open).is_err());
         assert!(parse_url("https://u:p@example.com/", open).is_err());
+    }
+
+    #[test]
+    fn http_targets_refuse_internal_literals_and_a_host_header_as_webhooks_do() {
+        let strict = UrlPolicy::default();
+        let open = UrlPolicy {
+            allow_private_targets: true,
+        };
+        let target = |url: &str, headers: &[(&str, &str)], policy| {
+            let headers = headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            HttpTarget::parse(HttpMethod::Get, url, headers, None, policy)
+        };
+        for url in [
+            "https://127.0.0.1/x",
+            "https://10.0.0.1/x",
+            "https://169.254.169.254/latest/meta-data",
+            "https://[::1]/x",
+            "https://[::ffff:127.0.0.1]/x",
+            "https://[::127.0.0.1]/x",
+        ] {
+            assert_eq!(target(url, &[], strict).unwrap_err().field, "url", "{url}");
+            assert!(
+                target(url, &[], open).is_ok(),
+                "{url} with private targets allowed"
+            );
+        }
+        assert!(target("https://93.184.216.34/x", &[], strict).is_ok());
+        for name in [
+            "Host",
+            "host",
+            "Content-Length",
+            "Transfer-Encoding",
+            "Connection",
+        ] {
+            let e = target("https://example.com/", &[(name, "internal.example")], open).unwrap_err();
+            assert_eq!(e.field, "headers", "{name}");
+        }
+        assert!(
+            target(
+                "https://example.com/",
+                &[("Content-Type", "application/json")],
+                strict
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! Webhook subscriptions: where events go, which ones, and the secret that signs them.
 
-use super::{Environment, EventType, JobId, ids::WebhookId, target::UrlPolicy};
+use super::{
+    Environment, EventType, JobId,
+    ids::WebhookId,
+    target::{UrlPolicy, check_headers, parse_url},
+};
 use crate::ValidationError;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::{DateTime, Utc};
@@ -152,36 +156,7 @@ pub fn parse_headers(headers: BTreeMap<String, String>) -> Result<BTreeMap<Strin
             format!("at most {MAX_HEADERS} headers"),
         ));
     }
-    for (k, v) in &headers {
-        let lower = k.to_ascii_lowercase();
-        let name_ok = !k.is_empty()
-            && k.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if !name_ok {
-            return Err(ValidationError::new(
-                "headers",
-                format!("`{k}` is not a valid header name"),
-            ));
-        }
-        if RESERVED_HEADERS.iter().any(|r| {
-            if r.ends_with('-') {
-                lower.starts_with(r)
-            } else {
-                lower == *r
-            }
-        }) {
-            return Err(ValidationError::new(
-                "headers",
-                format!("`{k}` is set by CronFlow and cannot be replaced"),
-            ));
-        }
-        if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-            return Err(ValidationError::new(
-                "headers",
-                format!("the value of `{k}` contains a line break"),
-            ));
-        }
-    }
+    check_headers(&headers, &RESERVED_HEADERS)?;
     Ok(headers)
 }
 
@@ -189,12 +164,7 @@ pub fn parse_headers(headers: BTreeMap<String, String>) -> Result<BTreeMap<Strin
 /// literal loopback, private or metadata address unless allowed. (Names are checked
 /// again at every attempt, against the address actually connected to.)
 pub fn parse_webhook_url(url: &str, policy: UrlPolicy) -> Result<String, ValidationError> {
-    let parsed = super::target::parse_url(url, policy).map_err(|m| ValidationError::new("url", m))?;
-    if let Ok(u) = reqwest::Url::parse(&parsed) {
-        crate::outbound::check_literal_host(&u, policy.allow_plain_http)
-            .map_err(|e| ValidationError::new("url", e.to_string()))?;
-    }
-    Ok(parsed)
+    parse_url(url, policy).map_err(|m| ValidationError::new("url", m))
 }
 
 /// Validates a description.

@@ -5,7 +5,8 @@
 use super::{DeliveryRow, delivery_columns};
 use crate::StoreError;
 use crate::domain::{
-    AttemptDecision, AttemptOutcome, Delivery, DeliveryId, DeliveryPolicy, DeliveryStatus, Webhook, WebhookId,
+    AttemptDecision, AttemptOutcome, Delivery, DeliveryId, DeliveryPolicy, DeliveryStatus, Webhook,
+    WebhookId, credentials::endpoint_only,
 };
 use crate::store::{
     Store,
@@ -110,7 +111,9 @@ impl<'a> Recorded<'a> {
             source: None,
             detail: serde_json::json!({
                 "webhook_id": self.hook_id(),
-                "url": &self.work.webhook.url,
+                // The endpoint without its query: a token there is a credential, and
+                // audit keys must not read it.
+                "url": endpoint_only(&self.work.webhook.url),
                 "attempt": self.attempt,
                 "status_code": self.outcome.status_code,
                 "error_kind": self.outcome.error_kind,
