@@ -3,7 +3,8 @@
 //! Each type has a private representation and a fallible `parse` (or `TryFrom`), so a
 //! value of the type is valid by construction. The policies live here too, as pure
 //! functions the store and workers call: which slots fire and how runs are retried
-//! (`firing`), and when a delivery is retried or dead (`delivery`).
+//! (`firing`), and when a delivery is retried or dead (`delivery`); and how signing
+//! secrets are sealed for storage (`secret_box`).
 
 pub mod api_key;
 pub mod credentials;
@@ -15,6 +16,7 @@ pub mod job;
 pub mod page;
 pub mod run;
 pub mod schedule;
+pub mod secret_box;
 pub mod target;
 pub mod webhook;
 
@@ -28,5 +30,6 @@ pub use job::{CatchUpPolicy, Environment, Job, JobPatch, JobSpec, OverlapPolicy}
 pub use page::{Cursor, Page, PageRequest};
 pub use run::{Run, RunOrigin, RunState};
 pub use schedule::Schedule;
+pub use secret_box::SecretKey;
 pub use target::{CommandTarget, HttpMethod, HttpTarget, Target};
 pub use webhook::{EventFilter, Webhook, WebhookSecret, WebhookSpec};
