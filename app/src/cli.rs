@@ -17,9 +17,11 @@ const EXIT_CONFIG: u8 = 2;
 /// CronFlow: scheduled jobs that fire on time, exactly once, and signed webhooks that
 /// tell other systems how they went.
 ///
-/// With nothing configured, `cronflow serve` keeps its data in ./cronflow.db (SQLite)
-/// and listens on 127.0.0.1:8080. Settings come from a TOML file and CRONFLOW_*
-/// variables: see docs/configuration.md.
+/// With nothing configured, `cronflow serve` keeps its data in ./cronflow.db (SQLite),
+/// the key that encrypts its webhook signing secrets in ./cronflow.db.key (back it up,
+/// apart from the database), and listens on 127.0.0.1:8080. With Postgres, set
+/// CRONFLOW_SECRET_KEY (`openssl rand -base64 32`). Settings come from a TOML file and
+/// CRONFLOW_* variables: see docs/configuration.md.
 #[derive(Debug, Parser)]
 #[command(name = "cronflow", version)]
 pub struct Cli {
@@ -132,7 +134,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(settings).await,
         Command::Worker => {
-            let store = connect_and_migrate(settings.database_url.expose_secret()).await?;
+            let store = connect_and_migrate(
+                settings.database_url.expose_secret(),
+                settings.secret_key.as_ref(),
+            )
+            .await?;
             let (store, signals) = cronflow_jobs::signals::Signals::listen_to(store);
             let stop = CancellationToken::new();
             shutdown::cancel_on_signals(stop.clone());
@@ -150,7 +156,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             result
         }
         Command::Migrate => {
-            let store = connect_and_migrate(settings.database_url.expose_secret()).await?;
+            let store = connect_and_migrate(
+                settings.database_url.expose_secret(),
+                settings.secret_key.as_ref(),
+            )
+            .await?;
             store.close().await;
             eprintln!("migrations applied");
             Ok(())
@@ -162,7 +172,11 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Create { scope, name },
         } => {
-            let store = connect_and_migrate(settings.database_url.expose_secret()).await?;
+            let store = connect_and_migrate(
+                settings.database_url.expose_secret(),
+                settings.secret_key.as_ref(),
+            )
+            .await?;
             let key = NewApiKey::generate(&name, scope.into(), SystemClock.now());
             store
                 .insert_api_key(&key, &ChangedBy::system("cronflow keys create"))

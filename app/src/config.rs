@@ -14,6 +14,7 @@
 //! as unset. An unusable setting is one [`ConfigError`], printed as one line naming the
 //! variable and TOML key, and the program exits with status 2.
 
+use cronflow_jobs::domain::SecretKey;
 use figment::{
     Figment, Metadata, Profile, Provider,
     error::Kind,
@@ -39,7 +40,7 @@ const DEFAULTS: &str = include_str!("defaults.toml");
 /// environment layer reads exactly these variables (others, such as the tests' and the
 /// bench's own `CRONFLOW_*_POSTGRES_URL`, are not settings). A unit test holds this list
 /// to the fields of [`Settings`].
-const KEYS: [&str; 18] = [
+const KEYS: [&str; 19] = [
     "database_url",
     "listen",
     "admin_token",
@@ -53,6 +54,7 @@ const KEYS: [&str; 18] = [
     "delivery_per_endpoint",
     "job_retry_backoff",
     "metrics_token",
+    "secret_key",
     "webhook_disable_after",
     "retention_runs",
     "retention_deliveries",
@@ -62,7 +64,12 @@ const KEYS: [&str; 18] = [
 
 /// Settings whose values an error message never repeats (a database URL may hold a
 /// password).
-const SECRET_KEYS: [&str; 3] = ["database_url", "admin_token", "metrics_token"];
+const SECRET_KEYS: [&str; 4] = ["database_url", "admin_token", "metrics_token", "secret_key"];
+
+/// Why Postgres needs `CRONFLOW_SECRET_KEY`, and how to make one.
+pub const POSTGRES_NEEDS_A_KEY: &str = "required with Postgres (it seals the webhook signing secrets in the database): \
+     generate one with `openssl rand -base64 32`, keep it apart from the database's backups, and give \
+     every CronFlow process sharing the database the same one";
 
 /// Shortest accepted `CRONFLOW_ADMIN_TOKEN`: a guessable admin token is worse than none.
 const MIN_ADMIN_TOKEN_LEN: usize = 16;
@@ -116,6 +123,10 @@ pub struct Settings {
     pub job_retry_backoff: Duration,
     /// If set, `/metrics` needs this bearer token; if not, it answers loopback only.
     pub metrics_token: Option<SecretString>,
+    /// The key that seals webhook signing secrets in the database (32 bytes, base64 or
+    /// hex). Required with Postgres; on SQLite, a key file beside the database serves
+    /// when it is unset (`startup::secret_key`).
+    pub secret_key: Option<SecretString>,
     /// A webhook subscription whose every attempt failed for this long is disabled.
     #[serde(deserialize_with = "humantime_serde::deserialize")]
     pub webhook_disable_after: Duration,
@@ -205,6 +216,7 @@ impl Settings {
                 ),
             ));
         }
+        let sqlite = scheme == "sqlite";
         self.database_url = url.into();
         self.admin_token = non_empty(self.admin_token);
         if let Some(token) = &self.admin_token
@@ -216,6 +228,14 @@ impl Settings {
             ));
         }
         self.metrics_token = non_empty(self.metrics_token);
+        self.secret_key = non_empty(self.secret_key);
+        match &self.secret_key {
+            Some(key) => {
+                SecretKey::parse(key.expose_secret()).map_err(|e| invalid("secret_key", e.to_string()))?;
+            }
+            None if !sqlite => return Err(invalid("secret_key", POSTGRES_NEEDS_A_KEY)),
+            None => {}
+        }
         if self.retry_schedule.is_empty()
             || self.retry_schedule.len() > MAX_RETRIES
             || self.retry_schedule.iter().any(Duration::is_zero)
@@ -513,15 +533,17 @@ mod tests {
     #[test]
     fn secrets_are_trimmed_and_never_printed() {
         let token = "0123456789abcdefXYZ";
+        let key = "q0Wx9V6m1b5sO0XnRk7m0Yp2Qh8Zb3Jt4Lr6Sd1Fg2E=";
         let s = load(&[
             ("CRONFLOW_ADMIN_TOKEN", &format!(" {token} ")),
             ("CRONFLOW_METRICS_TOKEN", "scrape-me"),
             ("CRONFLOW_DATABASE_URL", "postgres://u:hunter2@h/db"),
+            ("CRONFLOW_SECRET_KEY", key),
         ])
         .unwrap();
         assert_eq!(s.admin_token.as_ref().unwrap().expose_secret(), token);
         let debug = format!("{s:?}");
-        for secret in [token, "scrape-me", "hunter2"] {
+        for secret in [token, "scrape-me", "hunter2", key] {
             assert!(!debug.contains(secret), "{debug}");
         }
         let e = load(&[("CRONFLOW_ADMIN_TOKEN", "short")]).unwrap_err();
@@ -572,6 +594,22 @@ mod tests {
         let e = load(&[("CRONFLOW_LISTEN", "nowhere")]).unwrap_err();
         assert_eq!(e.setting, "CRONFLOW_LISTEN (listen)");
         assert!(e.message.starts_with("`nowhere`: invalid socket address"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_key_is_32_bytes_and_required_with_postgres() {
+        let hex_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let s = load(&[("CRONFLOW_SECRET_KEY", &format!(" {hex_key}\n"))]).unwrap();
+        assert_eq!(s.secret_key.unwrap().expose_secret(), hex_key);
+        assert!(load(&[]).unwrap().secret_key.is_none(), "optional on SQLite");
+        let e = load(&[("CRONFLOW_SECRET_KEY", "aGVsbG8gd29ybGQ=")]).unwrap_err();
+        assert_eq!(e.setting, "CRONFLOW_SECRET_KEY (secret_key)");
+        assert!(e.message.starts_with("11 bytes where a key has 32"), "{e}");
+        assert!(!e.message.contains("aGVsbG8"), "{e}");
+        let e = load(&[("CRONFLOW_DATABASE_URL", "postgres://h/db")]).unwrap_err();
+        assert_eq!(e.setting, "CRONFLOW_SECRET_KEY (secret_key)");
+        assert!(e.message.contains("openssl rand -base64 32"), "{e}");
+        assert_eq!(e.to_string().lines().count(), 1, "{e}");
     }
 
     #[test]

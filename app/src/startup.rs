@@ -1,13 +1,14 @@
-//! Building and running the application: connect, migrate, make sure an admin key
-//! exists, bind, serve until the shutdown token is cancelled.
+//! Building and running the application: find the key that seals webhook secrets,
+//! connect, migrate, seal the secrets still in clear, make sure an admin key exists,
+//! bind, serve until the shutdown token is cancelled.
 
-use crate::config::Settings;
+use crate::config::{POSTGRES_NEEDS_A_KEY, Settings};
 use anyhow::Context;
 use cronflow_api::ApiState;
 use cronflow_jobs::{
-    Clock, Store, SystemClock,
+    Clock, Store, StoreError, SystemClock,
     delivery::DeliveryConfig,
-    domain::{NewApiKey, Scope, api_key::hash_token, target::UrlPolicy},
+    domain::{NewApiKey, Scope, SecretKey, api_key::hash_token, target::UrlPolicy},
     metrics::Metrics,
     runner::{RunnerConfig, default_worker_name},
     signals::Signals,
@@ -19,8 +20,12 @@ use poem::{
     Server,
     listener::{Acceptor, Listener, TcpAcceptor, TcpListener},
 };
-use secrecy::ExposeSecret;
-use std::{net::SocketAddr, sync::Arc};
+use secrecy::{ExposeSecret, SecretString};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 use tokio_util::sync::CancellationToken;
 
 /// A built application, bound to its port but not yet serving.
@@ -34,13 +39,149 @@ pub struct Application {
     signals: Signals,
 }
 
-/// Connects to the database and applies every migration (CronFlow's and apalis's).
-pub async fn connect_and_migrate(database_url: &str) -> anyhow::Result<Store> {
-    let store = Store::connect(database_url)
+/// Connects to the database, applies every migration (CronFlow's and apalis's), checks
+/// that the secret key opens the webhook signing secrets stored and seals those still in
+/// clear. `secret_key` is the `CRONFLOW_SECRET_KEY` setting (`secret_key_for` says what
+/// serves without it).
+pub async fn connect_and_migrate(
+    database_url: &str,
+    secret_key: Option<&SecretString>,
+) -> anyhow::Result<Store> {
+    let found = secret_key_for(database_url, secret_key)?;
+    let store = Store::connect(database_url, found.key)
         .await
         .with_context(|| format!("cannot open the database at {}", redact_url(database_url)))?;
     store.migrate().await.context("cannot migrate the database")?;
+    match store.check_key_and_seal_secrets().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            subscriptions = n,
+            "sealed the webhook signing secrets stored in clear"
+        ),
+        Err(StoreError::SealedSecret { webhook_id, .. }) => {
+            store.close().await;
+            if let Some(created) = &found.created {
+                // A key made just now for a database sealed with another: keeping it
+                // would only stand in the way of the right one.
+                let _ = std::fs::remove_file(created);
+            }
+            anyhow::bail!(
+                "{} is not the key that sealed the webhook signing secrets in this database (that of \
+                 {webhook_id} does not open): start with the key they were sealed with; if it is lost, \
+                 see \"Losing the key\" in docs/configuration.md",
+                found.source
+            );
+        }
+        Err(e) => return Err(e).context("cannot seal the webhook signing secrets"),
+    }
     Ok(store)
+}
+
+/// A secret key, and where it came from (for messages).
+struct FoundKey {
+    key: SecretKey,
+    /// `CRONFLOW_SECRET_KEY`, or the key file.
+    source: String,
+    /// The key file, if this start created it.
+    created: Option<PathBuf>,
+}
+
+/// The key that seals the webhook signing secrets of the database at `database_url`:
+/// `setting` (`CRONFLOW_SECRET_KEY`) if given; else, on SQLite, the key file beside the
+/// database file (`<file>.key`), which the first start creates with a new random key;
+/// else (Postgres) none, an error saying how to make one.
+fn secret_key_for(database_url: &str, setting: Option<&SecretString>) -> anyhow::Result<FoundKey> {
+    if let Some(text) = setting {
+        let key = SecretKey::parse(text.expose_secret())
+            .map_err(|e| anyhow::anyhow!("invalid setting CRONFLOW_SECRET_KEY (secret_key): {e}"))?;
+        return Ok(FoundKey {
+            key,
+            source: "CRONFLOW_SECRET_KEY".into(),
+            created: None,
+        });
+    }
+    if !database_url.starts_with("sqlite:") {
+        anyhow::bail!("invalid setting CRONFLOW_SECRET_KEY (secret_key): {POSTGRES_NEEDS_A_KEY}");
+    }
+    let Some(db_file) = Store::sqlite_file(database_url) else {
+        // An in-memory database: its secrets go with it, and so may its key.
+        let key = SecretKey::parse(&SecretKey::generate_text()).context("a generated key parses")?;
+        return Ok(FoundKey {
+            key,
+            source: "the in-memory database's key".into(),
+            created: None,
+        });
+    };
+    let path = key_file_path(&db_file);
+    let (key, created) = read_or_create_key_file(&path)?;
+    Ok(FoundKey {
+        key,
+        source: format!(
+            "the key file {}{}",
+            path.display(),
+            if created { " (created just now)" } else { "" }
+        ),
+        created: created.then_some(path),
+    })
+}
+
+/// `<db file>.key`: the key file of a SQLite database.
+pub fn key_file_path(db_file: &Path) -> PathBuf {
+    let mut name = db_file.as_os_str().to_owned();
+    name.push(".key");
+    PathBuf::from(name)
+}
+
+/// The key in the file at `path`, and whether this call created the file: when there
+/// is none, a new random key is written to a private temporary file (mode 0600) and
+/// linked into place, so that another process starting at the same moment either
+/// finds the whole key or makes its own and reads the winner's. The key itself is never
+/// printed or logged.
+fn read_or_create_key_file(path: &Path) -> anyhow::Result<(SecretKey, bool)> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let read = |path: &Path| -> anyhow::Result<Option<SecretKey>> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => SecretKey::parse(&text)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("the key file {} holds no usable key: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("cannot read the key file {}", path.display())),
+        }
+    };
+    if let Some(key) = read(path)? {
+        return Ok((key, false));
+    }
+    let text = SecretKey::generate_text();
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".{}.tmp", std::process::id()));
+    let temporary = PathBuf::from(temporary);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temporary)
+        .and_then(|mut f| {
+            f.write_all(format!("{text}\n").as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::hard_link(&temporary, path));
+    let _ = std::fs::remove_file(&temporary);
+    match written {
+        Ok(()) => {
+            tracing::info!(
+                file = %path.display(),
+                "created the key that seals webhook signing secrets: back it up, apart from the database"
+            );
+            let key = SecretKey::parse(&text).context("a generated key parses")?;
+            Ok((key, true))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let key = read(path)?.with_context(|| format!("the key file {} vanished", path.display()))?;
+            Ok((key, false))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot create the key file {}", path.display())),
+    }
 }
 
 /// The URL without its password (in the user part or libpq's `password` parameter), for
@@ -78,7 +219,11 @@ impl Application {
 
     /// Builds the application with the given clock (tests inject a manual one).
     pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let store = connect_and_migrate(settings.database_url.expose_secret()).await?;
+        let store = connect_and_migrate(
+            settings.database_url.expose_secret(),
+            settings.secret_key.as_ref(),
+        )
+        .await?;
         let (store, signals) = Signals::listen_to(store);
         let first_admin_token = if settings.admin_token.is_none() && !store.has_api_keys().await? {
             let key = NewApiKey::generate("initial admin key", Scope::Admin, clock.now());

@@ -48,7 +48,7 @@ pub(crate) struct DataColumn {
 /// and (or) with statistics as `--data-statistics` says.
 pub(crate) async fn measure(backend: BackendName, args: &BenchArgs) -> anyhow::Result<Vec<DataColumn>> {
     on_fresh_database(backend, |url| async move {
-        let store = connect_and_migrate(&url).await?;
+        let store = connect_and_migrate(&url, Some(&crate::database::fresh_secret_key())).await?;
         let n = i64::try_from(args.data_deliveries).context("--data-deliveries")?;
         let start = Utc::now() - Duration::days(HISTORY_DAYS);
         let step = (HISTORY_DAYS * 86_400_000 / n.max(1)).max(1);

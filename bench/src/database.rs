@@ -94,6 +94,12 @@ impl FreshDatabase {
     }
 }
 
+/// A new random key for the webhook signing secrets of a fresh database (which is
+/// thrown away after the bench, key and all).
+pub(crate) fn fresh_secret_key() -> secrecy::SecretString {
+    cronflow_jobs::domain::SecretKey::generate_text().into()
+}
+
 /// Runs `bench` on a fresh database of `backend`, and removes the database afterwards,
 /// whether the bench succeeded, failed or was interrupted with ctrl-c.
 pub(crate) async fn on_fresh_database<T, F, Fut>(backend: BackendName, bench: F) -> anyhow::Result<T>

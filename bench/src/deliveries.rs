@@ -273,7 +273,8 @@ async fn run_scenario(
     backend: BackendName,
 ) -> anyhow::Result<DeliveryReport> {
     let name = backend.as_str();
-    let (store, signals) = Signals::listen_to(connect_and_migrate(url).await?);
+    let (store, signals) =
+        Signals::listen_to(connect_and_migrate(url, Some(&crate::database::fresh_secret_key())).await?);
     let sink = Sink::start().await?;
     let healthy = scenario.healthy();
     for i in 0..healthy {

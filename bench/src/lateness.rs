@@ -98,7 +98,8 @@ pub(crate) async fn measure(
     backend: BackendName,
 ) -> anyhow::Result<LatenessReport> {
     let name = backend.as_str();
-    let (store, signals) = Signals::listen_to(connect_and_migrate(url).await?);
+    let (store, signals) =
+        Signals::listen_to(connect_and_migrate(url, Some(&crate::database::fresh_secret_key())).await?);
     eprintln!("{name}: creating {} jobs…", args.jobs);
     let t = Instant::now();
     let (jobs, live_from) = create_lateness_jobs(&store, args.jobs).await?;

@@ -71,7 +71,8 @@ pub(crate) async fn measure(
     backend: BackendName,
 ) -> anyhow::Result<ThroughputReport> {
     let name = backend.as_str();
-    let (store, signals) = Signals::listen_to(connect_and_migrate(url).await?);
+    let (store, signals) =
+        Signals::listen_to(connect_and_migrate(url, Some(&crate::database::fresh_secret_key())).await?);
     // Fires once a year: the runs measured are the manual ones.
     let job = store
         .create_job(

@@ -42,6 +42,17 @@ pub enum StoreError {
     /// A stored value no longer parses as its domain type (a bug or a manual edit).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A subscription's sealed signing secret does not open with the store's key:
+    /// another key sealed it, or the row was edited or copied by hand. Nothing is
+    /// signed with it.
+    #[error("the signing secret of webhook {webhook_id} cannot be read: {source}")]
+    SealedSecret {
+        /// The subscription whose secret it is.
+        webhook_id: String,
+        /// Why it does not open.
+        #[source]
+        source: crate::domain::secret_box::OpenError,
+    },
     /// The database URL is neither `sqlite://` nor `postgres://`.
     #[error("unsupported database URL (expected sqlite://PATH or postgres://...)")]
     UnsupportedUrl,

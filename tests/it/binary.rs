@@ -14,6 +14,8 @@ use std::{
 
 const BIN: &str = env!("CARGO_BIN_EXE_cronflow-under-test");
 
+/// `cronflow` in `dir` on the database at `db_url`, with nothing else set but, on
+/// Postgres, the secret key it needs (on SQLite it makes its own key file).
 fn cronflow(dir: &Path, db_url: &str) -> Command {
     let mut c = Command::new(BIN);
     c.current_dir(dir)
@@ -21,6 +23,9 @@ fn cronflow(dir: &Path, db_url: &str) -> Command {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("CRONFLOW_DATABASE_URL", db_url)
         .env("CRONFLOW_LISTEN", "127.0.0.1:0");
+    if db_url.starts_with("postgres") {
+        c.env("CRONFLOW_SECRET_KEY", TEST_SECRET_KEY);
+    }
     c
 }
 
@@ -138,6 +143,39 @@ fn with_nothing_configured_serve_uses_cronflow_db_in_the_working_directory() {
         .unwrap();
     assert!(child.wait().unwrap().success());
     assert!(dir.path().join("cronflow.db").exists());
+    // And the key that seals its webhook secrets beside it, for its owner's eyes only.
+    use std::os::unix::fs::PermissionsExt;
+    let key = dir.path().join("cronflow.db.key");
+    let mode = std::fs::metadata(&key)
+        .expect("cronflow.db.key")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+}
+
+#[test]
+fn postgres_without_a_secret_key_is_refused_with_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .env_clear()
+        .env(
+            "CRONFLOW_DATABASE_URL",
+            "postgres://cronflow@127.0.0.1:9/cronflow",
+        )
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(
+            "cronflow: invalid setting CRONFLOW_SECRET_KEY (secret_key): required with Postgres"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("openssl rand -base64 32"), "{stderr}");
 }
 
 #[test]
@@ -149,6 +187,7 @@ fn an_invalid_setting_prints_one_line_naming_it_and_exits_2() {
         ("CRONFLOW_RETRY_SCHEDULE", "30s,soon"),
         ("CRONFLOW_WEBHOOK_TIMEOUT", "10"),
         ("CRONFLOW_ALLOW_PRIVATE_TARGETS", "perhaps"),
+        ("CRONFLOW_SECRET_KEY", "not-a-key"),
     ] {
         let out = Command::new(BIN)
             .current_dir(dir.path())
@@ -305,7 +344,9 @@ async fn a_worker_killed_mid_run_is_recovered_and_its_processes_stopped(backend:
     };
     // The worker records the process group just after spawning it (that is what the
     // recovering worker kills); kill the worker once it has.
-    let observer = cronflow_jobs::Store::connect(&db.url).await.unwrap();
+    let observer = cronflow_jobs::Store::connect(&db.url, test_secret_key())
+        .await
+        .unwrap();
     let run_key = cronflow_jobs::domain::RunId::parse(&run_id).unwrap();
     eventually(
         30,
@@ -345,7 +386,9 @@ async fn a_worker_killed_mid_run_is_recovered_and_its_processes_stopped(backend:
         !group_has_live_members(pgid),
         "recovery kills the orphaned process group"
     );
-    let store = cronflow_jobs::Store::connect(&db.url).await.unwrap();
+    let store = cronflow_jobs::Store::connect(&db.url, test_secret_key())
+        .await
+        .unwrap();
     let events = store
         .list_events(&cronflow_jobs::domain::PageRequest::parse(Some(50), None).unwrap())
         .await

@@ -16,7 +16,7 @@
 //! `cargo test -p cronflow-tests --test it -- --ignored --nocapture chaos::long`.
 
 use crate::{
-    helpers::{eventually, http_client, loud, postgres_binaries},
+    helpers::{TEST_SECRET_KEY, eventually, http_client, loud, postgres_binaries},
     pg_server::PgServer,
     receiver::{Answer, Seen, TestReceiver},
 };
@@ -167,6 +167,7 @@ impl Fleet {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("CRONFLOW_DATABASE_URL", &self.db_url)
+            .env("CRONFLOW_SECRET_KEY", TEST_SECRET_KEY)
             .env("CRONFLOW_LISTEN", "127.0.0.1:0")
             .env("CRONFLOW_ADMIN_TOKEN", ADMIN)
             .env("CRONFLOW_ALLOW_PRIVATE_TARGETS", "true")
@@ -358,6 +359,7 @@ async fn run_chaos(chaos: Chaos) {
     let migrated = Command::new(BIN)
         .env_clear()
         .env("CRONFLOW_DATABASE_URL", &db_url)
+        .env("CRONFLOW_SECRET_KEY", TEST_SECRET_KEY)
         .arg("migrate")
         .output()
         .unwrap();

@@ -7,7 +7,7 @@ pub use crate::receiver::{Seen, TestReceiver};
 use cronflow::{Application, Settings};
 use cronflow_jobs::{
     Clock, Store, SystemClock,
-    domain::{NewApiKey, Scope},
+    domain::{NewApiKey, Scope, SecretKey},
     store::ChangedBy,
 };
 use reqwest::{Method, RequestBuilder, Response};
@@ -18,6 +18,15 @@ use std::{
 };
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+/// The key that seals webhook signing secrets in the tests' databases (base64 of 32
+/// bytes); fixed, so a test can open a store on an application's database.
+pub const TEST_SECRET_KEY: &str = "Q3JvbkZsb3cgdGVzdHMnIHNlY3JldCBrZXkgKDMyQik=";
+
+/// [`TEST_SECRET_KEY`], parsed.
+pub fn test_secret_key() -> SecretKey {
+    SecretKey::parse(TEST_SECRET_KEY).expect("the test key is a key")
+}
 
 /// The server tests create Postgres databases on.
 pub const POSTGRES_URL_VAR: &str = "CRONFLOW_TEST_POSTGRES_URL";
@@ -232,11 +241,13 @@ async fn pg_admin_connection() -> sqlx::postgres::PgConnection {
         })
 }
 
-/// Settings for a test: the database given, port 0, private targets allowed, short
-/// retry delays; `overrides` replace any of them.
+/// Settings for a test: the database given, the test secret key, port 0, private
+/// targets allowed, short retry delays; `overrides` replace any of them (an empty
+/// `CRONFLOW_SECRET_KEY` unsets the key, as in the environment).
 pub fn test_settings(db_url: &str, overrides: &[(&str, &str)]) -> Settings {
     let mut vars = BTreeMap::from([
         ("CRONFLOW_DATABASE_URL".to_owned(), db_url.to_owned()),
+        ("CRONFLOW_SECRET_KEY".to_owned(), TEST_SECRET_KEY.to_owned()),
         ("CRONFLOW_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
         ("CRONFLOW_ALLOW_PRIVATE_TARGETS".to_owned(), "true".to_owned()),
         ("CRONFLOW_SHUTDOWN_TIMEOUT".to_owned(), "5s".to_owned()),

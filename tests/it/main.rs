@@ -33,6 +33,7 @@ mod readme_receivers;
 mod retention;
 mod runs;
 mod scheduling;
+mod secrets;
 mod strict_input;
 mod upgrade;
 mod webhooks;

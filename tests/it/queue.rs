@@ -15,7 +15,7 @@ async fn postgres_notifies_each_queue_once_per_inserting_statement() {
         return;
     }
     let db = TestDb::new(Backend::Postgres).await;
-    let store = Store::connect(&db.url).await.expect("connect");
+    let store = Store::connect(&db.url, test_secret_key()).await.expect("connect");
     store.migrate().await.expect("migrate");
     let pool = sqlx::PgPool::connect(&db.url).await.expect("postgres");
     let mut listener = PgListener::connect_with(&pool).await.expect("listen");
@@ -72,7 +72,7 @@ async fn postgres_notifies_each_queue_once_per_inserting_statement() {
 /// fails here rather than in production.
 async fn apalis_task_table_has_the_columns_cronflow_writes(backend: Backend) {
     let db = TestDb::new(backend).await;
-    let store = Store::connect(&db.url).await.expect("connect");
+    let store = Store::connect(&db.url, test_secret_key()).await.expect("connect");
     store.migrate().await.expect("migrate");
     store.close().await;
     let sql = match backend {

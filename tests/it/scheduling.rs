@@ -61,8 +61,8 @@ async fn three_schedulers_on_one_postgres_fire_every_slot_exactly_once() {
     }
     let (app, clock) = spawn_at(Backend::Postgres, "2026-06-01T12:00:00Z").await;
     let others = [
-        Store::connect(&app.db.url).await.unwrap(),
-        Store::connect(&app.db.url).await.unwrap(),
+        Store::connect(&app.db.url, test_secret_key()).await.unwrap(),
+        Store::connect(&app.db.url, test_secret_key()).await.unwrap(),
     ];
     let mut job_ids = Vec::new();
     for i in 0..4 {

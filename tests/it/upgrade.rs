@@ -13,7 +13,7 @@ const BEFORE_HOT_UPDATES: i64 = 20261128000004;
 /// A fresh database migrated only up to CronFlow's migration `last`.
 async fn older_database(backend: Backend, last: i64) -> TestDb {
     let db = TestDb::new(backend).await;
-    let old = Store::connect(&db.url).await.expect("connect");
+    let old = Store::connect(&db.url, test_secret_key()).await.expect("connect");
     old.migrate_up_to(Some(last)).await.expect("the older migrations");
     old.close().await;
     db

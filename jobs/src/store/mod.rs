@@ -7,7 +7,8 @@
 //! (`BIGINT`) so both backends share one representation; JSON values are stored as text.
 //! The store decides nothing: what to write (which slots run, when a delivery is retried
 //! or dead, when a run is retried) is decided by the domain's policies (`crate::domain`)
-//! and handed in.
+//! and handed in. Webhook signing secrets are stored sealed with the key the store is
+//! given (`webhooks.rs`).
 //!
 //! # Layout
 //! - `mod.rs`: connecting, migrating, health, the pools.
@@ -54,6 +55,7 @@ pub use stats::{DeadDelivery, DeadFilter, DeadGroup, DeliveryExtras, HourlyAttem
 pub use webhooks::NewEvent;
 
 use crate::StoreError;
+use crate::domain::SecretKey;
 use db::{Exec, Row, Statement, Tx};
 use sqlx::{
     ConnectOptions, PgPool, SqlitePool,
@@ -135,10 +137,12 @@ pub enum Backend {
     Postgres,
 }
 
-/// CronFlow's database: its connection pools, and whoever listens for its [`Change`]s.
+/// CronFlow's database: its connection pools, the key that seals the webhook signing
+/// secrets it stores, and whoever listens for its [`Change`]s.
 #[derive(Debug, Clone)]
 pub struct Store {
     pools: Pools,
+    secret_key: Arc<SecretKey>,
     listener: Option<Arc<dyn ChangeListener>>,
 }
 
@@ -229,7 +233,9 @@ impl Store {
 
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`). A SQLite file is created
     /// if missing and opened in WAL mode; the pragmas are set on every connection.
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    /// `secret_key` seals and opens the webhook signing secrets; it must be the key that
+    /// sealed those already stored ([`Store::check_key_and_seal_secrets`] checks).
+    pub async fn connect(url: &str, secret_key: SecretKey) -> Result<Self, StoreError> {
         if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
                 .create_if_missing(true)
@@ -254,10 +260,13 @@ impl Store {
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(opts.pragma("query_only", "ON"))
                 .await?;
-            Ok(Store::new(Pools::Sqlite {
-                writer: write,
-                reader: read,
-            }))
+            Ok(Store::new(
+                Pools::Sqlite {
+                    writer: write,
+                    reader: read,
+                },
+                secret_key,
+            ))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?
                 .options([
@@ -270,17 +279,35 @@ impl Store {
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(opts)
                 .await?;
-            Ok(Store::new(Pools::Postgres(pool)))
+            Ok(Store::new(Pools::Postgres(pool), secret_key))
         } else {
             Err(StoreError::UnsupportedUrl)
         }
     }
 
-    fn new(pools: Pools) -> Self {
+    fn new(pools: Pools, secret_key: SecretKey) -> Self {
         Store {
             pools,
+            secret_key: Arc::new(secret_key),
             listener: None,
         }
+    }
+
+    /// The key that seals the stored webhook signing secrets.
+    pub(crate) fn secret_key(&self) -> &SecretKey {
+        &self.secret_key
+    }
+
+    /// The file of a `sqlite://` URL; `None` for another database or an in-memory one.
+    pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+        if !url.starts_with("sqlite:") {
+            return None;
+        }
+        let opts = SqliteConnectOptions::from_str(url).ok()?;
+        let file = opts.get_filename();
+        // sqlx names in-memory databases `file:sqlx-in-memory-N`.
+        (!file.as_os_str().is_empty() && !file.to_string_lossy().starts_with("file:"))
+            .then(|| file.to_path_buf())
     }
 
     /// This store, telling `listener` of each [`Change`] it commits (from every clone).

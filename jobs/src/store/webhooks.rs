@@ -1,4 +1,9 @@
 //! Webhook subscriptions, and the fan-out of events to them.
+//!
+//! Signing secrets are stored sealed with the store's key (`domain::secret_box`, the
+//! webhook's id as associated data): sealed on every write of a secret (create,
+//! rotate), opened on every read of a whole subscription. The fan-out reads only the
+//! filters, and the delivery path opens each subscription's secrets once per batch.
 
 use super::{
     Change, ChangedBy, Store,
@@ -7,8 +12,9 @@ use super::{
 };
 use crate::StoreError;
 use crate::domain::{
-    Cursor, DeliveryId, Environment, EventFilter, EventId, EventType, JobId, Page, PageRequest, Webhook,
-    WebhookId, WebhookSecret, WebhookSpec, event::webhook_test_payload, webhook::ROTATION_GRACE_HOURS,
+    Cursor, DeliveryId, Environment, EventFilter, EventId, EventType, JobId, Page, PageRequest, SecretKey,
+    Webhook, WebhookId, WebhookSecret, WebhookSpec, event::webhook_test_payload, secret_box,
+    webhook::ROTATION_GRACE_HOURS,
 };
 use chrono::{DateTime, Duration, Utc};
 
@@ -19,13 +25,28 @@ macro_rules! webhook_columns {
     };
 }
 
+/// The columns the fan-out reads: which events a subscription wants (no secret).
+macro_rules! filter_columns {
+    () => {
+        "id, events, environment, job_ids"
+    };
+}
+
+/// What a subscription wants: the columns of `filter_columns!`.
 #[derive(sqlx::FromRow)]
-pub(super) struct WebhookRow {
+pub(super) struct FilterRow {
     id: String,
-    url: String,
     events: String,
     environment: Option<String>,
     job_ids: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct WebhookRow {
+    #[sqlx(flatten)]
+    filter: FilterRow,
+    url: String,
+    /// Sealed (`domain::secret_box`), like `previous_secret`.
     secret: String,
     previous_secret: Option<String>,
     previous_secret_until: Option<i64>,
@@ -41,42 +62,73 @@ fn time(v: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_millis(v).ok_or_else(|| StoreError::Corrupt(format!("timestamp {v}")))
 }
 
-impl TryFrom<WebhookRow> for Webhook {
-    type Error = StoreError;
+fn corrupt(id: &str, what: &str) -> StoreError {
+    StoreError::Corrupt(format!("webhook {id}: {what}"))
+}
 
-    fn try_from(r: WebhookRow) -> Result<Self, StoreError> {
-        let corrupt = |what: &str| StoreError::Corrupt(format!("webhook {}: {what}", r.id));
-        let events: Vec<String> = serde_json::from_str(&r.events).map_err(|_| corrupt("events"))?;
-        let job_ids: Option<Vec<String>> = r
+impl FilterRow {
+    /// The subscription's id and filter.
+    fn parse(self) -> Result<FanOutHook, StoreError> {
+        let id = &self.id;
+        let events: Vec<String> = serde_json::from_str(&self.events).map_err(|_| corrupt(id, "events"))?;
+        let job_ids: Option<Vec<String>> = self
             .job_ids
             .as_deref()
             .map(serde_json::from_str)
             .transpose()
-            .map_err(|_| corrupt("job_ids"))?;
-        let environment = r
+            .map_err(|_| corrupt(id, "job_ids"))?;
+        let environment = self
             .environment
             .as_deref()
-            .map(|e| Environment::parse(e).ok_or_else(|| corrupt("environment")))
+            .map(|e| Environment::parse(e).ok_or_else(|| corrupt(id, "environment")))
             .transpose()?;
-        let previous_secret = match (r.previous_secret, r.previous_secret_until) {
-            (Some(s), Some(until)) => Some((
-                WebhookSecret::parse(&s).map_err(|_| corrupt("previous secret"))?,
-                time(until)?,
-            )),
+        Ok(FanOutHook {
+            id: WebhookId::parse(id).ok_or_else(|| corrupt(id, "id"))?,
+            filter: EventFilter::parse(&events, environment, job_ids).map_err(|_| corrupt(id, "filter"))?,
+        })
+    }
+}
+
+/// The secret sealed in `stored` for the subscription `id`.
+fn open_secret(key: &SecretKey, id: &str, stored: &str) -> Result<WebhookSecret, StoreError> {
+    let plain = key.open(id, stored).map_err(|source| StoreError::SealedSecret {
+        webhook_id: id.to_owned(),
+        source,
+    })?;
+    WebhookSecret::parse(&plain).map_err(|_| corrupt(id, "secret"))
+}
+
+impl WebhookRow {
+    /// The subscription, its secrets opened with `key`. A previous secret that does not
+    /// open is left out (with a warning) rather than failing the read: it only signs
+    /// beside the current one for a while, and leaving it out lets a rotation replace a
+    /// current secret that does not open.
+    fn open(self, key: &SecretKey) -> Result<Webhook, StoreError> {
+        let id = self.filter.id.clone();
+        let secret = open_secret(key, &id, &self.secret)?;
+        let previous_secret = match (self.previous_secret, self.previous_secret_until) {
+            (Some(s), Some(until)) => match open_secret(key, &id, &s) {
+                Ok(previous) => Some((previous, time(until)?)),
+                Err(e) => {
+                    tracing::warn!(webhook_id = %id, error = %e, "the previous signing secret is left out");
+                    None
+                }
+            },
             _ => None,
         };
+        let FanOutHook { id: hook_id, filter } = self.filter.parse()?;
         Ok(Webhook {
-            id: WebhookId::parse(&r.id).ok_or_else(|| corrupt("id"))?,
-            url: r.url.clone(),
-            filter: EventFilter::parse(&events, environment, job_ids).map_err(|_| corrupt("filter"))?,
-            secret: WebhookSecret::parse(&r.secret).map_err(|_| corrupt("secret"))?,
+            id: hook_id,
+            url: self.url,
+            filter,
+            secret,
             previous_secret,
-            headers: serde_json::from_str(&r.headers).map_err(|_| corrupt("headers"))?,
-            description: r.description,
-            enabled: r.enabled,
-            disabled_reason: r.disabled_reason,
-            created_at: time(r.created_at)?,
-            updated_at: time(r.updated_at)?,
+            headers: serde_json::from_str(&self.headers).map_err(|_| corrupt(&id, "headers"))?,
+            description: self.description,
+            enabled: self.enabled,
+            disabled_reason: self.disabled_reason,
+            created_at: time(self.created_at)?,
+            updated_at: time(self.updated_at)?,
         })
     }
 }
@@ -91,15 +143,22 @@ fn job_ids_json(f: &EventFilter) -> Option<String> {
     })
 }
 
+/// A subscription as the fan-out sees it: which events it wants. Without its secret,
+/// so fanning out opens none.
+pub(crate) struct FanOutHook {
+    pub(crate) id: WebhookId,
+    pub(crate) filter: EventFilter,
+}
+
 /// The enabled subscriptions, read inside `tx` (for [`deliveries_for`]).
-pub(crate) async fn enabled_hooks(tx: &mut Tx) -> Result<Vec<Webhook>, StoreError> {
-    let rows: Vec<WebhookRow> = tx
+pub(crate) async fn enabled_hooks(tx: &mut Tx) -> Result<Vec<FanOutHook>, StoreError> {
+    let rows: Vec<FilterRow> = tx
         .fetch_all(
-            concat!("SELECT ", webhook_columns!(), " FROM webhooks WHERE enabled"),
+            concat!("SELECT ", filter_columns!(), " FROM webhooks WHERE enabled"),
             &[],
         )
         .await?;
-    rows.into_iter().map(Webhook::try_from).collect()
+    rows.into_iter().map(FilterRow::parse).collect()
 }
 
 /// A delivery to create: one event for one subscription.
@@ -115,7 +174,7 @@ pub(crate) struct NewDelivery<'a> {
 /// ones, from [`enabled_hooks`]) whose filter matches it. `job_id` is empty for an event
 /// about no job.
 pub(crate) fn deliveries_for<'a>(
-    hooks: &'a [Webhook],
+    hooks: &'a [FanOutHook],
     event_id: &'a str,
     kind: EventType,
     job_id: &'a str,
@@ -234,7 +293,9 @@ impl Store {
                 events_json(&hook.filter).into(),
                 hook.filter.environment.map(|e| e.as_str()).into(),
                 job_ids_json(&hook.filter).into(),
-                hook.secret.expose().into(),
+                self.secret_key()
+                    .seal(hook.id.as_str(), hook.secret.expose())
+                    .into(),
                 serde_json::to_string(&hook.headers).unwrap_or_default().into(),
                 (&hook.description).into(),
                 hook.enabled.into(),
@@ -256,7 +317,7 @@ impl Store {
                 &[id.as_str().into()],
             )
             .await?;
-        row.map(Webhook::try_from).transpose()
+        row.map(|r| r.open(self.secret_key())).transpose()
     }
 
     /// Subscriptions in creation order.
@@ -283,7 +344,7 @@ impl Store {
             .await?;
         let items = rows
             .into_iter()
-            .map(Webhook::try_from)
+            .map(|r| r.open(self.secret_key()))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Page::from_rows(items, page.limit, |w| {
             Cursor::after(w.created_at, w.id.as_str())
@@ -362,7 +423,7 @@ impl Store {
                  WHERE id = $1",
                 &[
                     id.as_str().into(),
-                    new.expose().into(),
+                    self.secret_key().seal(id.as_str(), new.expose()).into(),
                     until.timestamp_millis().into(),
                     now.timestamp_millis().into(),
                 ],
@@ -455,11 +516,13 @@ impl Store {
         Ok(queued)
     }
 
-    /// The subscriptions with these ids that exist, by id.
+    /// The subscriptions with these ids that exist, by id; each one's secrets opened
+    /// once for the whole batch. A subscription whose secret does not open is there as
+    /// its [`StoreError::SealedSecret`], so that it fails only its own deliveries.
     pub(super) async fn webhooks_by_id(
         &self,
         ids: &[WebhookId],
-    ) -> Result<std::collections::HashMap<String, Webhook>, StoreError> {
+    ) -> Result<std::collections::HashMap<String, Result<Webhook, StoreError>>, StoreError> {
         let ids: Vec<&str> = ids.iter().map(WebhookId::as_str).collect();
         let rows: Vec<WebhookRow> = self
             .select_by_ids(
@@ -468,8 +531,83 @@ impl Store {
             )
             .await?;
         rows.into_iter()
-            .map(|r| Webhook::try_from(r).map(|h| (h.id.to_string(), h)))
+            .map(|r| {
+                let id = r.filter.id.clone();
+                match r.open(self.secret_key()) {
+                    Ok(hook) => Ok((id, Ok(hook))),
+                    Err(e @ StoreError::SealedSecret { .. }) => Ok((id, Err(e))),
+                    Err(e) => Err(e),
+                }
+            })
             .collect()
+    }
+}
+
+impl Store {
+    /// Prepares the stored signing secrets for this store's key, in one transaction:
+    /// first checks that the key opens one sealed secret (the most recently written), so
+    /// that a store given another key than the one that sealed them fails here, at
+    /// start-up, rather than at each delivery; then seals the secrets still in clear
+    /// (written by a CronFlow older than sealing; a migration cannot do it, as it has no
+    /// key). Returns how many subscriptions it sealed. Idempotent, and safe beside
+    /// another process doing the same: each row is rewritten only if it still holds the
+    /// clear text read.
+    pub async fn check_key_and_seal_secrets(&self) -> Result<usize, StoreError> {
+        #[derive(sqlx::FromRow)]
+        struct StoredSecrets {
+            id: String,
+            secret: String,
+            previous_secret: Option<String>,
+        }
+        let key = self.secret_key();
+        let mut tx = self.begin().await?;
+        let rows: Vec<StoredSecrets> = tx
+            .fetch_all(
+                "SELECT id, secret, previous_secret FROM webhooks ORDER BY updated_at DESC, id",
+                &[],
+            )
+            .await?;
+        if let Some(sample) = rows.iter().find(|r| secret_box::is_sealed(&r.secret)) {
+            key.open(&sample.id, &sample.secret)
+                .map_err(|source| StoreError::SealedSecret {
+                    webhook_id: sample.id.clone(),
+                    source,
+                })?;
+        }
+        let mut clear: Vec<&StoredSecrets> = rows
+            .iter()
+            .filter(|r| {
+                !secret_box::is_sealed(&r.secret)
+                    || r.previous_secret
+                        .as_deref()
+                        .is_some_and(|p| !secret_box::is_sealed(p))
+            })
+            .collect();
+        // One order for every process, so two of them sealing at once cannot deadlock.
+        clear.sort_by(|a, b| a.id.cmp(&b.id));
+        let seal = |text: &str, id: &str| {
+            if secret_box::is_sealed(text) {
+                text.to_owned()
+            } else {
+                key.seal(id, text)
+            }
+        };
+        let mut sealed = 0;
+        for r in clear {
+            sealed += tx
+                .execute(
+                    "UPDATE webhooks SET secret = $2, previous_secret = $3 WHERE id = $1 AND secret = $4",
+                    &[
+                        r.id.as_str().into(),
+                        seal(&r.secret, &r.id).into(),
+                        r.previous_secret.as_deref().map(|p| seal(p, &r.id)).into(),
+                        r.secret.as_str().into(),
+                    ],
+                )
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(usize::try_from(sealed).unwrap_or(usize::MAX))
     }
 }
 

@@ -17,6 +17,11 @@ use crate::store::{
 use chrono::{DateTime, Utc};
 use std::borrow::Borrow;
 
+/// The `last_error` of a delivery that died because its subscription's signing secret
+/// does not open with the store's key.
+const UNOPENED_SECRET: &str =
+    "the subscription's signing secret cannot be decrypted with this CRONFLOW_SECRET_KEY; nothing was sent";
+
 /// What a worker needs to make an attempt.
 #[derive(Debug, Clone)]
 pub struct DeliveryWork {
@@ -35,7 +40,8 @@ pub struct DeliveryWork {
 pub enum DeliveryLoad {
     /// It needs an attempt (`pending` or `retrying`).
     Attempt(Box<DeliveryWork>),
-    /// Its subscription or event no longer exists: it was marked `dead` instead.
+    /// Its subscription or event no longer exists, or its subscription's signing
+    /// secret does not open with the store's key: it was marked `dead` instead.
     Dead,
     /// It needs no attempt (delivered, dead, or gone).
     Nothing,
@@ -135,8 +141,10 @@ fn sorted<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 impl Store {
     /// For each of `ids` (in order), what an attempt finds: the delivery and what an
     /// attempt needs, if it still needs one (`pending` or `retrying`); two queries for
-    /// the whole batch. Deliveries whose subscription or event was deleted are marked
-    /// `dead` here.
+    /// the whole batch, and each subscription's secrets opened once. Deliveries whose
+    /// subscription or event was deleted are marked `dead` here, and so are those whose
+    /// subscription's secret does not open (signing with anything else would only be
+    /// refused by the receiver); each with its reason.
     pub async fn begin_deliveries(
         &self,
         ids: &[DeliveryId],
@@ -162,6 +170,7 @@ impl Store {
         let hooks = self.webhooks_by_id(&hook_ids).await?;
         let mut found = std::collections::HashMap::with_capacity(rows.len());
         let mut orphans = Vec::new();
+        let mut unsigned = Vec::new();
         for row in rows {
             let payload = row.payload;
             let round = row.round_attempts;
@@ -173,7 +182,7 @@ impl Store {
                 continue;
             }
             match (hooks.get(delivery.webhook_id.as_str()), payload) {
-                (Some(webhook), Some(payload)) => {
+                (Some(Ok(webhook)), Some(payload)) => {
                     let work = DeliveryWork {
                         webhook: webhook.clone(),
                         payload,
@@ -182,22 +191,32 @@ impl Store {
                     };
                     found.insert(work.delivery.id.clone(), DeliveryLoad::Attempt(Box::new(work)));
                 }
+                (Some(Err(e)), Some(_)) => {
+                    tracing::error!(delivery_id = %delivery.id, error = %e, "the delivery is dead: nothing signs it");
+                    found.insert(delivery.id.clone(), DeliveryLoad::Dead);
+                    unsigned.push(delivery.id);
+                }
                 _ => {
                     found.insert(delivery.id.clone(), DeliveryLoad::Dead);
                     orphans.push(delivery.id);
                 }
             }
         }
-        if !orphans.is_empty() {
-            let mut s = Statement::new(
-                "UPDATE deliveries SET status = 'dead', last_error = 'the subscription or event no longer exists', \
-                 next_attempt_at = NULL, dead_at = ",
-            );
-            s.bind(now.timestamp_millis())
+        for (dead, reason) in [
+            (&orphans, "the subscription or event no longer exists"),
+            (&unsigned, UNOPENED_SECRET),
+        ] {
+            if dead.is_empty() {
+                continue;
+            }
+            let mut s = Statement::new("UPDATE deliveries SET status = 'dead', last_error = ");
+            s.bind(reason)
+                .push(", next_attempt_at = NULL, dead_at = ")
+                .bind(now.timestamp_millis())
                 .push(", updated_at = ")
                 .bind(now.timestamp_millis())
                 .push(" WHERE id IN ")
-                .list(orphans.iter().map(DeliveryId::as_str));
+                .list(dead.iter().map(DeliveryId::as_str));
             self.writer().run(s).await?;
         }
         Ok(ids
