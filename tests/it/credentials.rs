@@ -142,7 +142,7 @@ async fn every_key_sees_credentials_redacted_and_an_admin_reveals_them_audited(b
     assert_eq!(status, 404);
 
     let audit_key = app.key(Scope::Audit).await;
-    let log = get_as(&app, &audit_key, "/v1/audit").await;
+    let log = app.audit_log(&audit_key).await;
     assert!(!log.contains(SECRET), "the audit log holds no credential");
     let reveals: Vec<Value> = log
         .lines()

@@ -413,6 +413,19 @@ impl TestApp {
         self.get(path).await.json().await.expect("a JSON body")
     }
 
+    /// The whole audit log (NDJSON), read with `key` (an `audit` or `admin` key).
+    pub async fn audit_log(&self, key: &str) -> String {
+        let r = self
+            .client
+            .get(self.url("/v1/audit"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), 200, "reading the audit log");
+        r.text().await.expect("the audit log")
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> Response {
         self.request(Method::POST, path)
             .json(body)

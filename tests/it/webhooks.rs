@@ -533,16 +533,7 @@ async fn a_url_token_stays_in_the_subscription(backend: Backend) {
     })
     .await;
     let audit_key = app.key(cronflow_jobs::domain::Scope::Audit).await;
-    let audit = app
-        .client
-        .get(app.url("/v1/audit"))
-        .bearer_auth(&audit_key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let audit = app.audit_log(&audit_key).await;
     let attempt_urls: BTreeSet<String> = audit
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
@@ -732,16 +723,7 @@ async fn a_410_disables_the_subscription_with_its_reason(backend: Backend) {
         "{hook}"
     );
     let audit_key = app.key(cronflow_jobs::domain::Scope::Audit).await;
-    let log = app
-        .client
-        .get(app.url("/v1/audit"))
-        .bearer_auth(&audit_key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = app.audit_log(&audit_key).await;
     assert!(
         log.lines()
             .any(|l| l.contains("webhook.disabled") && l.contains(&hook_id)),
