@@ -253,6 +253,13 @@ impl Store {
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(SQLITE_WRITE_WAIT)
+                // When the disk refuses a write (read-only, full), the rollback of the
+                // failed transaction can fail too and the one writing connection would
+                // stay inside it, refusing every later `BEGIN`: such a connection is
+                // closed instead, and the pool opens a fresh one.
+                .before_acquire(|conn, _| {
+                    Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
+                })
                 .connect_with(opts.clone())
                 .await?;
             let read = SqlitePoolOptions::new()
