@@ -9,6 +9,17 @@ use sha2::Sha256;
 use std::collections::BTreeSet;
 
 /// Subscribes `url` to every job event and returns (id, secret).
+/// Sends a `webhook.test` event to `hook_id`; returns its delivery's id.
+async fn send_test_event(app: &TestApp, hook_id: &str) -> String {
+    let sent: Value = app
+        .post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    sent["delivery_id"].as_str().unwrap().to_owned()
+}
+
 async fn subscribe(app: &TestApp, url: &str) -> (String, String) {
     let r = app
         .post(
@@ -461,13 +472,7 @@ async fn a_waiting_retry_survives_a_restart(backend: Backend) {
     let app = TestApp::spawn_with(backend, &[("CRONFLOW_RETRY_SCHEDULE", "3s")]).await;
     let receiver = TestReceiver::start(&[503, 200]).await;
     let (hook_id, _) = subscribe(&app, &receiver.url("/later")).await;
-    let sent: Value = app
-        .post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = sent["delivery_id"].as_str().unwrap().to_owned();
+    let id = send_test_event(&app, &hook_id).await;
     eventually(30, "the first attempt to fail", || async {
         let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
         (d["status"] == "retrying").then_some(())
@@ -513,13 +518,7 @@ async fn a_url_token_stays_in_the_subscription(backend: Backend) {
             url.as_str(),
             "the subscription keeps its URL"
         );
-        let sent: Value = app
-            .post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
-            .await
-            .json()
-            .await
-            .unwrap();
-        deliveries.push(sent["delivery_id"].as_str().unwrap().to_owned());
+        deliveries.push(send_test_event(&app, &hook_id).await);
     }
     eventually(30, "a retried delivery and a refused attempt", || async {
         let a: Value = app
