@@ -114,6 +114,10 @@ impl JobsApi {
     }
 
     /// Delete a job.
+    ///
+    /// It fires no more. Its runs stay on record (retention prunes them); a run still
+    /// going ends as usual and its event is delivered; runs queued behind it are
+    /// cancelled.
     #[oai(path = "/v1/jobs/:id", method = "delete", operation_id = "delete_job")]
     async fn delete(
         &self,

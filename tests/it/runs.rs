@@ -344,7 +344,4 @@ async fn a_job_deleted_mid_run_still_records_the_run_and_sends_its_event(backend
     app.stop().await;
 }
 
-on_both_backends!(
-    #[ignore = "known flaw: a job deleted mid-run loses that run's event; fixed after the store reshape"]
-    a_job_deleted_mid_run_still_records_the_run_and_sends_its_event
-);
+on_both_backends!(a_job_deleted_mid_run_still_records_the_run_and_sends_its_event);

@@ -154,7 +154,7 @@ pub(super) fn event_docs() -> Vec<EventDoc> {
     .into_iter()
     .filter_map(|(kind, state, when)| {
         let (job, run) = sample(state)?;
-        let example = job_event_payload(kind, &job, &run, false, job.next_run_at, at("2024-03-15T01:05:00Z"));
+        let example = job_event_payload(kind, &(&job).into(), &run, false, job.next_run_at, at("2024-03-15T01:05:00Z"));
         let fields = example["data"]
             .as_object()
             .map(|data| {

@@ -361,12 +361,37 @@ fn payload_settings(settings: SchemaSettings) -> SchemaSettings {
     settings.with(|s| s.contract = schemars::generate::Contract::Serialize)
 }
 
+/// What a job event says of its job. Kept for a job deleted while one of its runs went
+/// on (`Store::delete_job`), so that run's event is still written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventJob {
+    /// The job's id.
+    pub id: JobId,
+    /// Its environment (subscriptions filter on it).
+    pub environment: Environment,
+    /// Its retries (`job.failed` reports them).
+    pub max_retries: u32,
+    /// Its timeout (`job.timed_out` reports it).
+    pub timeout_seconds: u32,
+}
+
+impl From<&Job> for EventJob {
+    fn from(job: &Job) -> Self {
+        EventJob {
+            id: job.id.clone(),
+            environment: job.spec.environment,
+            max_retries: job.spec.max_retries,
+            timeout_seconds: job.spec.timeout_seconds,
+        }
+    }
+}
+
 /// The payload for the final state of `run` of `job`. `will_retry` says whether a retry
 /// attempt follows a failure; `next_run_at` is the job's next scheduled fire time.
 /// (`webhook.test` is not a job event: its payload comes from [`webhook_test_payload`].)
 pub fn job_event_payload(
     kind: EventType,
-    job: &Job,
+    job: &EventJob,
     run: &Run,
     will_retry: bool,
     next_run_at: Option<DateTime<Utc>>,
@@ -384,7 +409,7 @@ pub fn job_event_payload(
         scheduled_for: run.scheduled_for.map(format_time),
         lateness_ms: run.lateness_ms,
     };
-    let (id, env) = (Some(&job.id), job.spec.environment);
+    let (id, env) = (Some(&job.id), job.environment);
     match kind {
         EventType::JobCompleted => {
             Event::new(id, env, now, JobCompletedData { run: facts, output }).to_json()
@@ -399,7 +424,7 @@ pub fn job_event_payload(
                 message: run.error.clone(),
                 stack_trace: run.stack_trace.clone(),
                 retries: run.attempt.saturating_sub(1),
-                max_retries: job.spec.max_retries,
+                max_retries: job.max_retries,
                 will_retry,
             },
         )
@@ -410,7 +435,7 @@ pub fn job_event_payload(
             now,
             JobTimedOutData {
                 run: facts,
-                timeout_seconds: job.spec.timeout_seconds,
+                timeout_seconds: job.timeout_seconds,
                 output,
             },
         )
@@ -492,7 +517,7 @@ fn job_example(state: RunState) -> Value {
     let kind = EventType::for_state(state).unwrap_or(EventType::JobCompleted);
     job_event_payload(
         kind,
-        &job,
+        &EventJob::from(&job),
         &run,
         state == RunState::Failed,
         job.next_run_at,

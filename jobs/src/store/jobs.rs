@@ -304,7 +304,9 @@ impl Store {
         Ok(job)
     }
 
-    /// Deletes a job; `false` if there was none.
+    /// Deletes a job; `false` if there was none. Its runs stay (retention prunes them):
+    /// one still going ends as usual and writes its event, from what the deletion keeps
+    /// of the job (`deleted_jobs`); runs queued behind it are cancelled.
     pub async fn delete_job(
         &self,
         id: &JobId,
@@ -312,10 +314,26 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
+        let at = now.timestamp_millis();
+        // What a run still going needs to write its event once the job is gone.
+        tx.execute(
+            "INSERT INTO deleted_jobs (id, environment, max_retries, timeout_seconds, deleted_at) \
+             SELECT id, environment, max_retries, timeout_seconds, $2 FROM scheduled_jobs WHERE id = $1 \
+             ON CONFLICT (id) DO NOTHING",
+            &[id.as_str().into(), at.into()],
+        )
+        .await?;
         let n = tx
             .execute("DELETE FROM scheduled_jobs WHERE id = $1", &[id.as_str().into()])
             .await?;
         if n > 0 {
+            // Runs waiting for a running one to end (overlap `queue`) will never start.
+            tx.execute(
+                "UPDATE runs SET state = 'cancelled', finished_at = $2, error = 'the job was deleted' \
+                 WHERE job_id = $1 AND state = 'queued'",
+                &[id.as_str().into(), at.into()],
+            )
+            .await?;
             by.record(&mut tx, "job", Some(id.as_str()), now).await?;
         }
         tx.commit().await?;

@@ -75,6 +75,13 @@ impl Store {
                 runs_cut,
             )
             .await?;
+        // What deleted jobs left for their last runs' events, once those runs could be pruned.
+        self.writer()
+            .execute(
+                "DELETE FROM deleted_jobs WHERE deleted_at < $1",
+                &[runs_cut.into()],
+            )
+            .await?;
         let deliveries_sql = "SELECT id FROM deliveries WHERE \
              ((status = 'delivered' OR (status = 'dead' AND acknowledged)) AND created_at < $1) \
              OR (status = 'dead' AND created_at < $3) LIMIT $2";

@@ -13,9 +13,9 @@ use super::{
     webhooks::{NewEventRow, deliveries_for, enabled_hooks, insert_deliveries, insert_events},
 };
 use crate::domain::{
-    Cursor, EventId, EventType, Job, JobId, OverlapPolicy, Page, PageRequest, Run, RunId, RunOrigin,
-    RunState,
-    event::job_event_payload,
+    Cursor, Environment, EventId, EventType, Job, JobId, OverlapPolicy, Page, PageRequest, Run, RunId,
+    RunOrigin, RunState,
+    event::{EventJob, job_event_payload},
     firing::{plan_slots, retries, retry_delay, start_state},
 };
 use crate::{StoreError, ValidationError};
@@ -275,6 +275,26 @@ async fn job_in(tx: &mut Tx, id: &JobId) -> Result<Option<Job>, StoreError> {
         )
         .await?;
     row.map(Job::try_from).transpose()
+}
+
+/// What the deletion of job `id` kept for the events of its last runs, read inside `tx`.
+async fn deleted_job_in(tx: &mut Tx, id: &JobId) -> Result<Option<EventJob>, StoreError> {
+    let row: Option<(String, i64, i64)> = tx
+        .fetch_optional(
+            "SELECT environment, max_retries, timeout_seconds FROM deleted_jobs WHERE id = $1",
+            &[id.as_str().into()],
+        )
+        .await?;
+    row.map(|(environment, max_retries, timeout_seconds)| {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("deleted job {id}: {what}"));
+        Ok(EventJob {
+            id: id.clone(),
+            environment: Environment::parse(&environment).ok_or_else(|| corrupt("environment"))?,
+            max_retries: u32::try_from(max_retries).map_err(|_| corrupt("max_retries"))?,
+            timeout_seconds: u32::try_from(timeout_seconds).map_err(|_| corrupt("timeout_seconds"))?,
+        })
+    })
+    .transpose()
 }
 
 impl Store {
@@ -654,7 +674,8 @@ impl Store {
             tx.run(s).await?;
         }
         let hooks = enabled_hooks(&mut tx).await?;
-        let mut jobs: std::collections::HashMap<JobId, Option<Job>> = std::collections::HashMap::new();
+        let mut jobs: std::collections::HashMap<JobId, Option<(EventJob, Option<Job>)>> =
+            std::collections::HashMap::new();
         let mut pushed = Vec::new();
         // The events of the batch, stored and fanned out after the loop.
         let mut events: Vec<RunEvent> = Vec::new();
@@ -683,24 +704,36 @@ impl Store {
                 continue;
             };
             if !jobs.contains_key(&run.job_id) {
-                let job = job_in(&mut tx, &run.job_id).await?;
+                let job = match job_in(&mut tx, &run.job_id).await? {
+                    Some(job) => Some((EventJob::from(&job), Some(job))),
+                    None => deleted_job_in(&mut tx, &run.job_id)
+                        .await?
+                        .map(|facts| (facts, None)),
+                };
                 jobs.insert(run.job_id.clone(), job);
             }
-            let Some(Some(job)) = jobs.get(&run.job_id) else {
+            let Some(Some((facts, live))) = jobs.get(&run.job_id) else {
                 continue;
             };
-            let will_retry = retries(result.state, run.attempt, job.spec.max_retries);
+            // A deleted job's run is not retried and has no next run.
+            let will_retry = live
+                .as_ref()
+                .is_some_and(|job| retries(result.state, run.attempt, job.spec.max_retries));
             if let Some(kind) = EventType::for_state(result.state) {
-                let payload = job_event_payload(kind, job, &run, will_retry, job.next_run_at, now);
+                let next = live.as_ref().and_then(|job| job.next_run_at);
+                let payload = job_event_payload(kind, facts, &run, will_retry, next, now);
                 events.push(RunEvent {
                     id: EventId::generate(),
                     kind,
-                    job_id: job.id.clone(),
+                    job_id: facts.id.clone(),
                     run_id: run.id.clone(),
-                    environment: job.spec.environment.as_str().to_owned(),
+                    environment: facts.environment.as_str().to_owned(),
                     payload: payload.to_string(),
                 });
             }
+            let Some(job) = live else {
+                continue;
+            };
             if will_retry {
                 let delay = retry_delay(retry_base, run.attempt);
                 let retry = NewRun::new(
