@@ -439,10 +439,7 @@ async fn an_attempt_cut_short_by_a_crash_is_recorded_as_interrupted(backend: Bac
     assert_eq!(d["attempts"].as_u64(), Some(seen.len() as u64), "{d}");
 }
 
-on_both_backends!(
-    #[ignore = "known flaw: an attempt sent just before its process died is missing from the delivery's history; fixed after the store reshape"]
-    an_attempt_cut_short_by_a_crash_is_recorded_as_interrupted
-);
+on_both_backends!(an_attempt_cut_short_by_a_crash_is_recorded_as_interrupted);
 
 /// Starts `serve`, sends a test event to a receiver that hangs on the first attempt,
 /// SIGKILLs the process while that attempt is in flight, starts it again, and returns the

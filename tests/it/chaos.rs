@@ -811,8 +811,9 @@ struct Report {
     requests: usize,
     /// Copies of a delivery answered 200 beyond the first (at-least-once at work).
     duplicates: usize,
-    /// Deliveries whose history lacks attempts the receiver answered (sent, then the
-    /// process died before recording them).
+    /// Deliveries whose history has fewer attempts than the receiver saw (a worker slow
+    /// past its lease racing the one that took its task over: both attempts share a
+    /// number; a killed worker's attempt is recorded as `interrupted`).
     deliveries_missing_attempts: usize,
     attempts_missing: usize,
     problems: Vec<String>,

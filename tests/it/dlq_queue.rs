@@ -130,7 +130,7 @@ on_both_backends!(failed_tasks_are_the_dlq);
 /// held by its live worker.)
 async fn two_tasks_of_a_dying_delivery_leave_one_failed_task(backend: Backend) {
     use cronflow_jobs::domain::{AttemptOutcome, DeliveryPolicy};
-    use cronflow_jobs::store::{AttemptRecord, DeliveryLoad};
+    use cronflow_jobs::store::{AttemptRecord, DeliveryLoad, TaskStart};
     // One retry, an hour after the first attempt: its task waits, untouched by the worker.
     let app = TestApp::spawn_with(backend, &[("CRONFLOW_RETRY_SCHEDULE", "1h")]).await;
     let receiver = TestReceiver::start(&[500]).await;
@@ -165,9 +165,15 @@ async fn two_tasks_of_a_dying_delivery_leave_one_failed_task(backend: Backend) {
     // Each task made the last attempt, and both are recorded together.
     let now = Utc::now();
     let delivery_id = cronflow_jobs::domain::DeliveryId::parse(&id).expect("a delivery id");
+    let schedule = [std::time::Duration::from_secs(3600)];
+    let policy = DeliveryPolicy {
+        schedule: &schedule,
+        disable_after: std::time::Duration::from_secs(5 * 86_400),
+    };
+    let start = TaskStart::first(delivery_id, tasks[0].clone());
     let loaded = app
         .store
-        .begin_deliveries(&[delivery_id], now)
+        .begin_deliveries(&[start], &policy, now)
         .await
         .expect("load");
     let Some(DeliveryLoad::Attempt(work)) = loaded.into_iter().next() else {
@@ -190,11 +196,6 @@ async fn two_tasks_of_a_dying_delivery_leave_one_failed_task(backend: Backend) {
             task_id: task_id.clone(),
         })
         .collect();
-    let schedule = [std::time::Duration::from_secs(3600)];
-    let policy = DeliveryPolicy {
-        schedule: &schedule,
-        disable_after: std::time::Duration::from_secs(5 * 86_400),
-    };
     let statuses = app
         .store
         .record_attempts(&records, &policy, now)

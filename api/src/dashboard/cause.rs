@@ -1,5 +1,6 @@
 //! Why a delivery attempt failed, in words a user can act on, from the attempt's error
-//! kind (`dns`, `tls`, `connect`, `timeout`, `ssrf_blocked`, `redirect`, `http`) and
+//! kind (`dns`, `tls`, `connect`, `timeout`, `ssrf_blocked`, `redirect`, `http`,
+//! `interrupted`) and
 //! status code.
 
 /// A short name and an explanation with what to do.
@@ -38,6 +39,12 @@ pub(crate) fn cause(error_kind: Option<&str>, status: Option<i32>, last_error: O
             "Refused: private address".into(),
             "The URL resolves to a loopback, private, link-local or metadata address, which CronFlow refuses \
              unless the operator sets CRONFLOW_ALLOW_PRIVATE_TARGETS.",
+        ),
+        ("interrupted", _) => c(
+            "Interrupted".into(),
+            "The CronFlow process making this attempt stopped (killed, or it lost its lease) before recording it. \
+             The request may have reached the receiver: the outcome is unknown. It counts as a failed attempt, \
+             and the next attempt carries the same idempotency key.",
         ),
         ("redirect", s) => c(
             format!("Redirect {}", s.map(|s| s.to_string()).unwrap_or_default()),

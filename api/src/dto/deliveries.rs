@@ -50,7 +50,9 @@ pub(crate) struct AttemptOut {
     #[oai(skip_serializing_if_is_none)]
     status_code: Option<i32>,
     /// Why it failed: `http` (non-2xx), `redirect` (3xx, not followed), `timeout`,
-    /// `connect`, `dns`, `tls`, `ssrf_blocked`.
+    /// `connect`, `dns`, `tls`, `ssrf_blocked`, or `interrupted` (the process making it
+    /// stopped before recording it: it may have been sent, its outcome is unknown; its
+    /// time is when it was due).
     #[oai(skip_serializing_if_is_none)]
     error_kind: Option<String>,
     #[oai(skip_serializing_if_is_none)]

@@ -31,9 +31,9 @@ use crate::{
     domain::{AttemptOutcome, DeliveryPolicy, DeliveryStatus},
     metrics::Metrics,
     outbound,
-    store::{AttemptRecord, DeliveryLoad, DeliveryWork, Unattempted},
+    store::{AttemptRecord, DeliveryLoad, DeliveryWork, TaskStart, Unattempted},
 };
-use apalis::prelude::{BoxDynError, Data, TaskId, WorkerContext};
+use apalis::prelude::{Attempt, BoxDynError, Data, TaskId, WorkerContext};
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -90,6 +90,16 @@ impl Default for DeliveryConfig {
     }
 }
 
+impl DeliveryConfig {
+    /// The retry policy these settings make.
+    pub fn policy(&self) -> DeliveryPolicy<'_> {
+        DeliveryPolicy {
+            schedule: &self.retry_schedule,
+            disable_after: self.disable_after,
+        }
+    }
+}
+
 /// What delivery attempts share.
 #[derive(Clone)]
 pub(crate) struct DeliveryContext {
@@ -98,7 +108,7 @@ pub(crate) struct DeliveryContext {
     pub(crate) config: Arc<DeliveryConfig>,
     pub(crate) http: reqwest::Client,
     slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
-    loader: Batcher<DeliveryId, DeliveryLoad>,
+    loader: Batcher<TaskStart, DeliveryLoad>,
     recorder: Batcher<Arc<AttemptRecord>, DeliveryStatus>,
     finisher: Batcher<Unattempted, ()>,
 }
@@ -113,23 +123,17 @@ impl DeliveryContext {
         let http = outbound::client(config.allow_private_targets, config.timeout)?;
         let config = Arc::new(config);
         let loader = {
-            let (store, clock) = (store.clone(), clock.clone());
-            Batcher::spawn(DELIVERY_LANES, move |ids: Arc<Vec<DeliveryId>>| {
-                let (store, now) = (store.clone(), clock.now());
-                async move { store.begin_deliveries(&ids, now).await }
+            let (store, clock, config) = (store.clone(), clock.clone(), config.clone());
+            Batcher::spawn(DELIVERY_LANES, move |tasks: Arc<Vec<TaskStart>>| {
+                let (store, now, config) = (store.clone(), clock.now(), config.clone());
+                async move { store.begin_deliveries(&tasks, &config.policy(), now).await }
             })
         };
         let recorder = {
             let (store, clock, config) = (store.clone(), clock.clone(), config.clone());
             Batcher::spawn(DELIVERY_LANES, move |batch: Arc<Vec<Arc<AttemptRecord>>>| {
                 let (store, clock, config) = (store.clone(), clock.clone(), config.clone());
-                async move {
-                    let policy = DeliveryPolicy {
-                        schedule: &config.retry_schedule,
-                        disable_after: config.disable_after,
-                    };
-                    store.record_attempts(&batch, &policy, clock.now()).await
-                }
+                async move { store.record_attempts(&batch, &config.policy(), clock.now()).await }
             })
         };
         let finisher = {
@@ -179,11 +183,24 @@ pub(crate) enum AttemptError {
     Batch(#[from] BatchError),
 }
 
-/// Runs queue task `task_id`, which names delivery `delivery_id`: one attempt of it. A
-/// task naming no valid delivery is logged and acknowledged without an attempt.
-async fn attempt_task(ctx: &DeliveryContext, delivery_id: &str, task_id: String) -> Result<(), AttemptError> {
+/// Runs queue task `task_id`, which names delivery `delivery_id`: one attempt of it
+/// (`handed_out_before`: see [`TaskStart`]). A task naming no valid delivery is logged
+/// and acknowledged without an attempt.
+async fn attempt_task(
+    ctx: &DeliveryContext,
+    delivery_id: &str,
+    task_id: String,
+    handed_out_before: bool,
+) -> Result<(), AttemptError> {
     match DeliveryId::parse(delivery_id) {
-        Some(id) => attempt_delivery(ctx, &id, task_id).await,
+        Some(id) => {
+            let start = TaskStart {
+                delivery_id: id,
+                task_id,
+                handed_out_before,
+            };
+            attempt_delivery(ctx, start).await
+        }
         None => {
             tracing::error!(delivery_id, "a delivery task names no valid delivery; dropped");
             let dropped = Unattempted {
@@ -196,14 +213,11 @@ async fn attempt_task(ctx: &DeliveryContext, delivery_id: &str, task_id: String)
     }
 }
 
-/// Makes one attempt of delivery `id` as queue task `task_id`, records it, schedules
-/// what follows, and acknowledges the task.
-async fn attempt_delivery(
-    ctx: &DeliveryContext,
-    id: &DeliveryId,
-    task_id: String,
-) -> Result<(), AttemptError> {
-    let work = match stored(|| ctx.loader.call(id.clone())).await? {
+/// Makes one attempt of a delivery as its queue task, records it, schedules what
+/// follows, and acknowledges the task.
+async fn attempt_delivery(ctx: &DeliveryContext, start: TaskStart) -> Result<(), AttemptError> {
+    let (id, task_id) = (&start.delivery_id, start.task_id.clone());
+    let work = match stored(|| ctx.loader.call(start.clone())).await? {
         DeliveryLoad::Attempt(work) => *work,
         DeliveryLoad::Dead => {
             let died = Unattempted {
@@ -271,14 +285,20 @@ pub(crate) async fn handle_delivery(
     drain: Data<Drain>,
     worker: WorkerContext,
     task_id: TaskId,
+    attempt: Attempt,
 ) -> Result<(), BoxDynError> {
     let task_id = task_id.to_string();
+    // apalis counts this hand-out before the handler runs; a delivery task is pushed
+    // with none, and only apalis's recovery of a stopped worker's tasks adds one.
+    let handed_out_before = attempt.current() > 1;
     let Some(_started) = drain.admit_or_park(DELIVERY_QUEUE, &worker, &task_id).await else {
         return Ok(());
     };
     let ctx = Arc::clone(&ctx);
     let held = task_id.clone();
-    let result = on_own_task(async move { attempt_task(&ctx, &task.delivery_id, task_id).await }).await;
+    let result =
+        on_own_task(async move { attempt_task(&ctx, &task.delivery_id, task_id, handed_out_before).await })
+            .await;
     if let Err(e) = &result
         && !matches!(e, AttemptError::Dead(_))
     {

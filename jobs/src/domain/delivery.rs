@@ -77,7 +77,8 @@ pub struct Attempt {
     pub duration_ms: i64,
     /// The answer's status, if one came.
     pub status_code: Option<i32>,
-    /// `timeout`, `connect`, `dns`, `tls`, `ssrf_blocked`, `redirect`, `http` (non-2xx).
+    /// `timeout`, `connect`, `dns`, `tls`, `ssrf_blocked`, `redirect`, `http` (non-2xx),
+    /// `interrupted` (its worker stopped before recording it; outcome unknown).
     pub error_kind: Option<String>,
     /// Human-readable error.
     pub error: Option<String>,
@@ -176,6 +177,20 @@ impl DeliveryPolicy<'_> {
         }
     }
 
+    /// What follows an attempt found `interrupted`: its worker stopped (killed, or lost
+    /// its lease) after taking the task and before recording the attempt, so the request
+    /// may have gone out and its outcome is unknown. It counts against the budget like a
+    /// failed attempt, `round_attempts` having been made before it: dead if it was the
+    /// last the schedule allows; otherwise `retrying`, and the task that found it makes
+    /// the next attempt at once (the lapsed lease was the wait).
+    pub fn after_interruption(&self, round_attempts: u32) -> DeliveryStatus {
+        if (round_attempts as usize) < self.schedule.len() {
+            DeliveryStatus::Retrying
+        } else {
+            DeliveryStatus::Dead
+        }
+    }
+
     /// Whether a subscription whose attempts have all failed for `failing_for` is to be
     /// disabled.
     pub fn disables(&self, failing_for: std::time::Duration) -> bool {
@@ -232,6 +247,17 @@ mod tests {
         assert_eq!(delays[1].next, Some(now() + Duration::seconds(120)));
         assert_eq!(delays[2].next, Some(now() + Duration::seconds(600)));
         assert_eq!((delays[3].status, delays[3].next), (DeliveryStatus::Dead, None));
+    }
+
+    #[test]
+    fn an_interrupted_attempt_uses_up_the_budget_like_a_failure() {
+        let after: Vec<_> = (0..5).map(|round| policy().after_interruption(round)).collect();
+        let failed: Vec<_> = (0..5)
+            .map(|round| policy().decide(round, &outcome(Some(500), None), now()).status)
+            .collect();
+        assert_eq!(after, failed);
+        assert_eq!(after[2], DeliveryStatus::Retrying);
+        assert_eq!(after[3], DeliveryStatus::Dead, "the fourth attempt was the last");
     }
 
     #[test]

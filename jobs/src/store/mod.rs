@@ -45,7 +45,7 @@ pub use audit::{AuditEntry, ChangedBy, NewAuditEntry};
 pub use bench_data::SYNTHETIC_SUBSCRIPTIONS;
 pub use deliveries::{
     AttemptRecord, DeliveryFilter, DeliveryLoad, DeliveryWork, ExportCursor, ExportRow, Gauges, ReplayFilter,
-    Unattempted,
+    TaskStart, Unattempted,
 };
 pub use jobs::JobError;
 pub use queue::RELIED_ON as APALIS_COLUMNS_RELIED_ON;

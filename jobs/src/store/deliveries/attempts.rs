@@ -35,6 +35,34 @@ pub struct DeliveryWork {
     pub round_attempts: u32,
 }
 
+/// The `error` of an interrupted attempt.
+const INTERRUPTED: &str = "the worker making this attempt stopped before recording it (killed, or its lease \
+     lapsed); the request may have been sent, and its outcome is unknown";
+
+/// A delivery task about to make its attempt.
+#[derive(Debug, Clone)]
+pub struct TaskStart {
+    /// The delivery the task attempts.
+    pub delivery_id: DeliveryId,
+    /// The apalis task.
+    pub task_id: String,
+    /// Whether apalis handed the task out before (its attempt counter says so): then
+    /// the worker that had it may have died mid-attempt, see
+    /// [`Store::begin_deliveries`].
+    pub handed_out_before: bool,
+}
+
+impl TaskStart {
+    /// A task handed out for the first time.
+    pub fn first(delivery_id: DeliveryId, task_id: String) -> Self {
+        TaskStart {
+            delivery_id,
+            task_id,
+            handed_out_before: false,
+        }
+    }
+}
+
 /// What loading a delivery for an attempt found.
 #[derive(Debug, Clone)]
 pub enum DeliveryLoad {
@@ -145,20 +173,28 @@ impl Store {
     /// subscription or event was deleted are marked `dead` here, and so are those whose
     /// subscription's secret does not open (signing with anything else would only be
     /// refused by the receiver); each with its reason.
+    ///
+    /// A task handed out again because the worker holding it died (apalis's orphan
+    /// recovery marked it) first records the attempt that worker may have sent: an
+    /// `interrupted` attempt, outcome unknown, timed when it was due, counted against
+    /// the retry budget (`DeliveryPolicy::after_interruption`); if that was the last
+    /// attempt allowed, the delivery is dead.
     pub async fn begin_deliveries(
         &self,
-        ids: &[DeliveryId],
+        tasks: &[TaskStart],
+        policy: &DeliveryPolicy<'_>,
         now: DateTime<Utc>,
     ) -> Result<Vec<DeliveryLoad>, StoreError> {
-        if ids.is_empty() {
+        if tasks.is_empty() {
             return Ok(Vec::new());
         }
+        let ids: Vec<&DeliveryId> = tasks.iter().map(|t| &t.delivery_id).collect();
         let mut s = Statement::new(concat!(
             "SELECT x.*, e.payload FROM (SELECT ",
             delivery_columns!(),
             ", round_attempts FROM deliveries WHERE id IN "
         ));
-        s.list(ids.iter().map(DeliveryId::as_str))
+        s.list(ids.iter().map(|id| id.as_str()))
             .push(") x LEFT JOIN events e ON e.id = x.event_id");
         let rows: Vec<WorkRow> = self.reader().fetch_built(s).await?;
         let mut hook_ids: Vec<WebhookId> = rows
@@ -219,10 +255,99 @@ impl Store {
                 .list(dead.iter().map(DeliveryId::as_str));
             self.writer().run(s).await?;
         }
+        let again: Vec<&TaskStart> = tasks
+            .iter()
+            .filter(|t| {
+                t.handed_out_before && matches!(found.get(&t.delivery_id), Some(DeliveryLoad::Attempt(_)))
+            })
+            .collect();
+        if !again.is_empty() {
+            self.record_interruptions(&again, &mut found, policy, now).await?;
+        }
         Ok(ids
             .iter()
-            .map(|id| found.remove(id).unwrap_or(DeliveryLoad::Nothing))
+            .map(|id| found.remove(*id).unwrap_or(DeliveryLoad::Nothing))
             .collect())
+    }
+
+    /// Records, for each of `tasks` that apalis's orphan recovery put back, the attempt
+    /// its previous holder may have sent (`interrupted`), with its consequence, and
+    /// updates what `found` says of its delivery (one more attempt made; or dead), in one
+    /// transaction.
+    async fn record_interruptions(
+        &self,
+        tasks: &[&TaskStart],
+        found: &mut std::collections::HashMap<DeliveryId, DeliveryLoad>,
+        policy: &DeliveryPolicy<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let at = now.timestamp_millis();
+        let mut tx = self.begin().await?;
+        let ids: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
+        let lapsed = queue::take_lapsed(&mut tx, &ids).await?;
+        let mut entries = Vec::new();
+        for task in tasks.iter().filter(|t| lapsed.contains(&t.task_id)) {
+            let Some(DeliveryLoad::Attempt(work)) = found.get_mut(&task.delivery_id) else {
+                continue;
+            };
+            let attempt = i64::from(work.delivery.attempts) + 1;
+            let due = work.delivery.next_attempt_at.unwrap_or(work.delivery.created_at);
+            let status = policy.after_interruption(work.round_attempts);
+            let dead = status == DeliveryStatus::Dead;
+            tx.execute(
+                "INSERT INTO delivery_attempts (delivery_id, attempt, started_at, duration_ms, error_kind, error) \
+                 VALUES ($1, $2, $3, 0, 'interrupted', $4) ON CONFLICT (delivery_id, attempt) DO NOTHING",
+                &[
+                    work.delivery.id.as_str().into(),
+                    attempt.into(),
+                    due.timestamp_millis().into(),
+                    INTERRUPTED.into(),
+                ],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE deliveries SET status = $2, attempts = $3, round_attempts = round_attempts + 1, \
+                 next_attempt_at = $4, last_status_code = NULL, last_error = $5, dead_at = $6, updated_at = $7 \
+                 WHERE id = $1",
+                &[
+                    work.delivery.id.as_str().into(),
+                    status.as_str().into(),
+                    attempt.into(),
+                    (!dead).then_some(at).into(),
+                    INTERRUPTED.into(),
+                    dead.then_some(at).into(),
+                    at.into(),
+                ],
+            )
+            .await?;
+            entries.push(NewAuditEntry {
+                actor: "system",
+                action: "delivery.attempt",
+                object_type: "delivery",
+                object_id: Some(task.delivery_id.as_str()),
+                source: None,
+                detail: serde_json::json!({
+                    "webhook_id": work.webhook.id.as_str(),
+                    "url": endpoint_only(&work.webhook.url),
+                    "attempt": attempt,
+                    "status_code": null,
+                    "error_kind": "interrupted",
+                    "duration_ms": 0,
+                    "result": status.as_str(),
+                }),
+            });
+            tracing::warn!(delivery_id = %task.delivery_id, attempt, "an attempt was interrupted by its worker's end; recorded as interrupted");
+            if dead {
+                found.insert(task.delivery_id.clone(), DeliveryLoad::Dead);
+            } else {
+                work.delivery.attempts += 1;
+                work.round_attempts += 1;
+                work.delivery.status = status;
+            }
+        }
+        append_audit_batch(&mut tx, &entries, now).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Records attempts and their consequences, all in one transaction (one commit for

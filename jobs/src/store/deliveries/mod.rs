@@ -19,7 +19,7 @@ mod attempts;
 mod dlq;
 mod gauges;
 
-pub use attempts::{AttemptRecord, DeliveryLoad, DeliveryWork, Unattempted};
+pub use attempts::{AttemptRecord, DeliveryLoad, DeliveryWork, TaskStart, Unattempted};
 pub use dlq::{DeliveryFilter, ExportCursor, ExportRow, ReplayFilter};
 pub use gauges::Gauges;
 

@@ -27,6 +27,9 @@
 //!   idempotency key. A replay takes that task back ([`revive_dead`]: `Pending`, due now,
 //!   attempts reset, same row), acknowledging or pruning a dead delivery deletes it
 //!   ([`remove_dead`]), so the `Failed` delivery tasks are exactly the DLQ.
+//! - **Interrupted attempts** ([`take_lapsed`]): a delivery task that apalis's orphan
+//!   recovery put back (marked in `last_result`) was taken by a worker that died; its
+//!   next holder records the attempt that may have gone out as `interrupted`.
 //! - **Handing back held tasks** ([`Store::release_held_tasks`]): a stopping worker puts
 //!   back the tasks it holds but will not start, as apalis's orphan recovery would but
 //!   without waiting for its lease to lapse and without counting an attempt.
@@ -259,6 +262,21 @@ pub(crate) async fn finish_delivery_tasks(
     Ok(())
 }
 
+/// Of the delivery tasks `ids`, those that apalis's orphan recovery put back because the
+/// worker holding them stopped heart-beating (its mark in `last_result`): the attempt
+/// each was making may have gone out unrecorded. The mark is cleared, so the
+/// interruption is counted once, in the transaction that records it.
+pub(crate) async fn take_lapsed(tx: &mut Tx, ids: &[&str]) -> Result<Vec<String>, StoreError> {
+    let mut lapsed = Vec::new();
+    for chunk in ids.chunks(ROWS) {
+        let mut s = super::db::Statement::new(sql(tx.backend()).take_lapsed);
+        s.list(chunk.iter().copied()).push(" RETURNING id");
+        let rows: Vec<(String,)> = tx.fetch_built(s).await?;
+        lapsed.extend(rows.into_iter().map(|(id,)| id));
+    }
+    Ok(lapsed)
+}
+
 /// Takes back the `Failed` tasks of the dead deliveries `ids` (replayed): each becomes
 /// `Pending`, due now, its attempts reset, in the same row. A delivery with no `Failed`
 /// task (it died before the DLQ was apalis's failed-task storage) gets a new one.
@@ -309,6 +327,9 @@ struct QueueSql {
     /// Puts back on queue `$2`, due now, the tasks worker `$1` holds (only task `$3` if
     /// not NULL).
     release_held: &'static str,
+    /// Clears the orphan-recovery mark of the tasks that carry it (an `IN` list of task
+    /// ids follows).
+    take_lapsed: &'static str,
     /// Waiting tasks per queue.
     queue_depth: &'static str,
     /// Deletes up to `$2` tasks that finished before `$1` (ms since the epoch).

@@ -55,6 +55,8 @@ pub(super) const SQL: QueueSql = QueueSql {
                    last_result = '{\"Err\": \"Handed back by a stopping worker.\"}' \
                    WHERE lock_by = $1 AND (status = 'Running' OR status = 'Queued') AND job_type = $2 \
                    AND (CAST($3 AS TEXT) IS NULL OR id = $3)",
+    take_lapsed: "UPDATE apalis.jobs SET last_result = NULL \
+                  WHERE last_result = '{\"Err\": \"Re-enqueued due to worker heartbeat timeout.\"}'::jsonb AND id IN ",
     queue_depth: "SELECT job_type, COUNT(*) FROM apalis.jobs WHERE status = 'Pending' GROUP BY job_type",
     delete_finished: "DELETE FROM apalis.jobs WHERE id IN (SELECT id FROM apalis.jobs WHERE status IN ('Done', 'Killed') \
                       AND done_at < to_timestamp($1::float8 / 1000) LIMIT $2)",

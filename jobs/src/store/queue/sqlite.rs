@@ -69,6 +69,9 @@ pub(super) const SQL: QueueSql = QueueSql {
                    last_result = '{\"Err\": \"Handed back by a stopping worker.\"}' \
                    WHERE lock_by = $1 AND (status = 'Running' OR status = 'Queued') AND job_type = $2 \
                    AND (CAST($3 AS TEXT) IS NULL OR id = $3)",
+    // The text apalis's `reenqueue_orphaned.sql` writes, exactly.
+    take_lapsed: "UPDATE Jobs SET last_result = NULL \
+                  WHERE last_result = '{\"Err\": \"Re-enqueued due to worker heartbeat timeout.\"}' AND id IN ",
     // A pending task never has a `lock_by`; with that condition the count reads apalis's
     // partial fetch index instead of the table.
     queue_depth: "SELECT job_type, COUNT(*) FROM Jobs WHERE status = 'Pending' AND lock_by IS NULL GROUP BY job_type",
