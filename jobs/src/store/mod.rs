@@ -260,6 +260,17 @@ impl Store {
                 .before_acquire(|conn, _| {
                     Box::pin(async move { Ok(!sqlx::Connection::is_in_transaction(conn)) })
                 })
+                // SQLite opens a file it cannot write read-only, silently, and such a
+                // connection stays read-only after the disk is writable again: a new
+                // writing connection must prove it can write (take and drop the write
+                // lock), else it is refused and the next acquire opens another.
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                        sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+                        Ok(())
+                    })
+                })
                 .connect_with(opts.clone())
                 .await?;
             let read = SqlitePoolOptions::new()
@@ -361,7 +372,15 @@ impl Store {
     /// every start and from several processes on Postgres, which serialises them with an
     /// advisory lock).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.migrate_up_to(None).await
+        self.migrate_up_to(None).await?;
+        let chained = self.chain_audit_entries().await?;
+        if chained > 0 {
+            tracing::info!(
+                entries = chained,
+                "chained the audit entries written before the hash chain"
+            );
+        }
+        Ok(())
     }
 
     /// Like [`Store::migrate`], but applies CronFlow's migrations only up to version
