@@ -79,7 +79,9 @@ pub(crate) fn client_address(req: &Request) -> Option<String> {
 #[derive(ApiResponse)]
 enum AuditStream {
     /// One JSON object per line, in log order: `seq`, `at`, `actor`, `action`,
-    /// `object_type`, `object_id`, `source`, `detail`. In follow mode, a line
+    /// `object_type`, `object_id`, `source`, `detail`, and the hash chain: `prev_hash`
+    /// (the previous entry's `hash`) and `hash` (SHA-256 of `prev_hash`, a newline and
+    /// the entry's canonical JSON without these two fields; see docs/api.md). In follow mode, a line
     /// `{"heartbeat": "<time>"}` comes every 15 s while nothing happens.
     #[oai(status = 200, content_type = "application/x-ndjson")]
     Lines(Binary<Body>),

@@ -1,10 +1,10 @@
-//! The command line: `cronflow serve | worker | migrate | openapi | keys create`.
+//! The command line: `cronflow serve | worker | migrate | openapi | keys create | audit verify`.
 
 use crate::{Application, Settings, config::ConfigError, shutdown, startup::connect_and_migrate, telemetry};
 use clap::{Parser, Subcommand, ValueEnum};
 use cronflow_jobs::{
     Clock, SystemClock,
-    domain::{NewApiKey, Scope},
+    domain::{NewApiKey, Scope, audit_chain::Verdict},
     store::ChangedBy,
 };
 use secrecy::ExposeSecret;
@@ -52,6 +52,26 @@ pub enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Check the audit trail.
+    Audit {
+        /// The audit operation.
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+/// Audit trail operations.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit trail's hash chain, in the database (from its first kept entry to
+    /// the last written) or in a file exported from `GET /v1/audit` (NDJSON). Prints
+    /// "intact" with the count and exits 0, or names the first entry that is edited,
+    /// missing or out of place and exits 1. Writes nothing.
+    Verify {
+        /// An exported NDJSON file to check instead of the database.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
 }
 
 /// API key operations.
@@ -96,6 +116,12 @@ pub fn main_entry() -> ExitCode {
         print!("{}", cronflow_api::spec_yaml());
         return ExitCode::SUCCESS;
     }
+    if let Some(Command::Audit {
+        command: AuditCommand::Verify { file: Some(path) },
+    }) = &cli.command
+    {
+        return report_verdict(crate::audit::verify_file(path));
+    }
     let settings = match Settings::load(cli.config.as_deref(), &|k| std::env::var(k).ok()) {
         Ok(s) => s,
         Err(ConfigError { setting, message }) => {
@@ -121,6 +147,12 @@ pub fn main_entry() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Audit {
+        command: AuditCommand::Verify { file: None },
+    }) = cli.command
+    {
+        return report_verdict(runtime.block_on(crate::audit::verify_database(&settings)));
+    }
     match runtime.block_on(run(cli.command.unwrap_or(Command::Serve), settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -130,8 +162,32 @@ pub fn main_entry() -> ExitCode {
     }
 }
 
+/// Prints what `cronflow audit verify` found: exit 0 when intact, 1 when broken or when
+/// the trail could not be read.
+fn report_verdict(verdict: anyhow::Result<Verdict>) -> ExitCode {
+    match verdict {
+        Ok(Verdict::Intact {
+            count,
+            last_seq,
+            last_hash,
+        }) => {
+            println!("intact: {count} entries, the last is {last_seq} with hash {last_hash}");
+            ExitCode::SUCCESS
+        }
+        Ok(Verdict::Broken { seq, reason }) => {
+            println!("broken at entry {seq}: {reason}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("cronflow: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
     match command {
+        Command::Audit { .. } => unreachable!("handled by main_entry"),
         Command::Serve => serve(settings).await,
         Command::Worker => {
             let store = connect_and_migrate(

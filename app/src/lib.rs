@@ -6,8 +6,9 @@
 //! real program from `tests/bin/cronflow.rs`.
 //!
 //! # Layout
-//! - [`cli`]: the commands (`serve`, `worker`, `migrate`, `openapi`, `keys create`) and
-//!   [`cli::main_entry`], which `main.rs` calls.
+//! - [`cli`]: the commands (`serve`, `worker`, `migrate`, `openapi`, `keys create`,
+//!   `audit verify`) and [`cli::main_entry`], which `main.rs` calls.
+//! - [`audit`]: `cronflow audit verify`, in the database or an exported file.
 //! - [`config`]: [`Settings`], from defaults (`defaults.toml`), a TOML file and
 //!   `CRONFLOW_*` variables, validated once; each setting is documented in
 //!   `docs/configuration.md`.
@@ -17,6 +18,7 @@
 //! - [`shutdown`]: SIGTERM / ctrl-c to one cancellation token, passed explicitly.
 //! - [`telemetry`]: the tracing subscriber (colour only on a terminal).
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod shutdown;

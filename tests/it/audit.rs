@@ -275,3 +275,208 @@ async fn delivery_attempts_are_audited() {
     assert_eq!(attempts[1]["detail"]["result"], "delivered");
     app.stop().await;
 }
+
+/// `cronflow audit verify`, on the database at `db_url` or (`file`) an exported stream:
+/// its exit status and what it printed.
+fn verify(db_url: &str, file: Option<&std::path::Path>) -> (bool, String) {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_cronflow-under-test"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("CRONFLOW_DATABASE_URL", db_url)
+        .args(["audit", "verify"]);
+    if db_url.starts_with("postgres") {
+        c.env("CRONFLOW_SECRET_KEY", TEST_SECRET_KEY);
+    }
+    if let Some(f) = file {
+        c.arg("--file").arg(f);
+    }
+    let out = c.output().expect("cronflow audit verify runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match out.status.code() {
+        Some(0) => (true, text),
+        Some(1) => (false, text),
+        other => panic!("exit status {other:?}: {text}"),
+    }
+}
+
+/// The README's Python check of an exported audit stream (its first `python` block).
+fn readme_audit_check() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let start = readme.find("```python\n").expect("a python block in the README") + "```python\n".len();
+    readme[start..start + readme[start..].find("```").unwrap()].to_owned()
+}
+
+/// Swaps the rows of entries `a` and `b` in the database (their content, not their seq).
+async fn swap_entries(app: &TestApp, a: i64, b: i64) {
+    let table_swap = |from: i64, to: i64| format!("UPDATE audit_log SET seq = {to} WHERE seq = {from}");
+    app.db.execute_sql(&table_swap(a, -1)).await;
+    app.db.execute_sql(&table_swap(b, a)).await;
+    app.db.execute_sql(&table_swap(-1, b)).await;
+}
+
+async fn the_audit_trail_is_a_hash_chain_that_catches_edits_deletions_and_reorderings(backend: Backend) {
+    let start = chrono::Utc::now() - chrono::Duration::days(400);
+    let clock = std::sync::Arc::new(cronflow_jobs::clock::ManualClock::new(start));
+    let app = TestApp::spawn_with_clock(backend, clock.clone()).await;
+    let audit_key = app.key(Scope::Audit).await;
+    for i in 0..6 {
+        clock.set(start + chrono::Duration::seconds(i + 1));
+        app.create_job(&job_body(&format!("chained-{i}"))).await;
+    }
+    let text = app.audit_log(&audit_key).await;
+    let entries: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let n = entries.len();
+    assert!(n >= 8, "{text}");
+    assert_eq!(
+        entries[0]["prev_hash"],
+        "0".repeat(64),
+        "the first entry follows the genesis hash"
+    );
+    for pair in entries.windows(2) {
+        assert_eq!(
+            pair[1]["prev_hash"], pair[0]["hash"],
+            "each entry links to the one before"
+        );
+    }
+
+    // Intact, in the database and in the exported stream.
+    let (ok, said) = verify(&app.db.url, None);
+    assert!(ok && said.contains(&format!("intact: {n} entries")), "{said}");
+    let dir = tempfile::tempdir().unwrap();
+    let export = dir.path().join("audit.ndjson");
+    std::fs::write(&export, &text).unwrap();
+    let (ok, said) = verify(&app.db.url, Some(&export));
+    assert!(ok && said.contains(&format!("intact: {n} entries")), "{said}");
+
+    // The exported file, tampered three ways.
+    let lines: Vec<&str> = text.lines().collect();
+    let write = |name: &str, lines: &[String]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, lines.join("\n")).unwrap();
+        p
+    };
+    let mut edited: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    edited[4] = edited[4].replace("\"status\":201", "\"status\":200");
+    assert_ne!(edited[4], lines[4], "the entry records the answer's status");
+    let (ok, said) = verify(&app.db.url, Some(&write("edited", &edited)));
+    assert!(
+        !ok && said.contains("broken at entry 5") && said.contains("changed"),
+        "{said}"
+    );
+    // The README's Python check agrees, on its own.
+    let python = |file: &std::path::Path| {
+        let out = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(readme_audit_check())
+            .arg(file)
+            .output()
+            .expect("python3 runs");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, said) = python(&export);
+    assert!(ok && said.trim() == "intact", "{said}");
+    let (ok, said) = python(&dir.path().join("edited"));
+    assert!(!ok && said.contains("broken at entry 5"), "{said}");
+    let mut deleted: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    deleted.remove(3);
+    let (ok, said) = verify(&app.db.url, Some(&write("deleted", &deleted)));
+    assert!(
+        !ok && said.contains("broken at entry 4") && said.contains("missing"),
+        "{said}"
+    );
+    let mut reordered: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    reordered.swap(5, 6);
+    let (ok, said) = verify(&app.db.url, Some(&write("reordered", &reordered)));
+    assert!(!ok && said.contains("broken at entry 6"), "{said}");
+
+    // The database, tampered three ways (each undone before the next).
+    let detail = app
+        .db
+        .query_strings("SELECT detail FROM audit_log WHERE seq = 5")
+        .await
+        .remove(0);
+    app.db
+        .execute_sql("UPDATE audit_log SET detail = '{\"status\":204}' WHERE seq = 5")
+        .await;
+    let (ok, said) = verify(&app.db.url, None);
+    assert!(
+        !ok && said.contains("broken at entry 5") && said.contains("changed"),
+        "{said}"
+    );
+    app.db
+        .execute_sql(&format!(
+            "UPDATE audit_log SET detail = '{}' WHERE seq = 5",
+            detail.replace('\'', "''")
+        ))
+        .await;
+    assert!(verify(&app.db.url, None).0, "restored");
+
+    swap_entries(&app, 3, 4).await;
+    let (ok, said) = verify(&app.db.url, None);
+    assert!(!ok && said.contains("broken at entry 3"), "{said}");
+    swap_entries(&app, 3, 4).await;
+    assert!(verify(&app.db.url, None).0, "restored");
+
+    app.db.execute_sql("DELETE FROM audit_log WHERE seq = 6").await;
+    let (ok, said) = verify(&app.db.url, None);
+    assert!(
+        !ok && said.contains("broken at entry 6") && said.contains("missing"),
+        "{said}"
+    );
+    app.db
+        .execute_sql(&format!("DELETE FROM audit_log WHERE seq = {n}"))
+        .await;
+    // The newest entry removed too: still caught at the first gap.
+    assert!(!verify(&app.db.url, None).0);
+
+    // Retention keeps the rest verifiable from the first kept entry.
+    let fresh = TestApp::spawn_with_clock(backend, clock.clone()).await;
+    for i in 0..4 {
+        clock.set(start + chrono::Duration::seconds(10 * (i + 1)));
+        fresh.create_job(&job_body(&format!("kept-{i}"))).await;
+    }
+    let before: Vec<i64> = fresh
+        .db
+        .query_strings("SELECT CAST(seq AS TEXT) FROM audit_log ORDER BY seq")
+        .await
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    // Everything up to the second job's entry is older than a year at this `now`.
+    let now = start + chrono::Duration::days(365) + chrono::Duration::seconds(25);
+    let report = fresh
+        .store
+        .prune(now, &cronflow_jobs::store::RetentionPolicy::default())
+        .await
+        .unwrap();
+    assert!(
+        report.audit >= 2 && (report.audit as usize) < before.len(),
+        "{report:?}"
+    );
+    let (ok, said) = verify(&fresh.db.url, None);
+    let kept = before.len() - report.audit as usize;
+    assert!(ok && said.contains(&format!("intact: {kept} entries")), "{said}");
+    // And the tail: the newest entry removed is caught by the counter.
+    let last = before.last().unwrap();
+    fresh
+        .db
+        .execute_sql(&format!("DELETE FROM audit_log WHERE seq = {last}"))
+        .await;
+    let (ok, said) = verify(&fresh.db.url, None);
+    assert!(!ok && said.contains(&format!("broken at entry {last}")), "{said}");
+    fresh.stop().await;
+    app.stop().await;
+}
+
+on_both_backends!(the_audit_trail_is_a_hash_chain_that_catches_edits_deletions_and_reorderings);

@@ -59,6 +59,39 @@ async fn deliveries_keep_their_place_across_the_upgrade(backend: Backend) {
 
 on_both_backends!(deliveries_keep_their_place_across_the_upgrade);
 
+/// The last migration before the audit trail was a hash chain
+/// (`20261207000005_audit_chain`).
+const BEFORE_AUDIT_CHAIN: i64 = 20261207000004;
+
+/// Audit entries written before the chain existed, some already pruned by retention: the
+/// upgraded application chains them at start (from the first kept one), and the entries
+/// it writes afterwards continue the chain.
+async fn audit_entries_written_before_the_chain_are_chained_at_start(backend: Backend) {
+    let db = older_database(backend, BEFORE_AUDIT_CHAIN).await;
+    let at = chrono::Utc::now().timestamp_millis();
+    // Entries 1 and 2 were pruned; 3 to 5 remain.
+    db.execute_sql(&format!(
+        "INSERT INTO audit_log (seq, at, actor, action, object_type, object_id, source, detail) VALUES \
+         (3, {at}, 'system', 'first start', 'key', 'key_a', NULL, '{{}}'), \
+         (4, {at}, 'key_a', 'POST /v1/jobs', 'job', 'wf_a', '127.0.0.1', '{{\"status\":201}}'), \
+         (5, {at}, 'key_a', 'DELETE /v1/jobs/{{id}}', 'job', 'wf_a', '127.0.0.1', '{{\"status\":204}}')"
+    ))
+    .await;
+    db.execute_sql("UPDATE audit_counter SET last = 5").await;
+
+    let app = TestApp::start_on(db).await;
+    app.create_job(&job_body("after the upgrade")).await;
+    let verdict = app.store.verify_audit().await.expect("verify");
+    let cronflow_jobs::domain::audit_chain::Verdict::Intact { count, last_seq, .. } = verdict else {
+        panic!("the upgraded chain is intact: {verdict:?}");
+    };
+    assert_eq!(count as i64, last_seq - 2, "entries 3 to {last_seq}");
+    assert!(last_seq > 5, "the new entries continue the chain");
+    app.stop().await;
+}
+
+on_both_backends!(audit_entries_written_before_the_chain_are_chained_at_start);
+
 /// The last migration before the DLQ became apalis's failed-task storage
 /// (`20261207000001_dlq_is_failed_tasks`).
 const BEFORE_DLQ_TASKS: i64 = 20261128000005;

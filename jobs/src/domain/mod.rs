@@ -4,9 +4,11 @@
 //! value of the type is valid by construction. The policies live here too, as pure
 //! functions the store and workers call: which slots fire and how runs are retried
 //! (`firing`), and when a delivery is retried or dead (`delivery`); and how signing
-//! secrets are sealed for storage (`secret_box`).
+//! secrets are sealed for storage (`secret_box`), and how the audit trail's entries are
+//! chained (`audit_chain`).
 
 pub mod api_key;
+pub mod audit_chain;
 pub mod credentials;
 pub mod delivery;
 pub mod event;

@@ -116,12 +116,13 @@ impl Store {
                 runs_cut.min(dlv_cut),
             )
             .await?;
-        report.audit = self
-            .delete_in_batches(
-                "DELETE FROM audit_log WHERE seq IN (SELECT seq FROM audit_log WHERE at < $1 ORDER BY seq LIMIT $2)",
-                audit_cut,
-            )
-            .await?;
+        loop {
+            let n = self.prune_audit(audit_cut, BATCH).await?;
+            report.audit += n;
+            if (n as i64) < BATCH {
+                break;
+            }
+        }
         let tasks_cut = ms(policy.finished_tasks);
         loop {
             let n = self.delete_finished_tasks(tasks_cut, BATCH).await?;
