@@ -60,7 +60,7 @@ def check(condition, what):
         raise SystemExit(f"python client: {what}")
 
 
-def wait_for(what, probe, seconds=60.0):
+def wait_for(what, probe, seconds=120.0):
     """Polls `probe` until it returns something truthy, or fails after `seconds`."""
     deadline = time.monotonic() + seconds
     while True:

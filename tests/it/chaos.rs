@@ -520,10 +520,15 @@ async fn run_chaos(chaos: Chaos) {
     // again (the receiver answers within the timeout only when it gets the CPU): those
     // are replayed again, as long as each round leaves fewer dead.
     healthy.store(true, Ordering::Relaxed);
+    // At least every delivery counted dead. More is seen on an overloaded machine (a
+    // whole-suite run at load 12 to 27 on two cores counted 2,691 dead and replayed
+    // 2,742): the client repeats a call answered 503, and deliveries a first call took
+    // can have died again by the second, so they count twice.
     let replayed = replay_all(&client, &base).await;
-    assert_eq!(
-        replayed, report.dead as u64,
-        "the bulk replays take every dead delivery"
+    assert!(
+        replayed >= report.dead as u64,
+        "the bulk replays take every dead delivery: {replayed} of {}",
+        report.dead
     );
     let (mut replays, mut dead_before) = (1, replayed as usize);
     loop {
@@ -550,7 +555,8 @@ async fn run_chaos(chaos: Chaos) {
         loud(&format!(
             "chaos: {again} replayed deliveries died again (timeouts on a loaded machine); replaying them"
         ));
-        assert_eq!(replay_all(&client, &base).await, again as u64);
+        let taken = replay_all(&client, &base).await;
+        assert!(taken >= again as u64, "{taken} replayed of {again} dead");
         replays += 1;
     }
     loud(&format!(
