@@ -210,6 +210,7 @@ async fn the_rust_client_generated_by_progenitor_creates_a_job_and_reads_it_back
         overlap_policy: None,
         catch_up: None,
         tags: vec!["rust".parse().unwrap()],
+        alert_after_failures: 3,
     };
     let created = api.create_job(&body).await.expect("create a job").into_inner();
     assert!(created.id.starts_with("wf_"));

@@ -19,7 +19,14 @@ async fn every_event_type_delivered_fits_the_schema_served_for_it(backend: Backe
     let types: Vec<&str> = items.iter().filter_map(|i| i["event_type"].as_str()).collect();
     assert_eq!(
         types,
-        ["job.completed", "job.failed", "job.timed_out", "webhook.test"]
+        [
+            "job.completed",
+            "job.failed",
+            "job.timed_out",
+            "job.failing",
+            "job.recovered",
+            "webhook.test"
+        ]
     );
     for item in items {
         let event_type = item["event_type"].as_str().unwrap();
@@ -55,7 +62,9 @@ async fn every_event_type_delivered_fits_the_schema_served_for_it(backend: Backe
     let hook: Value = app
         .post(
             "/v1/webhooks",
-            &json!({"url": receiver.url("/h"), "events": ["job.completed", "job.failed", "job.timed_out"]}),
+            &json!({"url": receiver.url("/h"), "events": [
+                "job.completed", "job.failed", "job.timed_out", "job.failing", "job.recovered"
+            ]}),
         )
         .await
         .json()
@@ -65,6 +74,25 @@ async fn every_event_type_delivered_fits_the_schema_served_for_it(backend: Backe
         let job = app.create_job(&shell_job("payloads", script)).await;
         app.trigger(job["id"].as_str().unwrap()).await;
     }
+    // A job that alerts at its first failure, then completes: job.failing, job.recovered.
+    let mut flaky = shell_job("streak", "exit 1");
+    flaky["alert_after_failures"] = json!(1);
+    let flaky = app.create_job(&flaky).await;
+    let flaky_id = flaky["id"].as_str().unwrap();
+    let run = app.trigger(flaky_id).await;
+    eventually(30, "the failed run", || async {
+        let r = app.run(run["id"].as_str()?).await;
+        (r["state"] == "failed").then_some(())
+    })
+    .await;
+    let patched = app
+        .patch(
+            &format!("/v1/jobs/{flaky_id}"),
+            &json!({"target": {"type": "command", "command": ["true"]}}),
+        )
+        .await;
+    assert_eq!(patched.status(), 200);
+    app.trigger(flaky_id).await;
     let mut slow = shell_job("slow", "sleep 30");
     slow["timeout_seconds"] = json!(1);
     let job = app.create_job(&slow).await;
@@ -82,7 +110,7 @@ async fn every_event_type_delivered_fits_the_schema_served_for_it(backend: Backe
             .collect();
         types.sort();
         types.dedup();
-        (types.len() == 4).then_some(seen)
+        (types.len() == 6).then_some(seen)
     })
     .await;
     for seen in received {

@@ -34,6 +34,7 @@ mod retention;
 mod runs;
 mod scheduling;
 mod secrets;
+mod streaks;
 mod strict_input;
 mod upgrade;
 mod webhooks;

@@ -150,6 +150,7 @@ fn fields_of(job: &Job) -> FormFields {
         ("timezone", s.schedule.timezone().to_owned()),
         ("timeout_seconds", s.timeout_seconds.to_string()),
         ("max_retries", s.max_retries.to_string()),
+        ("alert_after_failures", s.alert_after_failures.to_string()),
         ("environment", s.environment.as_str().to_owned()),
         ("overlap_policy", s.overlap_policy.as_str().to_owned()),
         ("catch_up", s.catch_up.as_str().to_owned()),
@@ -211,6 +212,7 @@ fn job_body(f: &FormFields, patch: bool) -> Value {
         ("timezone", f.text("timezone")),
         ("timeout_seconds", f.number("timeout_seconds")),
         ("max_retries", f.number("max_retries")),
+        ("alert_after_failures", f.number("alert_after_failures")),
         ("environment", f.text("environment")),
         ("overlap_policy", f.text("overlap_policy")),
         ("catch_up", f.text("catch_up")),
@@ -265,7 +267,7 @@ fn job_body(f: &FormFields, patch: bool) -> Value {
 }
 
 /// The fields of the job form, as the API names them.
-const JOB_FIELDS: [&str; 15] = [
+const JOB_FIELDS: [&str; 16] = [
     "name",
     "schedule",
     "timezone",
@@ -279,6 +281,7 @@ const JOB_FIELDS: [&str; 15] = [
     "target.body",
     "timeout_seconds",
     "max_retries",
+    "alert_after_failures",
     "environment",
     "tags",
 ];
@@ -348,6 +351,8 @@ fn job_form(cx: &Ctx, action: &str, submit: &str, f: &FormFields, errors: &FormE
                         text_input("timeout_seconds", f.get("timeout_seconds"), errors, false, InputAttrs { inputmode: Some("numeric"), placeholder: Some("300"), ..t() })))
                     (row("max_retries", "Retries of a failed run", None, errors,
                         text_input("max_retries", f.get("max_retries"), errors, false, InputAttrs { inputmode: Some("numeric"), placeholder: Some("0"), ..t() })))
+                    (row("alert_after_failures", "Alert after failures in a row", Some("job.failing once, job.recovered after; 0: never"), errors,
+                        text_input("alert_after_failures", f.get("alert_after_failures"), errors, false, InputAttrs { inputmode: Some("numeric"), placeholder: Some("0"), ..t() })))
                     (row("environment", "Environment", None, errors, select("environment", &options(Environment::ALL, Environment::as_str), f.get("environment"), errors)))
                     (row("overlap_policy", "If the previous run is still going", None, errors,
                         select("overlap_policy", &options(OverlapPolicy::ALL, OverlapPolicy::as_str), f.get("overlap_policy"), errors)))
@@ -692,6 +697,12 @@ pub(super) async fn show(req: Request) -> Result<Response, Failure> {
                     dt { "Target" } dd { (target_summary(&job.spec.target)) }
                     dt { "Timeout" } dd { (job.spec.timeout_seconds) " s" }
                     dt { "Retries" } dd { (job.spec.max_retries) }
+                    @if job.spec.alert_after_failures > 0 {
+                        dt { "Alerts" } dd { "after " (job.spec.alert_after_failures) " failures in a row" }
+                    }
+                    @if job.failure_streak > 0 {
+                        dt { "Failing" } dd { span.badge.bad { (job.failure_streak) " in a row" } }
+                    }
                     dt { "Overlap" } dd { (job.spec.overlap_policy.as_str()) }
                     dt { "Catch-up" } dd { (job.spec.catch_up.as_str()) }
                     @if !job.spec.tags.as_slice().is_empty() {

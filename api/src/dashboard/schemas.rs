@@ -11,7 +11,7 @@ use super::{Ctx, Failure};
 use chrono::{DateTime, Utc};
 use cronflow_jobs::domain::{
     CommandTarget, EventType, Job, JobId, JobSpec, Run, RunId, RunOrigin, RunState, Schedule, Target,
-    event::job_event_payload,
+    event::{event_kind, job_event_payload},
     job::{CatchUpPolicy, Environment, JobName, OverlapPolicy, Tags},
 };
 use maud::{Markup, html};
@@ -29,7 +29,21 @@ pub(super) struct EventDoc {
 }
 
 /// What each `data` field means.
-const FIELD_DOCS: [(&str, &str); 15] = [
+const FIELD_DOCS: [(&str, &str); 20] = [
+    (
+        "consecutive_failures",
+        "Final runs in a row that failed or timed out.",
+    ),
+    ("alert_after_failures", "The job's threshold for this alert."),
+    (
+        "last_run_id",
+        "The run that reached the threshold; its own job.failed or job.timed_out has the details.",
+    ),
+    ("last_state", "How that run ended: failed or timed_out."),
+    (
+        "failures_before",
+        "Final runs in a row that had failed before this completed one.",
+    ),
     ("run_id", "The run (`run_…`); open it at /runs/{run_id}."),
     ("attempt", "1 for the first attempt, 2 for the first retry, …"),
     ("duration_ms", "Wall time of the run."),
@@ -66,7 +80,7 @@ const BASE_FIELDS: [(&str, &str, &str); 5] = [
     (
         "event",
         "string",
-        "Event type: job.completed, job.failed or job.timed_out.",
+        "Event type: job.completed, job.failed, job.timed_out, job.failing, job.recovered or webhook.test.",
     ),
     (
         "timestamp",
@@ -108,6 +122,7 @@ fn sample(state: RunState) -> Option<(Job, Run)> {
         overlap_policy: OverlapPolicy::Skip,
         catch_up: CatchUpPolicy::Latest,
         tags: Tags::default(),
+        alert_after_failures: 3,
     };
     let job = Job {
         id: JobId::parse("wf_8x9k2m4p")?,
@@ -116,6 +131,8 @@ fn sample(state: RunState) -> Option<(Job, Run)> {
         next_run_at: Some(at("2024-03-16T01:00:00Z")),
         created_at: at("2024-03-01T00:00:00Z"),
         updated_at: at("2024-03-01T00:00:00Z"),
+        failure_streak: 0,
+        failure_alerted: false,
     };
     let failed = state == RunState::Failed;
     let run = Run {
@@ -150,11 +167,18 @@ pub(super) fn event_docs() -> Vec<EventDoc> {
         (EventType::JobCompleted, RunState::Completed, "A scheduled task finished successfully: its duration, output tail and next run time."),
         (EventType::JobFailed, RunState::Failed, "A task exited non-zero, was killed by a signal, threw, or its HTTP target answered non-2xx: the error, stack trace and retry count."),
         (EventType::JobTimedOut, RunState::TimedOut, "A run exceeded its timeout (default 300 s) and was stopped."),
+        (EventType::JobFailing, RunState::Failed, "A job's final runs (after their retries) failed or timed out alert_after_failures times in a row: sent once a streak."),
+        (EventType::JobRecovered, RunState::Completed, "The first completed run after a streak that sent job.failing."),
     ]
     .into_iter()
     .filter_map(|(kind, state, when)| {
-        let (job, run) = sample(state)?;
-        let example = job_event_payload(kind, &(&job).into(), &run, false, job.next_run_at, at("2024-03-15T01:05:00Z"));
+        let example = match kind {
+            EventType::JobFailing | EventType::JobRecovered => event_kind(kind)?.example(),
+            _ => {
+                let (job, run) = sample(state)?;
+                job_event_payload(kind, &(&job).into(), &run, false, job.next_run_at, at("2024-03-15T01:05:00Z"))
+            }
+        };
         let fields = example["data"]
             .as_object()
             .map(|data| {
@@ -270,7 +294,7 @@ mod tests {
     #[test]
     fn each_job_event_is_documented_with_every_field_of_its_real_payload() {
         let docs = event_docs();
-        assert_eq!(docs.len(), 3);
+        assert_eq!(docs.len(), 5);
         for d in &docs {
             assert_eq!(d.example["event"], d.event_type);
             let keys: Vec<&String> = d.example.as_object().unwrap().keys().collect();

@@ -27,10 +27,12 @@ use sha2::{Digest, Sha256};
 
 const PAGE: &str = "/settings/integrations/webhooks";
 /// The job events a subscription can receive.
-const EVENTS: [(&str, &str); 3] = [
+const EVENTS: [(&str, &str); 5] = [
     ("job.completed", "a run finished successfully"),
     ("job.failed", "a run failed"),
     ("job.timed_out", "a run exceeded its timeout"),
+    ("job.failing", "a job failed its threshold of times in a row"),
+    ("job.recovered", "a failing job completed again"),
 ];
 const FIELDS: [&str; 7] = [
     "url",
@@ -197,7 +199,7 @@ async fn render_page(
                         legend { "Events" }
                         @for (name, what) in EVENTS {
                             label.check {
-                                input type="checkbox" name="events" value=(name) checked[chosen.iter().any(|c| c == name) || (f.0.is_empty() && name != "job.completed")];
+                                input type="checkbox" name="events" value=(name) checked[chosen.iter().any(|c| c == name) || (f.0.is_empty() && matches!(name, "job.failed" | "job.timed_out"))];
                                 " " code { (name) } " — " (what)
                             }
                         }

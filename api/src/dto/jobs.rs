@@ -7,7 +7,7 @@ use cronflow_jobs::{
     domain::{
         self, CommandTarget, HttpTarget, Job, JobSpec, Schedule,
         credentials::{REDACTED, redact_map, redact_url},
-        job::{JobName, Tags, check_max_retries, check_timeout},
+        job::{JobName, Tags, check_alert_after_failures, check_max_retries, check_timeout},
         target::UrlPolicy,
     },
 };
@@ -216,6 +216,11 @@ pub(crate) struct JobIn {
         validator(max_items = 32, unique_items, min_length = 1, max_length = 64)
     )]
     tags: Vec<String>,
+    /// Send `job.failing` once this many final runs in a row failed or timed out (a
+    /// run's last retry counts, not each attempt), and `job.recovered` at the next
+    /// completed run; 0 to 1000, default 0 (never).
+    #[oai(default, validator(minimum(value = "0"), maximum(value = "1000")))]
+    alert_after_failures: u32,
 }
 
 impl Example for JobIn {
@@ -235,6 +240,7 @@ impl Example for JobIn {
             overlap_policy: None,
             catch_up: None,
             tags: vec!["reports".into()],
+            alert_after_failures: 3,
         }
     }
 }
@@ -252,6 +258,7 @@ impl JobIn {
             overlap_policy: self.overlap_policy.map(Into::into).unwrap_or_default(),
             catch_up: self.catch_up.map(Into::into).unwrap_or_default(),
             tags: Tags::parse(self.tags)?,
+            alert_after_failures: check_alert_after_failures(self.alert_after_failures)?,
         })
     }
 }
@@ -286,6 +293,9 @@ pub(crate) struct JobPatchIn {
     /// New tags (replacing all).
     #[oai(validator(max_items = 32, unique_items, min_length = 1, max_length = 64))]
     tags: Option<Vec<String>>,
+    /// New failure-streak threshold (0 to 1000; 0 turns the alert off).
+    #[oai(validator(minimum(value = "0"), maximum(value = "1000")))]
+    alert_after_failures: Option<u32>,
 }
 
 impl JobPatchIn {
@@ -305,6 +315,10 @@ impl JobPatchIn {
             overlap_policy: self.overlap_policy.map(Into::into),
             catch_up: self.catch_up.map(Into::into),
             tags: self.tags.map(Tags::parse).transpose()?,
+            alert_after_failures: self
+                .alert_after_failures
+                .map(check_alert_after_failures)
+                .transpose()?,
         })
     }
 }
@@ -325,6 +339,10 @@ pub(crate) struct JobOut {
     overlap_policy: OverlapPolicy,
     catch_up: CatchUpPolicy,
     tags: Vec<String>,
+    /// `job.failing` after this many final failures in a row (0: never).
+    alert_after_failures: u32,
+    /// Final runs in a row, up to the last, that failed or timed out.
+    consecutive_failures: u32,
     /// Paused jobs do not fire.
     paused: bool,
     /// The next scheduled run; absent while paused.
@@ -361,6 +379,8 @@ impl JobOut {
             overlap_policy: s.overlap_policy.into(),
             catch_up: s.catch_up.into(),
             tags: s.tags.as_slice().to_vec(),
+            alert_after_failures: s.alert_after_failures,
+            consecutive_failures: job.failure_streak,
             paused: job.paused,
             next_run_at: job.next_run_at,
             next_run_times,

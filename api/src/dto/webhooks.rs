@@ -26,6 +26,12 @@ pub(crate) enum WebhookEvent {
     /// A run exceeded its timeout.
     #[oai(rename = "job.timed_out")]
     TimedOut,
+    /// A job's final runs failed `alert_after_failures` times in a row (once a streak).
+    #[oai(rename = "job.failing")]
+    Failing,
+    /// The first completed run after a streak that sent `job.failing`.
+    #[oai(rename = "job.recovered")]
+    Recovered,
 }
 
 impl WebhookEvent {
@@ -34,6 +40,8 @@ impl WebhookEvent {
             Self::Completed => "job.completed",
             Self::Failed => "job.failed",
             Self::TimedOut => "job.timed_out",
+            Self::Failing => "job.failing",
+            Self::Recovered => "job.recovered",
         }
         .to_owned()
     }
@@ -43,6 +51,8 @@ impl WebhookEvent {
             domain::EventType::JobCompleted => Some(Self::Completed),
             domain::EventType::JobFailed => Some(Self::Failed),
             domain::EventType::JobTimedOut => Some(Self::TimedOut),
+            domain::EventType::JobFailing => Some(Self::Failing),
+            domain::EventType::JobRecovered => Some(Self::Recovered),
             domain::EventType::WebhookTest => None,
         }
     }

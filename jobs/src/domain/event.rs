@@ -46,6 +46,10 @@ pub enum EventType {
     JobTimedOut,
     /// Sent by a user from the webhook's "send test" button.
     WebhookTest,
+    /// The job's final runs failed `alert_after_failures` times in a row (once a streak).
+    JobFailing,
+    /// The first completed run after a streak that sent `job.failing`.
+    JobRecovered,
 }
 
 impl EventType {
@@ -56,6 +60,8 @@ impl EventType {
             EventType::JobFailed => "job.failed",
             EventType::JobTimedOut => "job.timed_out",
             EventType::WebhookTest => "webhook.test",
+            EventType::JobFailing => "job.failing",
+            EventType::JobRecovered => "job.recovered",
         }
     }
 
@@ -66,6 +72,8 @@ impl EventType {
             Self::JobFailed,
             Self::JobTimedOut,
             Self::WebhookTest,
+            Self::JobFailing,
+            Self::JobRecovered,
         ]
         .into_iter()
         .find(|e| e.as_str() == s)
@@ -260,6 +268,94 @@ pub struct WebhookTestData {
     pub message: String,
 }
 
+/// `data` of `job.failing`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobFailingData {
+    /// Final runs in a row that failed or timed out.
+    pub consecutive_failures: u32,
+    /// The job's threshold (`alert_after_failures`).
+    pub alert_after_failures: u32,
+    /// The run that reached it (`run_…`); its own `job.failed` or `job.timed_out` event
+    /// has the details.
+    #[schemars(extend("pattern" = "^run_[0-9a-z]{1,64}$"))]
+    pub last_run_id: String,
+    /// How that run ended: `failed` or `timed_out`.
+    pub last_state: String,
+}
+
+/// `data` of `job.recovered`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobRecoveredData {
+    /// The completed run (`run_…`).
+    #[schemars(extend("pattern" = "^run_[0-9a-z]{1,64}$"))]
+    pub run_id: String,
+    /// Final runs in a row that had failed before it.
+    pub failures_before: u32,
+}
+
+impl EventData for JobFailingData {
+    const TYPE: EventType = EventType::JobFailing;
+    const SCHEMA_NAME: &'static str = "JobFailingEvent";
+    const DESCRIPTION: &'static str = "The job's final runs failed (or timed out) `alert_after_failures` times in a row: sent once a streak.";
+    fn example() -> Value {
+        let (job, run) = streak_example();
+        job_failing_payload(&job, 3, 3, &run, RunState::Failed, example_time(11))
+    }
+}
+
+impl EventData for JobRecoveredData {
+    const TYPE: EventType = EventType::JobRecovered;
+    const SCHEMA_NAME: &'static str = "JobRecoveredEvent";
+    const DESCRIPTION: &'static str =
+        "The first completed run after a failure streak that sent `job.failing`.";
+    fn example() -> Value {
+        let (job, run) = streak_example();
+        job_recovered_payload(&job, &run, 4, example_time(11))
+    }
+}
+
+/// The sample job and run of the streak events' examples.
+fn streak_example() -> (EventJob, RunId) {
+    let job = EventJob {
+        id: JobId::parse("wf_8x9k2m4p").expect("a valid example id"),
+        environment: Environment::Production,
+        max_retries: 3,
+        timeout_seconds: 300,
+    };
+    let run = RunId::parse("run_mbx2k7f0qa1b2c3d4e5").expect("a valid example id");
+    (job, run)
+}
+
+/// The payload of `job.failing`: `streak` final runs of `job` in a row failed, the
+/// last being `run` (ended in `state`), against the job's threshold `alert_after`.
+pub fn job_failing_payload(
+    job: &EventJob,
+    streak: u32,
+    alert_after: u32,
+    run: &RunId,
+    state: RunState,
+    now: DateTime<Utc>,
+) -> Value {
+    let data = JobFailingData {
+        consecutive_failures: streak,
+        alert_after_failures: alert_after,
+        last_run_id: run.as_str().to_owned(),
+        last_state: state.as_str().to_owned(),
+    };
+    Event::new(Some(&job.id), job.environment, now, data).to_json()
+}
+
+/// The payload of `job.recovered`: `run` completed after `failures_before` failures.
+pub fn job_recovered_payload(job: &EventJob, run: &RunId, failures_before: u32, now: DateTime<Utc>) -> Value {
+    let data = JobRecoveredData {
+        run_id: run.as_str().to_owned(),
+        failures_before,
+    };
+    Event::new(Some(&job.id), job.environment, now, data).to_json()
+}
+
 impl EventData for JobCompletedData {
     const TYPE: EventType = EventType::JobCompleted;
     const SCHEMA_NAME: &'static str = "JobCompletedEvent";
@@ -344,10 +440,12 @@ impl EventKind {
 }
 
 /// Every event type CronFlow sends, in documentation order.
-pub const EVENT_KINDS: [EventKind; 4] = [
+pub const EVENT_KINDS: [EventKind; 6] = [
     EventKind::of::<JobCompletedData>(),
     EventKind::of::<JobFailedData>(),
     EventKind::of::<JobTimedOutData>(),
+    EventKind::of::<JobFailingData>(),
+    EventKind::of::<JobRecoveredData>(),
     EventKind::of::<WebhookTestData>(),
 ];
 
@@ -440,8 +538,8 @@ pub fn job_event_payload(
             },
         )
         .to_json(),
-        // Not a job event: its payload names a subscription, not a run.
-        EventType::WebhookTest => Value::Null,
+        // Not events of one run's end: built by their own functions.
+        EventType::WebhookTest | EventType::JobFailing | EventType::JobRecovered => Value::Null,
     }
 }
 
@@ -479,6 +577,7 @@ fn job_example(state: RunState) -> Value {
             overlap_policy: Default::default(),
             catch_up: Default::default(),
             tags: Tags::parse(Vec::new())?,
+            alert_after_failures: 3,
         };
         let job_id = JobId::parse("wf_8x9k2m4p").expect("a valid example id");
         let failed = state == RunState::Failed;
@@ -489,6 +588,8 @@ fn job_example(state: RunState) -> Value {
             next_run_at: Some(example_time(86_400)),
             created_at: example_time(-86_400),
             updated_at: example_time(-86_400),
+            failure_streak: 0,
+            failure_alerted: false,
         };
         let run = Run {
             id: RunId::parse("run_mbx2k7f0qa1b2c3d4e5").expect("a valid example id"),

@@ -113,6 +113,7 @@ mod tests {
             overlap_policy: OverlapPolicy::Allow,
             catch_up,
             tags: Tags::parse(Vec::new()).unwrap(),
+            alert_after_failures: 0,
         };
         Job {
             id: JobId::generate(),
@@ -121,6 +122,8 @@ mod tests {
             next_run_at: None,
             created_at: DateTime::UNIX_EPOCH,
             updated_at: DateTime::UNIX_EPOCH,
+            failure_streak: 0,
+            failure_alerted: false,
         }
     }
 

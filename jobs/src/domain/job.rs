@@ -154,6 +154,28 @@ pub fn check_timeout(seconds: u32) -> Result<u32, ValidationError> {
     Ok(seconds)
 }
 
+/// The longest failure streak `alert_after_failures` may wait for.
+pub const MAX_ALERT_AFTER_FAILURES: u32 = 1000;
+
+/// Checks a failure-streak threshold (0, off, to [`MAX_ALERT_AFTER_FAILURES`]).
+pub fn check_alert_after_failures(n: u32) -> Result<u32, ValidationError> {
+    if n > MAX_ALERT_AFTER_FAILURES {
+        return Err(ValidationError::new(
+            "alert_after_failures",
+            format!("at most {MAX_ALERT_AFTER_FAILURES} (0 turns the alert off)"),
+        ));
+    }
+    Ok(n)
+}
+
+/// Whether a failure streak of `streak` final runs calls for `job.failing`: the job
+/// asks for it (`alert_after`, 0 is off), the streak has reached it, and no alert was
+/// sent for this streak yet (`alerted`). `job.recovered` follows the next completed run
+/// of an alerted streak.
+pub fn failing_alert_due(streak: u32, alert_after: u32, alerted: bool) -> bool {
+    alert_after > 0 && streak >= alert_after && !alerted
+}
+
 /// Checks a retry count (0 to 100).
 pub fn check_max_retries(n: u32) -> Result<u32, ValidationError> {
     if n > MAX_RETRIES {
@@ -186,6 +208,9 @@ pub struct JobSpec {
     pub catch_up: CatchUpPolicy,
     /// Free-form labels for filtering.
     pub tags: Tags,
+    /// Send `job.failing` once this many final runs in a row failed or timed out, and
+    /// `job.recovered` at the next completed run (0: never).
+    pub alert_after_failures: u32,
 }
 
 /// A change to a job: each `Some` replaces that part; the result is validated as a whole.
@@ -211,6 +236,8 @@ pub struct JobPatch {
     pub catch_up: Option<CatchUpPolicy>,
     /// New tags (replacing all).
     pub tags: Option<Tags>,
+    /// New failure-streak threshold.
+    pub alert_after_failures: Option<u32>,
 }
 
 impl JobPatch {
@@ -245,6 +272,7 @@ impl JobSpec {
             overlap_policy: patch.overlap_policy.unwrap_or(self.overlap_policy),
             catch_up: patch.catch_up.unwrap_or(self.catch_up),
             tags: patch.tags.unwrap_or_else(|| self.tags.clone()),
+            alert_after_failures: patch.alert_after_failures.unwrap_or(self.alert_after_failures),
         })
     }
 }
@@ -264,4 +292,25 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     /// When it was last changed.
     pub updated_at: DateTime<Utc>,
+    /// Final runs in a row that failed or timed out, up to the last one.
+    pub failure_streak: u32,
+    /// Whether `job.failing` was sent for the current streak.
+    pub failure_alerted: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_streak_alerts_once_at_its_threshold_and_never_when_off() {
+        assert!(!failing_alert_due(1, 2, false));
+        assert!(failing_alert_due(2, 2, false));
+        assert!(!failing_alert_due(3, 2, true), "once per streak");
+        assert!(
+            failing_alert_due(5, 2, false),
+            "a streak that passed it unalerted still alerts"
+        );
+        assert!(!failing_alert_due(1000, 0, false), "0 is off");
+    }
 }

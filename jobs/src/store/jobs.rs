@@ -40,7 +40,8 @@ impl From<sqlx::Error> for JobError {
 macro_rules! columns {
     () => {
         "id, name, schedule, timezone, target, timeout_seconds, max_retries, environment, \
-         overlap_policy, catch_up, tags, paused, next_fire_at, created_at, updated_at"
+         overlap_policy, catch_up, tags, alert_after_failures, paused, next_fire_at, created_at, updated_at, \
+         failure_streak, failure_alerted"
     };
 }
 
@@ -59,10 +60,13 @@ pub(super) struct JobRow {
     overlap_policy: String,
     catch_up: String,
     tags: String,
+    alert_after_failures: i64,
     paused: bool,
     next_fire_at: Option<i64>,
     created_at: i64,
     updated_at: i64,
+    failure_streak: i64,
+    failure_alerted: bool,
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -93,6 +97,8 @@ impl TryFrom<JobRow> for Job {
             tags: serde_json::from_str::<Vec<String>>(&r.tags)
                 .map_err(|e| corrupt("tags", &e))
                 .and_then(|t| Tags::parse(t).map_err(|e| corrupt("tags", &e)))?,
+            alert_after_failures: u32::try_from(r.alert_after_failures)
+                .map_err(|e| corrupt("alert_after_failures", &e))?,
         };
         Ok(Job {
             id: JobId::parse(&r.id).ok_or_else(|| corrupt("id", &r.id))?,
@@ -101,6 +107,8 @@ impl TryFrom<JobRow> for Job {
             next_run_at: r.next_fire_at.map(from_ms).transpose()?,
             created_at: from_ms(r.created_at)?,
             updated_at: from_ms(r.updated_at)?,
+            failure_streak: u32::try_from(r.failure_streak).map_err(|e| corrupt("failure_streak", &e))?,
+            failure_alerted: r.failure_alerted,
         })
     }
 }
@@ -114,8 +122,8 @@ fn tags_json(t: &Tags) -> String {
     serde_json::to_string(t.as_slice()).unwrap_or_default()
 }
 
-/// The job's id and definition, as `$1`–`$11` of its INSERT and UPDATE (the columns of
-/// [`JobRow`] from `id` to `tags`).
+/// The job's id and definition, as `$1`–`$12` of its INSERT and UPDATE (the columns of
+/// [`JobRow`] from `id` to `alert_after_failures`).
 fn spec_args(job: &Job) -> Vec<Arg<'_>> {
     let s = &job.spec;
     vec![
@@ -130,6 +138,7 @@ fn spec_args(job: &Job) -> Vec<Arg<'_>> {
         s.overlap_policy.as_str().into(),
         s.catch_up.as_str().into(),
         tags_json(&s.tags).into(),
+        i64::from(s.alert_after_failures).into(),
     ]
 }
 
@@ -148,12 +157,14 @@ impl Store {
             paused: false,
             created_at: now,
             updated_at: now,
+            failure_streak: 0,
+            failure_alerted: false,
         };
         let sql = concat!(
             "INSERT INTO scheduled_jobs (",
             columns!(),
             ") ",
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         );
         let mut args = spec_args(&job);
         args.extend([
@@ -161,6 +172,8 @@ impl Store {
             job.next_run_at.map(ms).into(),
             ms(job.created_at).into(),
             ms(job.updated_at).into(),
+            0i64.into(),
+            false.into(),
         ]);
         let mut tx = self.begin().await?;
         tx.execute(sql, &args).await?;
@@ -247,7 +260,8 @@ impl Store {
         job.updated_at = now;
         let sql = "UPDATE scheduled_jobs SET name = $2, schedule = $3, timezone = $4, target = $5, \
                    timeout_seconds = $6, max_retries = $7, environment = $8, overlap_policy = $9, \
-                   catch_up = $10, tags = $11, next_fire_at = $12, updated_at = $13 WHERE id = $1";
+                   catch_up = $10, tags = $11, alert_after_failures = $12, next_fire_at = $13, updated_at = $14 \
+                   WHERE id = $1";
         let mut args = spec_args(&job);
         args.extend([job.next_run_at.map(ms).into(), ms(job.updated_at).into()]);
         let mut tx = self.begin().await?;

@@ -15,8 +15,9 @@ use super::{
 use crate::domain::{
     Cursor, Environment, EventId, EventType, Job, JobId, OverlapPolicy, Page, PageRequest, Run, RunId,
     RunOrigin, RunState,
-    event::{EventJob, job_event_payload},
+    event::{EventJob, job_event_payload, job_failing_payload, job_recovered_payload},
     firing::{plan_slots, retries, retry_delay, start_state},
+    job::failing_alert_due,
 };
 use crate::{StoreError, ValidationError};
 use chrono::{DateTime, Duration, Utc};
@@ -161,7 +162,8 @@ struct RunEvent {
     id: EventId,
     kind: EventType,
     job_id: JobId,
-    run_id: RunId,
+    /// The run it is about; `None` for events about a streak of runs.
+    run_id: Option<RunId>,
     environment: String,
     payload: String,
 }
@@ -275,6 +277,81 @@ async fn job_in(tx: &mut Tx, id: &JobId) -> Result<Option<Job>, StoreError> {
         )
         .await?;
     row.map(Job::try_from).transpose()
+}
+
+/// Moves `job`'s failure streak on after its run `run` ended for good in `state`, inside
+/// `tx` (under the job row's lock, so concurrent batches count every run), keeping
+/// `job`'s copy in step. Returns the event that calls for, if any: `job.failing` when the
+/// streak reaches the job's threshold (`domain::job::failing_alert_due`), `job.recovered`
+/// when a completed run ends an alerted streak.
+async fn update_streak(
+    tx: &mut Tx,
+    job: &mut Job,
+    run: &Run,
+    state: RunState,
+    now: DateTime<Utc>,
+) -> Result<Option<(EventType, serde_json::Value)>, StoreError> {
+    let id = job.id.as_str();
+    match state {
+        RunState::Failed | RunState::TimedOut => {
+            let (streak, alerted): (i64, bool) = tx
+                .fetch_one(
+                    "UPDATE scheduled_jobs SET failure_streak = failure_streak + 1 WHERE id = $1 \
+                     RETURNING failure_streak, failure_alerted",
+                    &[id.into()],
+                )
+                .await?;
+            job.failure_streak = u32::try_from(streak).unwrap_or(u32::MAX);
+            job.failure_alerted = alerted;
+            let threshold = job.spec.alert_after_failures;
+            if !failing_alert_due(job.failure_streak, threshold, alerted) {
+                return Ok(None);
+            }
+            tx.execute(
+                "UPDATE scheduled_jobs SET failure_alerted = TRUE WHERE id = $1",
+                &[id.into()],
+            )
+            .await?;
+            job.failure_alerted = true;
+            let payload = job_failing_payload(
+                &EventJob::from(&*job),
+                job.failure_streak,
+                threshold,
+                &run.id,
+                state,
+                now,
+            );
+            Ok(Some((EventType::JobFailing, payload)))
+        }
+        // A job that alerts is always checked; others only when its copy shows a streak.
+        RunState::Completed
+            if job.spec.alert_after_failures > 0 || job.failure_streak > 0 || job.failure_alerted =>
+        {
+            // The no-op update takes the row's lock and reads what it holds.
+            let (before, alerted): (i64, bool) = tx
+                .fetch_one(
+                    "UPDATE scheduled_jobs SET failure_streak = failure_streak WHERE id = $1 \
+                     RETURNING failure_streak, failure_alerted",
+                    &[id.into()],
+                )
+                .await?;
+            if before == 0 && !alerted {
+                return Ok(None);
+            }
+            tx.execute(
+                "UPDATE scheduled_jobs SET failure_streak = 0, failure_alerted = FALSE WHERE id = $1",
+                &[id.into()],
+            )
+            .await?;
+            (job.failure_streak, job.failure_alerted) = (0, false);
+            let before = u32::try_from(before).unwrap_or(u32::MAX);
+            Ok(alerted.then(|| {
+                let payload = job_recovered_payload(&EventJob::from(&*job), &run.id, before, now);
+                (EventType::JobRecovered, payload)
+            }))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// What the deletion of job `id` kept for the events of its last runs, read inside `tx`.
@@ -712,7 +789,7 @@ impl Store {
                 };
                 jobs.insert(run.job_id.clone(), job);
             }
-            let Some(Some((facts, live))) = jobs.get(&run.job_id) else {
+            let Some(Some((facts, live))) = jobs.get_mut(&run.job_id) else {
                 continue;
             };
             // A deleted job's run is not retried and has no next run.
@@ -726,7 +803,7 @@ impl Store {
                     id: EventId::generate(),
                     kind,
                     job_id: facts.id.clone(),
-                    run_id: run.id.clone(),
+                    run_id: Some(run.id.clone()),
                     environment: facts.environment.as_str().to_owned(),
                     payload: payload.to_string(),
                 });
@@ -734,6 +811,19 @@ impl Store {
             let Some(job) = live else {
                 continue;
             };
+            if !will_retry
+                && let Some((kind, payload)) = update_streak(&mut tx, job, &run, result.state, now).await?
+            {
+                events.push(RunEvent {
+                    id: EventId::generate(),
+                    kind,
+                    job_id: facts.id.clone(),
+                    run_id: None,
+                    environment: facts.environment.as_str().to_owned(),
+                    payload: payload.to_string(),
+                });
+            }
+            let job = &*job;
             if will_retry {
                 let delay = retry_delay(retry_base, run.attempt);
                 let retry = NewRun::new(
@@ -755,7 +845,7 @@ impl Store {
             .map(|e| NewEventRow {
                 id: e.id.as_str(),
                 job_id: Some(e.job_id.as_str()),
-                run_id: Some(e.run_id.as_str()),
+                run_id: e.run_id.as_ref().map(RunId::as_str),
                 kind: e.kind,
                 payload: std::mem::take(&mut e.payload),
             })
