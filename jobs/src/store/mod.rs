@@ -262,14 +262,29 @@ impl Store {
                 })
                 // SQLite opens a file it cannot write read-only, silently, and such a
                 // connection stays read-only after the disk is writable again: a new
-                // writing connection must prove it can write (take and drop the write
-                // lock), else it is refused and the next acquire opens another.
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-                        sqlx::query("ROLLBACK").execute(&mut *conn).await?;
-                        Ok(())
-                    })
+                // writing connection is refused while the file cannot be opened for
+                // writing (read-only mount, immutable file), and the next acquire opens
+                // another. A check of the file, not a write: another process may hold the
+                // write lock.
+                .after_connect({
+                    let file = opts.get_filename().to_owned();
+                    move |_conn, _| {
+                        let file = file.clone();
+                        Box::pin(async move {
+                            let writable = file.as_os_str().is_empty()
+                                || file.as_os_str() == ":memory:"
+                                || !file.exists()
+                                || std::fs::OpenOptions::new().append(true).open(&file).is_ok();
+                            if writable {
+                                Ok(())
+                            } else {
+                                Err(sqlx::Error::Protocol(format!(
+                                    "the database file {} cannot be written",
+                                    file.display()
+                                )))
+                            }
+                        })
+                    }
                 })
                 .connect_with(opts.clone())
                 .await?;
