@@ -413,6 +413,17 @@ impl TestApp {
         self.get(path).await.json().await.expect("a JSON body")
     }
 
+    /// Sends a `webhook.test` event to subscription `hook_id`; returns its delivery's id.
+    pub async fn send_test_event(&self, hook_id: &str) -> String {
+        let sent: Value = self
+            .post(&format!("/v1/webhooks/{hook_id}/test"), &serde_json::json!({}))
+            .await
+            .json()
+            .await
+            .expect("the test event's answer");
+        sent["delivery_id"].as_str().expect("a delivery id").to_owned()
+    }
+
     /// The whole audit log (NDJSON), read with `key` (an `audit` or `admin` key).
     pub async fn audit_log(&self, key: &str) -> String {
         let r = self

@@ -20,13 +20,7 @@ fn documented_block(lang: &str) -> String {
 }
 
 async fn delivery_status(app: &TestApp, hook_id: &str) -> Value {
-    let sent: Value = app
-        .post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = sent["delivery_id"].as_str().unwrap().to_owned();
+    let id = app.send_test_event(hook_id).await;
     eventually(30, "an attempt", || async {
         let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
         (d["attempts"].as_i64()? >= 1).then_some(d)

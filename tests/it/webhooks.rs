@@ -9,17 +9,6 @@ use sha2::Sha256;
 use std::collections::BTreeSet;
 
 /// Subscribes `url` to every job event and returns (id, secret).
-/// Sends a `webhook.test` event to `hook_id`; returns its delivery's id.
-async fn send_test_event(app: &TestApp, hook_id: &str) -> String {
-    let sent: Value = app
-        .post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    sent["delivery_id"].as_str().unwrap().to_owned()
-}
-
 async fn subscribe(app: &TestApp, url: &str) -> (String, String) {
     let r = app
         .post(
@@ -472,7 +461,7 @@ async fn a_waiting_retry_survives_a_restart(backend: Backend) {
     let app = TestApp::spawn_with(backend, &[("CRONFLOW_RETRY_SCHEDULE", "3s")]).await;
     let receiver = TestReceiver::start(&[503, 200]).await;
     let (hook_id, _) = subscribe(&app, &receiver.url("/later")).await;
-    let id = send_test_event(&app, &hook_id).await;
+    let id = app.send_test_event(&hook_id).await;
     eventually(30, "the first attempt to fail", || async {
         let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
         (d["status"] == "retrying").then_some(())
@@ -518,7 +507,7 @@ async fn a_url_token_stays_in_the_subscription(backend: Backend) {
             url.as_str(),
             "the subscription keeps its URL"
         );
-        deliveries.push(send_test_event(&app, &hook_id).await);
+        deliveries.push(app.send_test_event(&hook_id).await);
     }
     eventually(30, "a retried delivery and a refused attempt", || async {
         let a: Value = app
@@ -603,13 +592,7 @@ async fn private_targets_are_refused_unless_allowed() {
     let receiver = TestReceiver::start(&[200]).await;
     let port = receiver.address.rsplit(':').next().unwrap().to_owned();
     let (hook_id, _) = subscribe(&app, &format!("https://localhost:{port}/x")).await;
-    let sent: Value = app
-        .post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = sent["delivery_id"].as_str().unwrap();
+    let id = app.send_test_event(&hook_id).await;
     let d = eventually(30, "the refused attempt", || async {
         let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
         (d["attempts"].as_i64()? >= 1).then_some(d)
@@ -701,14 +684,8 @@ async fn a_410_disables_the_subscription_with_its_reason(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let receiver = TestReceiver::start(&[410]).await;
     let (hook_id, _) = subscribe(&app, &receiver.url("/gone")).await;
-    let sent: Value = app
-        .post(&format!("/v1/webhooks/{hook_id}/test"), &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let id = sent["delivery_id"].as_str().unwrap();
-    attempts_of(&app, id, 1).await;
+    let id = app.send_test_event(&hook_id).await;
+    attempts_of(&app, &id, 1).await;
     let d = eventually(30, "the delivery to be dead", || async {
         let d: Value = app.try_get_json(&format!("/v1/deliveries/{id}")).await?;
         (d["status"] == "dead").then_some(d)
