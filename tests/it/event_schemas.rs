@@ -23,6 +23,8 @@ async fn every_event_type_delivered_fits_the_schema_served_for_it(backend: Backe
             "job.completed",
             "job.failed",
             "job.timed_out",
+            "job.skipped",
+            "job.missed",
             "job.failing",
             "job.recovered",
             "webhook.test"
@@ -63,7 +65,8 @@ async fn every_event_type_delivered_fits_the_schema_served_for_it(backend: Backe
         .post(
             "/v1/webhooks",
             &json!({"url": receiver.url("/h"), "events": [
-                "job.completed", "job.failed", "job.timed_out", "job.failing", "job.recovered"
+                "job.completed", "job.failed", "job.timed_out", "job.skipped", "job.failing",
+                "job.recovered"
             ]}),
         )
         .await
@@ -97,6 +100,11 @@ async fn every_event_type_delivered_fits_the_schema_served_for_it(backend: Backe
     slow["timeout_seconds"] = json!(1);
     let job = app.create_job(&slow).await;
     app.trigger(job["id"].as_str().unwrap()).await;
+    // Triggered again while it runs: skipped (overlap `skip`), job.skipped. (job.missed
+    // needs a downtime: `ledger_events` delivers it to a receiver that checks it against
+    // its schema.)
+    let again = app.trigger(job["id"].as_str().unwrap()).await;
+    assert_eq!(again["state"], "skipped");
     app.post(
         &format!("/v1/webhooks/{}/test", hook["id"].as_str().unwrap()),
         &json!({}),
@@ -110,7 +118,7 @@ async fn every_event_type_delivered_fits_the_schema_served_for_it(backend: Backe
             .collect();
         types.sort();
         types.dedup();
-        (types.len() == 6).then_some(seen)
+        (types.len() == 7).then_some(seen)
     })
     .await;
     for seen in received {

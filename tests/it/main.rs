@@ -25,6 +25,7 @@ mod dashboard;
 mod dlq_queue;
 mod event_schemas;
 mod jobs;
+mod ledger_events;
 mod logs;
 mod metrics;
 mod openapi;

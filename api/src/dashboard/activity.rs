@@ -236,7 +236,7 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
         form.filters method="get" action="/activity" aria-label="Filter deliveries" {
             (layout::filter_select("webhook_id", "Subscription", &hook_options, f.fields.get("webhook_id"), None))
             (layout::filter_select("job_id", "Job", &job_options, f.fields.get("job_id"), None))
-            (layout::filter_select("event_type", "Event", &layout::plain_options(&["job.completed", "job.failed", "job.timed_out", "job.failing", "job.recovered", "webhook.test"]),
+            (layout::filter_select("event_type", "Event", &layout::event_options(true),
                 f.fields.get("event_type"), f.error("event_type")))
             (layout::filter_select("status", "Status", &layout::plain_options(&["pending", "retrying", "delivered", "dead"]),
                 f.fields.get("status"), f.error("status")))

@@ -191,7 +191,7 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
         p.muted { "Deliveries whose every retry failed. Replaying one sends it again with the same id (the same idempotency key); acknowledging takes it off this list." }
         form.filters method="get" action="/dlq" aria-label="Filter dead deliveries" {
             (layout::filter_select("webhook_id", "Subscription", &hook_options, q.fields.get("webhook_id"), None))
-            (layout::filter_select("event_type", "Event", &layout::plain_options(&["job.completed", "job.failed", "job.timed_out", "job.failing", "job.recovered"]),
+            (layout::filter_select("event_type", "Event", &layout::event_options(false),
                 q.fields.get("event_type"), None))
             (layout::filter_time("since", "Since (UTC)", q.fields.get("since"), "2026-12-01T00:00", None))
             (layout::filter_time("until", "Until (UTC)", q.fields.get("until"), "2026-12-02T00:00", None))

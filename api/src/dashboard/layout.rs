@@ -349,6 +349,16 @@ pub(crate) fn filter_select(
 }
 
 /// Options whose value is their label.
+/// The event types as filter options; `webhook.test` too when `with_test`.
+pub(crate) fn event_options(with_test: bool) -> Vec<(String, String)> {
+    let names: Vec<&str> = cronflow_jobs::domain::event::EVENT_KINDS
+        .iter()
+        .map(|k| k.event_type.as_str())
+        .filter(|name| with_test || *name != "webhook.test")
+        .collect();
+    plain_options(&names)
+}
+
 pub(crate) fn plain_options(values: &[&str]) -> Vec<(String, String)> {
     values
         .iter()

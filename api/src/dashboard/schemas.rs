@@ -29,7 +29,22 @@ pub(super) struct EventDoc {
 }
 
 /// What each `data` field means.
-const FIELD_DOCS: [(&str, &str); 20] = [
+const FIELD_DOCS: [(&str, &str); 26] = [
+    (
+        "origin",
+        "What asked for the skipped run: schedule, catch_up or manual.",
+    ),
+    (
+        "active_run_id",
+        "The run still going that made the overlap policy skip this one.",
+    ),
+    ("missed_count", "How many slots of the downtime did not run."),
+    ("first_slot", "The first slot that did not run."),
+    ("last_slot", "The last slot that did not run."),
+    (
+        "catch_up",
+        "The job's catch-up policy, which left these slots out: none, latest or all.",
+    ),
     (
         "consecutive_failures",
         "Final runs in a row that failed or timed out.",
@@ -80,7 +95,7 @@ const BASE_FIELDS: [(&str, &str, &str); 5] = [
     (
         "event",
         "string",
-        "Event type: job.completed, job.failed, job.timed_out, job.failing, job.recovered or webhook.test.",
+        "Event type: job.completed, job.failed, job.timed_out, job.skipped, job.missed, job.failing, job.recovered or webhook.test.",
     ),
     (
         "timestamp",
@@ -167,13 +182,17 @@ pub(super) fn event_docs() -> Vec<EventDoc> {
         (EventType::JobCompleted, RunState::Completed, "A scheduled task finished successfully: its duration, output tail and next run time."),
         (EventType::JobFailed, RunState::Failed, "A task exited non-zero, was killed by a signal, threw, or its HTTP target answered non-2xx: the error, stack trace and retry count."),
         (EventType::JobTimedOut, RunState::TimedOut, "A run exceeded its timeout (default 300 s) and was stopped."),
+        (EventType::JobSkipped, RunState::Skipped, "A slot (or a manual trigger) was not run because the job's previous run was still going (overlap policy skip)."),
+        (EventType::JobMissed, RunState::Missed, "Slots of a stretch of downtime were not run (catch-up policy none, latest, or all past its limit): one event per stretch, with the count and the first and last slot."),
         (EventType::JobFailing, RunState::Failed, "A job's final runs (after their retries) failed or timed out alert_after_failures times in a row: sent once a streak."),
         (EventType::JobRecovered, RunState::Completed, "The first completed run after a streak that sent job.failing."),
     ]
     .into_iter()
     .filter_map(|(kind, state, when)| {
         let example = match kind {
-            EventType::JobFailing | EventType::JobRecovered => event_kind(kind)?.example(),
+            EventType::JobFailing | EventType::JobRecovered | EventType::JobSkipped | EventType::JobMissed => {
+                event_kind(kind)?.example()
+            }
             _ => {
                 let (job, run) = sample(state)?;
                 job_event_payload(kind, &(&job).into(), &run, false, job.next_run_at, at("2024-03-15T01:05:00Z"))
@@ -294,7 +313,7 @@ mod tests {
     #[test]
     fn each_job_event_is_documented_with_every_field_of_its_real_payload() {
         let docs = event_docs();
-        assert_eq!(docs.len(), 5);
+        assert_eq!(docs.len(), 7);
         for d in &docs {
             assert_eq!(d.example["event"], d.event_type);
             let keys: Vec<&String> = d.example.as_object().unwrap().keys().collect();

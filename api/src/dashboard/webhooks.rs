@@ -27,10 +27,18 @@ use sha2::{Digest, Sha256};
 
 const PAGE: &str = "/settings/integrations/webhooks";
 /// The job events a subscription can receive.
-const EVENTS: [(&str, &str); 5] = [
+const EVENTS: [(&str, &str); 7] = [
     ("job.completed", "a run finished successfully"),
     ("job.failed", "a run failed"),
     ("job.timed_out", "a run exceeded its timeout"),
+    (
+        "job.skipped",
+        "a slot was skipped: the previous run was still going",
+    ),
+    (
+        "job.missed",
+        "slots of a downtime were not run (one event per stretch)",
+    ),
     ("job.failing", "a job failed its threshold of times in a row"),
     ("job.recovered", "a failing job completed again"),
 ];

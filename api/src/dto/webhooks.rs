@@ -32,6 +32,12 @@ pub(crate) enum WebhookEvent {
     /// The first completed run after a streak that sent `job.failing`.
     #[oai(rename = "job.recovered")]
     Recovered,
+    /// A slot (or manual trigger) not run because the previous run was still going.
+    #[oai(rename = "job.skipped")]
+    Skipped,
+    /// A stretch of downtime whose slots the catch-up policy did not run.
+    #[oai(rename = "job.missed")]
+    Missed,
 }
 
 impl WebhookEvent {
@@ -42,6 +48,8 @@ impl WebhookEvent {
             Self::TimedOut => "job.timed_out",
             Self::Failing => "job.failing",
             Self::Recovered => "job.recovered",
+            Self::Skipped => "job.skipped",
+            Self::Missed => "job.missed",
         }
         .to_owned()
     }
@@ -53,6 +61,8 @@ impl WebhookEvent {
             domain::EventType::JobTimedOut => Some(Self::TimedOut),
             domain::EventType::JobFailing => Some(Self::Failing),
             domain::EventType::JobRecovered => Some(Self::Recovered),
+            domain::EventType::JobSkipped => Some(Self::Skipped),
+            domain::EventType::JobMissed => Some(Self::Missed),
             domain::EventType::WebhookTest => None,
         }
     }

@@ -6,9 +6,11 @@
 //!   "environment": "production",
 //!   "data": { "error_code": 500, "message": "...", "retries": 3, ... } }
 //! ```
-//! Five top-level fields, always; everything else under `data`. Every job event's
-//! `data` has `run_id`, `attempt`, `duration_ms`, `next_run_at`, and `scheduled_for` and
-//! `lateness_ms` (both null for a manual trigger).
+//! Five top-level fields, always; everything else under `data`. The `data` of a run's
+//! end (`job.completed`, `job.failed`, `job.timed_out`) has `run_id`, `attempt`,
+//! `duration_ms`, `next_run_at`, and `scheduled_for` and `lateness_ms` (both null for a
+//! manual trigger). The ledger's events (`job.skipped`, `job.missed`) and a job's streak
+//! events (`job.failing`, `job.recovered`) carry their own.
 //!
 //! # Payload schemas
 //! Each event type's payload is a Rust type ([`Event`] around its `data` type), and its
@@ -50,6 +52,11 @@ pub enum EventType {
     JobFailing,
     /// The first completed run after a streak that sent `job.failing`.
     JobRecovered,
+    /// A slot (or a manual trigger) the overlap policy `skip` did not run.
+    JobSkipped,
+    /// A stretch of downtime whose slots the catch-up policy did not run (one event per
+    /// stretch).
+    JobMissed,
 }
 
 impl EventType {
@@ -62,6 +69,8 @@ impl EventType {
             EventType::WebhookTest => "webhook.test",
             EventType::JobFailing => "job.failing",
             EventType::JobRecovered => "job.recovered",
+            EventType::JobSkipped => "job.skipped",
+            EventType::JobMissed => "job.missed",
         }
     }
 
@@ -74,6 +83,8 @@ impl EventType {
             Self::WebhookTest,
             Self::JobFailing,
             Self::JobRecovered,
+            Self::JobSkipped,
+            Self::JobMissed,
         ]
         .into_iter()
         .find(|e| e.as_str() == s)
@@ -295,6 +306,126 @@ pub struct JobRecoveredData {
     pub failures_before: u32,
 }
 
+/// `data` of `job.skipped`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobSkippedData {
+    /// The ledger row of the skipped slot (`run_…`, state `skipped`).
+    #[schemars(extend("pattern" = "^run_[0-9a-z]{1,64}$"))]
+    pub run_id: String,
+    /// The slot that was skipped; null for a manual trigger.
+    #[schemars(extend("format" = "date-time"))]
+    pub scheduled_for: Option<String>,
+    /// What asked for the run: `schedule`, `catch_up` or `manual`.
+    pub origin: String,
+    /// The run still going (scheduled or running) that made the policy skip it.
+    #[schemars(extend("pattern" = "^run_[0-9a-z]{1,64}$"))]
+    pub active_run_id: String,
+}
+
+/// `data` of `job.missed`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobMissedData {
+    /// The ledger row of the stretch (`run_…`, state `missed`).
+    #[schemars(extend("pattern" = "^run_[0-9a-z]{1,64}$"))]
+    pub run_id: String,
+    /// How many slots of the stretch did not run.
+    pub missed_count: u64,
+    /// The first of them.
+    #[schemars(extend("format" = "date-time"))]
+    pub first_slot: String,
+    /// The last of them.
+    #[schemars(extend("format" = "date-time"))]
+    pub last_slot: String,
+    /// The job's catch-up policy, which chose not to run them: `none`; `latest` (the
+    /// newest slot of the stretch ran, unless one after the downtime was on time); or
+    /// `all` (only its newest 100 slots ran).
+    pub catch_up: String,
+}
+
+impl EventData for JobSkippedData {
+    const TYPE: EventType = EventType::JobSkipped;
+    const SCHEMA_NAME: &'static str = "JobSkippedEvent";
+    const DESCRIPTION: &'static str = "A slot (or a manual trigger) was not run because the job's previous run was still going (overlap policy `skip`).";
+    fn example() -> Value {
+        let (job, run) = streak_example();
+        let active = RunId::parse("run_mbx2k6z9p0a1b2c3d4e5").expect("a valid example id");
+        job_skipped_payload(
+            &job,
+            &run,
+            Some(example_time(0)),
+            RunOrigin::Schedule,
+            &active,
+            example_time(0),
+        )
+    }
+}
+
+impl EventData for JobMissedData {
+    const TYPE: EventType = EventType::JobMissed;
+    const SCHEMA_NAME: &'static str = "JobMissedEvent";
+    const DESCRIPTION: &'static str = "Slots of a stretch of downtime were not run (catch-up policy `none`, or `latest` for all but the last): one event per stretch.";
+    fn example() -> Value {
+        let (job, run) = streak_example();
+        let missed = MissedSlots {
+            count: 9,
+            first: example_time(-9 * 3600),
+            last: example_time(-3600),
+        };
+        job_missed_payload(&job, &run, &missed, "latest", example_time(0))
+    }
+}
+
+/// A stretch of slots that did not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MissedSlots {
+    /// How many.
+    pub count: u64,
+    /// The first.
+    pub first: DateTime<Utc>,
+    /// The last.
+    pub last: DateTime<Utc>,
+}
+
+/// The payload of `job.skipped`: `run` (the `skipped` ledger row, for `slot`, asked for
+/// by `origin`) did not run because `active` was still going.
+pub fn job_skipped_payload(
+    job: &EventJob,
+    run: &RunId,
+    slot: Option<DateTime<Utc>>,
+    origin: RunOrigin,
+    active: &RunId,
+    now: DateTime<Utc>,
+) -> Value {
+    let data = JobSkippedData {
+        run_id: run.as_str().to_owned(),
+        scheduled_for: slot.map(format_time),
+        origin: origin.as_str().to_owned(),
+        active_run_id: active.as_str().to_owned(),
+    };
+    Event::new(Some(&job.id), job.environment, now, data).to_json()
+}
+
+/// The payload of `job.missed`: `run` (the `missed` ledger row) records `missed`, left
+/// out by the job's catch-up policy `catch_up`.
+pub fn job_missed_payload(
+    job: &EventJob,
+    run: &RunId,
+    missed: &MissedSlots,
+    catch_up: &str,
+    now: DateTime<Utc>,
+) -> Value {
+    let data = JobMissedData {
+        run_id: run.as_str().to_owned(),
+        missed_count: missed.count,
+        first_slot: format_time(missed.first),
+        last_slot: format_time(missed.last),
+        catch_up: catch_up.to_owned(),
+    };
+    Event::new(Some(&job.id), job.environment, now, data).to_json()
+}
+
 impl EventData for JobFailingData {
     const TYPE: EventType = EventType::JobFailing;
     const SCHEMA_NAME: &'static str = "JobFailingEvent";
@@ -440,10 +571,12 @@ impl EventKind {
 }
 
 /// Every event type CronFlow sends, in documentation order.
-pub const EVENT_KINDS: [EventKind; 6] = [
+pub const EVENT_KINDS: [EventKind; 8] = [
     EventKind::of::<JobCompletedData>(),
     EventKind::of::<JobFailedData>(),
     EventKind::of::<JobTimedOutData>(),
+    EventKind::of::<JobSkippedData>(),
+    EventKind::of::<JobMissedData>(),
     EventKind::of::<JobFailingData>(),
     EventKind::of::<JobRecoveredData>(),
     EventKind::of::<WebhookTestData>(),
@@ -539,7 +672,11 @@ pub fn job_event_payload(
         )
         .to_json(),
         // Not events of one run's end: built by their own functions.
-        EventType::WebhookTest | EventType::JobFailing | EventType::JobRecovered => Value::Null,
+        EventType::WebhookTest
+        | EventType::JobFailing
+        | EventType::JobRecovered
+        | EventType::JobSkipped
+        | EventType::JobMissed => Value::Null,
     }
 }
 

@@ -15,7 +15,10 @@ use super::{
 use crate::domain::{
     Cursor, Environment, EventId, EventType, Job, JobId, OverlapPolicy, Page, PageRequest, Run, RunId,
     RunOrigin, RunState,
-    event::{EventJob, job_event_payload, job_failing_payload, job_recovered_payload},
+    event::{
+        EventJob, MissedSlots, job_event_payload, job_failing_payload, job_missed_payload,
+        job_recovered_payload, job_skipped_payload,
+    },
     firing::{plan_slots, retries, retry_delay, start_state},
     job::failing_alert_due,
 };
@@ -157,7 +160,8 @@ impl TryFrom<RunRow> for Run {
     }
 }
 
-/// An event of a finishing run.
+/// An event about a job, stored and fanned out with the change that caused it
+/// ([`store_events`]).
 struct RunEvent {
     id: EventId,
     kind: EventType,
@@ -176,6 +180,50 @@ struct NewRun {
     state: RunState,
     attempt: u32,
     missed: Option<(i64, DateTime<Utc>)>,
+}
+
+impl RunEvent {
+    fn new(kind: EventType, job: &EventJob, run_id: Option<RunId>, payload: &serde_json::Value) -> Self {
+        RunEvent {
+            id: EventId::generate(),
+            kind,
+            job_id: job.id.clone(),
+            run_id,
+            environment: job.environment.as_str().to_owned(),
+            payload: payload.to_string(),
+        }
+    }
+}
+
+/// Stores `events` inside `tx` and queues a delivery of each to every subscription that
+/// wants it (the subscriptions read inside `tx`, only when there is an event). Returns
+/// whether any delivery was queued.
+async fn store_events(
+    tx: &mut Tx,
+    mut events: Vec<RunEvent>,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    if events.is_empty() {
+        return Ok(false);
+    }
+    let hooks = enabled_hooks(tx).await?;
+    let rows: Vec<NewEventRow<'_>> = events
+        .iter_mut()
+        .map(|e| NewEventRow {
+            id: e.id.as_str(),
+            job_id: Some(e.job_id.as_str()),
+            run_id: e.run_id.as_ref().map(RunId::as_str),
+            kind: e.kind,
+            payload: std::mem::take(&mut e.payload),
+        })
+        .collect();
+    insert_events(tx, &rows, now).await?;
+    let deliveries: Vec<_> = events
+        .iter()
+        .flat_map(|e| deliveries_for(&hooks, e.id.as_str(), e.kind, e.job_id.as_str(), &e.environment))
+        .collect();
+    insert_deliveries(tx, &deliveries, now).await?;
+    Ok(!deliveries.is_empty())
 }
 
 impl NewRun {
@@ -217,19 +265,28 @@ async fn insert_run(tx: &mut Tx, job_id: &str, run: &NewRun, now: DateTime<Utc>)
     Ok(n == 1)
 }
 
-/// Whether the job has an unfinished run (scheduled, queued or running) that its
-/// overlap policy must respect; always `false` for overlap `allow`, which needs no look.
-async fn has_active_run(tx: &mut Tx, job: &Job) -> Result<bool, StoreError> {
+/// The job's oldest unfinished run (scheduled, queued or running), which its overlap
+/// policy must respect; always `None` for overlap `allow`, which needs no look.
+async fn active_run(tx: &mut Tx, job: &Job) -> Result<Option<RunId>, StoreError> {
     if job.spec.overlap_policy == OverlapPolicy::Allow {
-        return Ok(false);
+        return Ok(None);
     }
-    let (active,): (bool,) = tx
-        .fetch_one(
-            "SELECT EXISTS (SELECT 1 FROM runs WHERE job_id = $1 AND state IN ('scheduled', 'queued', 'running'))",
+    let id: Option<(String,)> = tx
+        .fetch_optional(
+            "SELECT id FROM runs WHERE job_id = $1 AND state IN ('scheduled', 'queued', 'running') \
+             ORDER BY created_at, id LIMIT 1",
             &[job.id.as_str().into()],
         )
         .await?;
-    Ok(active)
+    id.map(|(id,)| RunId::parse(&id).ok_or_else(|| StoreError::Corrupt(format!("run id {id}"))))
+        .transpose()
+}
+
+/// The `job.skipped` event of `run`, skipped because `active` was going.
+fn skipped_event(job: &Job, run: &NewRun, active: &RunId, now: DateTime<Utc>) -> RunEvent {
+    let facts = EventJob::from(job);
+    let payload = job_skipped_payload(&facts, &run.id, run.scheduled_for, run.origin, active, now);
+    RunEvent::new(EventType::JobSkipped, &facts, Some(run.id.clone()), &payload)
 }
 
 /// If `job` queues overlapping runs and none of its runs is scheduled or running any
@@ -412,6 +469,7 @@ impl Store {
             .fetch_all(due_jobs, &[ms(now).into(), FIRE_BATCH.into(), ms(ahead).into()])
             .await?;
         let (mut to_push, mut early) = (Vec::new(), Vec::new());
+        let mut events = Vec::new();
         for row in rows {
             let job = Job::try_from(row)?;
             let Some(first_due) = job.next_run_at else {
@@ -430,30 +488,51 @@ impl Store {
                 row.missed = Some((count, last));
                 if insert_run(&mut tx, job_id, &row, now).await? {
                     report.missed += 1;
+                    let facts = EventJob::from(&job);
+                    let missed = MissedSlots {
+                        count: u64::try_from(count).unwrap_or(0),
+                        first,
+                        last,
+                    };
+                    let payload =
+                        job_missed_payload(&facts, &row.id, &missed, job.spec.catch_up.as_str(), now);
+                    events.push(RunEvent::new(
+                        EventType::JobMissed,
+                        &facts,
+                        Some(row.id),
+                        &payload,
+                    ));
                 }
             }
-            let mut active = !plan.fire.is_empty() && has_active_run(&mut tx, &job).await?;
+            let mut active = if plan.fire.is_empty() {
+                None
+            } else {
+                active_run(&mut tx, &job).await?
+            };
             for (slot, origin) in plan.fire {
-                let state = start_state(job.spec.overlap_policy, active);
+                let state = start_state(job.spec.overlap_policy, active.is_some());
                 let run = NewRun::new(Some(slot), origin, state, 1);
                 if !insert_run(&mut tx, job_id, &run, now).await? {
                     report.duplicates += 1;
                     continue;
                 }
-                match state {
-                    RunState::Skipped => report.skipped += 1,
-                    RunState::Scheduled => {
+                match (state, &active) {
+                    (RunState::Skipped, Some(going)) => {
+                        report.skipped += 1;
+                        events.push(skipped_event(&job, &run, going, now));
+                    }
+                    (RunState::Scheduled, _) => {
                         report.fired += 1;
-                        active = true;
                         if slot > now {
                             early.push((run.id.to_string(), slot));
                         } else {
                             to_push.push((run.id.to_string(), None));
                         }
+                        active = Some(run.id);
                     }
                     _ => {
                         report.fired += 1;
-                        active = true;
+                        active = Some(run.id);
                     }
                 }
             }
@@ -465,10 +544,14 @@ impl Store {
         }
         queue::push_runs(&mut tx, &to_push).await?;
         queue::push_runs_ahead(&mut tx, &early).await?;
+        let delivering = store_events(&mut tx, events, now).await?;
         let lead = queue::run_lead(self.backend());
         tx.commit().await?;
         if !to_push.is_empty() {
             self.changed(Change::RunsPushed);
+        }
+        if delivering {
+            self.changed(Change::DeliveriesPushed);
         }
         report.due_ahead = early.iter().map(|(_, slot)| *slot - lead).collect();
         report.due_ahead.sort();
@@ -500,16 +583,23 @@ impl Store {
     ) -> Result<Run, RunError> {
         let job = self.get_job(job_id).await?.ok_or(RunError::NotFound)?;
         let mut tx = self.begin().await?;
-        let active = has_active_run(&mut tx, &job).await?;
-        let state = start_state(job.spec.overlap_policy, active);
+        let active = active_run(&mut tx, &job).await?;
+        let state = start_state(job.spec.overlap_policy, active.is_some());
         let run = NewRun::new(None, RunOrigin::Manual, state, 1);
         let _ = insert_run(&mut tx, job_id.as_str(), &run, now).await?;
-        if state == RunState::Scheduled {
-            queue::push_runs(&mut tx, &[(run.id.to_string(), None)]).await?;
+        let mut events = Vec::new();
+        match (state, &active) {
+            (RunState::Scheduled, _) => queue::push_runs(&mut tx, &[(run.id.to_string(), None)]).await?,
+            (RunState::Skipped, Some(going)) => events.push(skipped_event(&job, &run, going, now)),
+            _ => {}
         }
+        let delivering = store_events(&mut tx, events, now).await?;
         by.record(&mut tx, "job", Some(job_id.as_str()), now).await?;
         tx.commit().await?;
         self.changed(Change::RunsPushed);
+        if delivering {
+            self.changed(Change::DeliveriesPushed);
+        }
         self.get_run(&run.id).await?.ok_or(RunError::NotFound)
     }
 
@@ -750,7 +840,6 @@ impl Store {
                 .push(") ORDER BY id FOR UPDATE");
             tx.run(s).await?;
         }
-        let hooks = enabled_hooks(&mut tx).await?;
         let mut jobs: std::collections::HashMap<JobId, Option<(EventJob, Option<Job>)>> =
             std::collections::HashMap::new();
         let mut pushed = Vec::new();
@@ -799,14 +888,7 @@ impl Store {
             if let Some(kind) = EventType::for_state(result.state) {
                 let next = live.as_ref().and_then(|job| job.next_run_at);
                 let payload = job_event_payload(kind, facts, &run, will_retry, next, now);
-                events.push(RunEvent {
-                    id: EventId::generate(),
-                    kind,
-                    job_id: facts.id.clone(),
-                    run_id: Some(run.id.clone()),
-                    environment: facts.environment.as_str().to_owned(),
-                    payload: payload.to_string(),
-                });
+                events.push(RunEvent::new(kind, facts, Some(run.id.clone()), &payload));
             }
             let Some(job) = live else {
                 continue;
@@ -814,14 +896,7 @@ impl Store {
             if !will_retry
                 && let Some((kind, payload)) = update_streak(&mut tx, job, &run, result.state, now).await?
             {
-                events.push(RunEvent {
-                    id: EventId::generate(),
-                    kind,
-                    job_id: facts.id.clone(),
-                    run_id: None,
-                    environment: facts.environment.as_str().to_owned(),
-                    payload: payload.to_string(),
-                });
+                events.push(RunEvent::new(kind, facts, None, &payload));
             }
             let job = &*job;
             if will_retry {
@@ -840,27 +915,12 @@ impl Store {
             }
         }
         queue::push_runs(&mut tx, &pushed).await?;
-        let rows: Vec<NewEventRow<'_>> = events
-            .iter_mut()
-            .map(|e| NewEventRow {
-                id: e.id.as_str(),
-                job_id: Some(e.job_id.as_str()),
-                run_id: e.run_id.as_ref().map(RunId::as_str),
-                kind: e.kind,
-                payload: std::mem::take(&mut e.payload),
-            })
-            .collect();
-        insert_events(&mut tx, &rows, now).await?;
-        let deliveries: Vec<_> = events
-            .iter()
-            .flat_map(|e| deliveries_for(&hooks, e.id.as_str(), e.kind, e.job_id.as_str(), &e.environment))
-            .collect();
-        insert_deliveries(&mut tx, &deliveries, now).await?;
+        let delivering = store_events(&mut tx, events, now).await?;
         tx.commit().await?;
         if !pushed.is_empty() {
             self.changed(Change::RunsPushed);
         }
-        if !deliveries.is_empty() {
+        if delivering {
             self.changed(Change::DeliveriesPushed);
         }
         Ok(())
