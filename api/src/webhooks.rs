@@ -115,10 +115,17 @@ impl WebhooksApi {
             .get_webhook(&hook_id)
             .await?
             .ok_or_else(|| ApiError::not_found("webhook", &id))?;
+        let discard_held = body.0.discard_held();
         let spec = body.0.apply(&current, state.url_policy)?;
         match state
             .store
-            .update_webhook(&hook_id, spec, &changed_by(&auth, req, 200), state.clock.now())
+            .update_webhook(
+                &hook_id,
+                spec,
+                discard_held,
+                &changed_by(&auth, req, 200),
+                state.clock.now(),
+            )
             .await?
         {
             Some(h) => Ok(Json(WebhookOut::from(&h))),

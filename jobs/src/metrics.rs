@@ -39,6 +39,7 @@ pub struct Metrics {
     attempt_duration: Histogram,
     event_to_delivered: Histogram,
     retries_waiting: Gauge,
+    held: Gauge,
     queue_depth: Family<QueueLabel, Gauge>,
     dlq_size: Gauge,
     disabled_endpoints: Gauge,
@@ -76,6 +77,7 @@ impl Metrics {
             attempt_duration: Histogram::new(seconds_buckets()),
             event_to_delivered: Histogram::new(seconds_buckets()),
             retries_waiting: Gauge::default(),
+            held: Gauge::default(),
             queue_depth: Family::default(),
             dlq_size: Gauge::default(),
             disabled_endpoints: Gauge::default(),
@@ -116,6 +118,11 @@ impl Metrics {
                 "cronflow_delivery_retries_waiting",
                 "Deliveries waiting for a retry",
                 m.retries_waiting.clone(),
+            );
+            r.register(
+                "cronflow_deliveries_held",
+                "Deliveries held for a disabled subscription (released when it is enabled again)",
+                m.held.clone(),
             );
             r.register(
                 "cronflow_queue_depth",
@@ -167,6 +174,7 @@ impl Metrics {
     pub async fn render(&self, store: &Store) -> Result<String, StoreError> {
         let g = store.gauges().await?;
         self.retries_waiting.set(g.retries_waiting);
+        self.held.set(g.held);
         self.dlq_size.set(g.dlq_size);
         self.disabled_endpoints.set(g.disabled_webhooks);
         for (queue, depth) in g.queue_depth {

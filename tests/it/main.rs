@@ -24,6 +24,7 @@ mod credentials;
 mod dashboard;
 mod dlq_queue;
 mod event_schemas;
+mod held;
 mod jobs;
 mod ledger_events;
 mod logs;

@@ -1,6 +1,7 @@
 //! Retention removes only what is old: finished runs, delivered and acknowledged
 //! deliveries (with their attempts), long-dead deliveries, old audit entries; never an
-//! unfinished run, nor a dead delivery younger than its own retention.
+//! unfinished run, nor a dead or held delivery younger than the dead deliveries'
+//! retention.
 
 use crate::{helpers::*, on_both_backends};
 use chrono::{Duration, Utc};
@@ -34,6 +35,8 @@ async fn retention_removes_only_what_is_old(backend: Backend) {
          ('dlv_olddead', 'evt_c', 'wh_x', 'job.failed', 'dead', FALSE, {d40}, {d40}, {d40}), \
          ('dlv_verydead', 'evt_d', 'wh_x', 'job.failed', 'dead', FALSE, {d100}, {d100}, {d100}), \
          ('dlv_oldretrying', 'evt_e', 'wh_x', 'job.failed', 'retrying', FALSE, {d100}, {d100}, NULL), \
+         ('dlv_oldheld', 'evt_g', 'wh_x', 'job.failed', 'held', FALSE, {d40}, {d40}, NULL), \
+         ('dlv_veryheld', 'evt_h', 'wh_x', 'job.failed', 'held', FALSE, {d100}, {d100}, NULL), \
          ('dlv_new', 'evt_f', 'wh_x', 'job.failed', 'delivered', FALSE, {d1}, {d1}, NULL)"
     ))
     .await;
@@ -53,7 +56,8 @@ async fn retention_removes_only_what_is_old(backend: Backend) {
     assert_eq!(ids(&app, "runs").await, ["run_new", "run_oldrunning"]);
     assert_eq!(
         ids(&app, "deliveries").await,
-        ["dlv_new", "dlv_olddead", "dlv_oldretrying"]
+        ["dlv_new", "dlv_olddead", "dlv_oldheld", "dlv_oldretrying"],
+        "held deliveries are kept as long as dead ones"
     );
     assert_eq!(
         ids(&app, "events").await,

@@ -238,7 +238,7 @@ pub(super) async fn list(req: Request) -> Result<Response, Failure> {
             (layout::filter_select("job_id", "Job", &job_options, f.fields.get("job_id"), None))
             (layout::filter_select("event_type", "Event", &layout::event_options(true),
                 f.fields.get("event_type"), f.error("event_type")))
-            (layout::filter_select("status", "Status", &layout::plain_options(&["pending", "retrying", "delivered", "dead"]),
+            (layout::filter_select("status", "Status", &layout::plain_options(&DeliveryStatus::ALL.map(DeliveryStatus::as_str)),
                 f.fields.get("status"), f.error("status")))
             (layout::filter_time("since", "Since (UTC)", f.fields.get("since"), "2026-12-01T00:00", f.error("since")))
             (layout::filter_time("until", "Until (UTC)", f.fields.get("until"), "2026-12-02T00:00", f.error("until")))

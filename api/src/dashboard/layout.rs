@@ -198,6 +198,7 @@ pub(crate) fn delivery_badge(status: DeliveryStatus) -> Markup {
         DeliveryStatus::Dead => "dead",
         DeliveryStatus::Retrying => "warn",
         DeliveryStatus::Pending => "info",
+        DeliveryStatus::Held => "muted",
     };
     html! { span class={ "badge " (class) } { (status.as_str()) } }
 }

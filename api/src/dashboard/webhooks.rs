@@ -158,6 +158,7 @@ async fn render_page(
                                         span.badge.bad { "disabled" }
                                         @if let Some(why) = &h.disabled_reason { br; small { (why) } }
                                         @else { br; small.muted { "by a user" } }
+                                        br; a href={ "/activity?webhook_id=" (id) "&status=held" } { small { "held deliveries" } }
                                     }
                                 }
                                 td {
@@ -184,7 +185,8 @@ async fn render_page(
                                         @if h.enabled {
                                             (post_button(cx, &format!("{PAGE}/{id}/disable"), "Disable", "small"))
                                         } @else {
-                                            (post_button(cx, &format!("{PAGE}/{id}/enable"), "Enable", "small"))
+                                            (post_button(cx, &format!("{PAGE}/{id}/enable"), "Enable (deliver held)", "small"))
+                                            (post_button(cx, &format!("{PAGE}/{id}/enable-discard-held"), "Enable, discard held", "small danger"))
                                         }
                                         a.button.small.danger href={ (PAGE) "/" (id) "/delete" } { "Delete…" }
                                     }
@@ -408,20 +410,22 @@ pub(super) async fn act(req: Request) -> Result<Response, Failure> {
                 .ok_or_else(missing)?;
             Ok(see_other(&format!("/deliveries/{}", delivery.as_str())))
         }
-        action @ ("enable" | "disable") => {
+        action @ ("enable" | "enable-discard-held" | "disable") => {
             let current = cx.state.store.get_webhook(&id).await?.ok_or_else(missing)?;
-            let patch = parse_body::<WebhookPatchIn>(
-                &Method::PATCH,
-                &api_path,
-                json!({ "enabled": action == "enable" }),
-            )
-            .map_err(|_| Failure::internal("the enable patch does not parse"))?;
+            let body = match action {
+                "enable-discard-held" => json!({ "enabled": true, "discard_held": true }),
+                _ => json!({ "enabled": action == "enable" }),
+            };
+            let patch = parse_body::<WebhookPatchIn>(&Method::PATCH, &api_path, body)
+                .map_err(|_| Failure::internal("the enable patch does not parse"))?;
+            let discard_held = patch.discard_held();
             let spec = patch
                 .apply(&current, cx.state.url_policy)
                 .map_err(crate::ApiError::from)?;
+            let by = cx.changed_by(Method::PATCH, &api_path, 200);
             cx.state
                 .store
-                .update_webhook(&id, spec, &cx.changed_by(Method::PATCH, &api_path, 200), now)
+                .update_webhook(&id, spec, discard_held, &by, now)
                 .await?
                 .ok_or_else(missing)?;
             Ok(see_other(&format!("{PAGE}#{}", id.as_str())))

@@ -4,12 +4,14 @@ use chrono::{DateTime, Utc};
 use poem_openapi::{Enum, Object};
 
 /// Where a delivery stands: `pending`, `retrying` (the next attempt is scheduled),
+/// `held` (its subscription is disabled: kept until it is enabled again),
 /// `delivered`, or `dead` (retries exhausted; in the dead letter queue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
 #[oai(rename_all = "snake_case")]
 pub(crate) enum DeliveryStatus {
     Pending,
     Retrying,
+    Held,
     Delivered,
     Dead,
 }
@@ -22,6 +24,7 @@ impl From<DeliveryStatus> for cronflow_jobs::store::DeliveryStatus {
             DeliveryStatus::Retrying => S::Retrying,
             DeliveryStatus::Delivered => S::Delivered,
             DeliveryStatus::Dead => S::Dead,
+            DeliveryStatus::Held => S::Held,
         }
     }
 }
@@ -34,6 +37,7 @@ impl From<cronflow_jobs::store::DeliveryStatus> for DeliveryStatus {
             S::Retrying => Self::Retrying,
             S::Delivered => Self::Delivered,
             S::Dead => Self::Dead,
+            S::Held => Self::Held,
         }
     }
 }

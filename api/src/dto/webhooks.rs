@@ -158,10 +158,20 @@ pub(crate) struct WebhookPatchIn {
     headers: Option<BTreeMap<String, String>>,
     #[oai(validator(max_length = 1000))]
     description: Option<String>,
+    /// `true` enables a disabled subscription: its held deliveries (the events that came
+    /// while it was disabled) are released, oldest first.
     enabled: Option<bool>,
+    /// `true` deletes the subscription's held deliveries instead of releasing them
+    /// (recorded in the audit log with their count).
+    discard_held: Option<bool>,
 }
 
 impl WebhookPatchIn {
+    /// Whether the patch discards the held deliveries.
+    pub(crate) fn discard_held(&self) -> bool {
+        self.discard_held.unwrap_or(false)
+    }
+
     /// The subscription's definition with the patch applied, validated as a whole.
     pub(crate) fn apply(
         self,

@@ -15,6 +15,9 @@ pub enum DeliveryStatus {
     Delivered,
     /// Every retry failed: in the dead letter queue.
     Dead,
+    /// Its subscription is disabled: kept, with no attempt queued, until the
+    /// subscription is enabled again (then `pending`) or its held deliveries discarded.
+    Held,
 }
 
 impl DeliveryStatus {
@@ -25,13 +28,21 @@ impl DeliveryStatus {
             Self::Retrying => "retrying",
             Self::Delivered => "delivered",
             Self::Dead => "dead",
+            Self::Held => "held",
         }
     }
+    /// Every status, in the order of a delivery's life.
+    pub const ALL: [Self; 5] = [
+        Self::Pending,
+        Self::Retrying,
+        Self::Held,
+        Self::Delivered,
+        Self::Dead,
+    ];
+
     /// Parses the stored form.
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Pending, Self::Retrying, Self::Delivered, Self::Dead]
-            .into_iter()
-            .find(|v| v.as_str() == s)
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
 }
 

@@ -134,6 +134,16 @@ impl ChangedBy {
         }
     }
 
+    /// Adds `key: value` to the entry's detail (an object).
+    pub(crate) fn add_detail(&mut self, key: &str, value: Value) {
+        if !self.detail.is_object() {
+            self.detail = json!({});
+        }
+        if let Some(map) = self.detail.as_object_mut() {
+            map.insert(key.to_owned(), value);
+        }
+    }
+
     /// Writes the entry of this change to `object_type` `object_id` inside `tx`.
     pub(crate) async fn record(
         &self,

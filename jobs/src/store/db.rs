@@ -554,6 +554,10 @@ pub(crate) struct Dialect {
     /// with it every later slot of the job). Locked, the finish waits for the pass and
     /// then sees the queued run and starts it. SQLite has one writer: nothing to lock.
     pub(crate) lock_queue_jobs_of_runs: &'static str,
+    /// Appended to a `SELECT` of rows a transaction reads and must see unchanged until it
+    /// commits (Postgres: a share lock, which waits for a writer's commit and keeps the
+    /// next writer waiting; SQLite's one writer already excludes the others).
+    pub(crate) for_share: &'static str,
 }
 
 /// SQLite's texts.
@@ -562,6 +566,7 @@ pub(crate) const SQLITE: Dialect = Dialect {
     lock_group_runs: "",
     join_locked_group_runs: "",
     lock_queue_jobs_of_runs: "",
+    for_share: "",
 };
 
 /// Postgres's texts.
@@ -572,6 +577,7 @@ pub(crate) const POSTGRES: Dialect = Dialect {
     join_locked_group_runs: " JOIN locked ON locked.id = v.id",
     lock_queue_jobs_of_runs: "SELECT id FROM scheduled_jobs WHERE overlap_policy = 'queue' \
          AND id IN (SELECT job_id FROM runs WHERE id IN ",
+    for_share: " FOR SHARE",
 };
 
 #[cfg(test)]

@@ -18,7 +18,8 @@ pub struct RetentionPolicy {
     pub runs: Duration,
     /// Delivered (or dead and acknowledged) deliveries and their attempts.
     pub deliveries: Duration,
-    /// Dead deliveries nobody acknowledged.
+    /// Dead deliveries nobody acknowledged, and deliveries held for a subscription that
+    /// stayed disabled.
     pub dead_deliveries: Duration,
     /// Audit entries.
     pub audit: Duration,
@@ -84,7 +85,7 @@ impl Store {
             .await?;
         let deliveries_sql = "SELECT id FROM deliveries WHERE \
              ((status = 'delivered' OR (status = 'dead' AND acknowledged)) AND created_at < $1) \
-             OR (status = 'dead' AND created_at < $3) LIMIT $2";
+             OR (status IN ('dead', 'held') AND created_at < $3) LIMIT $2";
         loop {
             let ids: Vec<(String,)> = self
                 .reader()

@@ -10,7 +10,7 @@ use super::{
     db::{Statement, Tx},
     jobs::{JobRow, job_columns},
     queue,
-    webhooks::{NewEventRow, deliveries_for, enabled_hooks, insert_deliveries, insert_events},
+    webhooks::{NewEventRow, deliveries_for, fan_out_hooks, insert_deliveries, insert_events},
 };
 use crate::domain::{
     Cursor, Environment, EventId, EventType, Job, JobId, OverlapPolicy, Page, PageRequest, Run, RunId,
@@ -206,7 +206,7 @@ async fn store_events(
     if events.is_empty() {
         return Ok(false);
     }
-    let hooks = enabled_hooks(tx).await?;
+    let hooks = fan_out_hooks(tx).await?;
     let rows: Vec<NewEventRow<'_>> = events
         .iter_mut()
         .map(|e| NewEventRow {

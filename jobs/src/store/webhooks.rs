@@ -85,6 +85,7 @@ impl FilterRow {
         Ok(FanOutHook {
             id: WebhookId::parse(id).ok_or_else(|| corrupt(id, "id"))?,
             filter: EventFilter::parse(&events, environment, job_ids).map_err(|_| corrupt(id, "filter"))?,
+            enabled: true,
         })
     }
 }
@@ -116,7 +117,9 @@ impl WebhookRow {
             },
             _ => None,
         };
-        let FanOutHook { id: hook_id, filter } = self.filter.parse()?;
+        let FanOutHook {
+            id: hook_id, filter, ..
+        } = self.filter.parse()?;
         Ok(Webhook {
             id: hook_id,
             url: self.url,
@@ -143,22 +146,36 @@ fn job_ids_json(f: &EventFilter) -> Option<String> {
     })
 }
 
-/// A subscription as the fan-out sees it: which events it wants. Without its secret,
-/// so fanning out opens none.
+/// A subscription as the fan-out sees it: which events it wants, and whether it is
+/// enabled (a disabled one's deliveries are `held`). Without its secret, so fanning out
+/// opens none.
 pub(crate) struct FanOutHook {
     pub(crate) id: WebhookId,
     pub(crate) filter: EventFilter,
+    pub(crate) enabled: bool,
 }
 
-/// The enabled subscriptions, read inside `tx` (for [`deliveries_for`]).
-pub(crate) async fn enabled_hooks(tx: &mut Tx) -> Result<Vec<FanOutHook>, StoreError> {
-    let rows: Vec<FilterRow> = tx
+/// Every subscription, read inside `tx` (for [`deliveries_for`]).
+pub(crate) async fn fan_out_hooks(tx: &mut Tx) -> Result<Vec<FanOutHook>, StoreError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        filter: FilterRow,
+        enabled: bool,
+    }
+    let rows: Vec<Row> = tx
         .fetch_all(
-            concat!("SELECT ", filter_columns!(), " FROM webhooks WHERE enabled"),
+            concat!("SELECT ", filter_columns!(), ", enabled FROM webhooks"),
             &[],
         )
         .await?;
-    rows.into_iter().map(FilterRow::parse).collect()
+    rows.into_iter()
+        .map(|r| {
+            let mut hook = r.filter.parse()?;
+            hook.enabled = r.enabled;
+            Ok(hook)
+        })
+        .collect()
 }
 
 /// A delivery to create: one event for one subscription.
@@ -168,11 +185,13 @@ pub(crate) struct NewDelivery<'a> {
     pub(crate) webhook_id: &'a str,
     pub(crate) kind: EventType,
     pub(crate) job_id: Option<&'a str>,
+    /// For a disabled subscription: stored `held`, with no queue task.
+    pub(crate) held: bool,
 }
 
-/// The deliveries of one event: one for every subscription of `hooks` (the enabled
-/// ones, from [`enabled_hooks`]) whose filter matches it. `job_id` is empty for an event
-/// about no job.
+/// The deliveries of one event: one for every subscription of `hooks` (from
+/// [`fan_out_hooks`]) whose filter matches it, `held` for a disabled one. `job_id` is
+/// empty for an event about no job.
 pub(crate) fn deliveries_for<'a>(
     hooks: &'a [FanOutHook],
     event_id: &'a str,
@@ -189,6 +208,7 @@ pub(crate) fn deliveries_for<'a>(
             webhook_id: h.id.as_str(),
             kind,
             job_id: Some(job_id).filter(|j| !j.is_empty()),
+            held: !h.enabled,
         })
 }
 
@@ -227,7 +247,8 @@ pub(crate) async fn insert_events(
     Ok(())
 }
 
-/// Stores `deliveries` inside `tx` with multi-row inserts and queues a task for each.
+/// Stores `deliveries` inside `tx` with multi-row inserts and queues a task for each
+/// that is not held.
 pub(crate) async fn insert_deliveries(
     tx: &mut Tx,
     deliveries: &[NewDelivery<'_>],
@@ -246,15 +267,36 @@ pub(crate) async fn insert_deliveries(
                 .bind(d.webhook_id)
                 .bind(d.kind.as_str())
                 .bind(d.job_id)
-                .bind("pending")
+                .bind(if d.held { "held" } else { "pending" })
                 .bind(at)
                 .bind(at);
         });
         tx.run(s).await?;
-        let tasks: Vec<_> = chunk.iter().map(|d| (d.id.to_string(), None)).collect();
+        let tasks: Vec<_> = chunk
+            .iter()
+            .filter(|d| !d.held)
+            .map(|d| (d.id.to_string(), None))
+            .collect();
         queue::push_deliveries(tx, &tasks).await?;
     }
     Ok(())
+}
+
+/// Deletes subscription `id`'s held deliveries (with the attempts they made before they
+/// were held) inside `tx`; returns how many.
+async fn delete_held(tx: &mut Tx, id: &WebhookId) -> Result<u64, StoreError> {
+    tx.execute(
+        "DELETE FROM delivery_attempts WHERE delivery_id IN \
+         (SELECT id FROM deliveries WHERE webhook_id = $1 AND status = 'held')",
+        &[id.as_str().into()],
+    )
+    .await?;
+    tx.execute(
+        "DELETE FROM deliveries WHERE webhook_id = $1 AND status = 'held'",
+        &[id.as_str().into()],
+    )
+    .await
+    .map_err(Into::into)
 }
 
 impl Store {
@@ -352,14 +394,19 @@ impl Store {
     }
 
     /// Replaces a subscription's definition; `None` if there is no such subscription.
-    /// Enabling it clears the reason it was disabled.
+    /// Enabling it clears the reason it was disabled and releases its held deliveries
+    /// (`pending` again with a whole retry budget, as a replay gets; their tasks queued in
+    /// the order the deliveries were created), unless `discard_held`, which deletes them instead (enabled or not). The audit entry
+    /// says how many were released or discarded.
     pub async fn update_webhook(
         &self,
         id: &WebhookId,
         spec: WebhookSpec,
+        discard_held: bool,
         by: &ChangedBy,
         now: DateTime<Utc>,
     ) -> Result<Option<Webhook>, StoreError> {
+        let at = now.timestamp_millis();
         let mut tx = self.begin().await?;
         let n = tx
             .execute(
@@ -376,20 +423,43 @@ impl Store {
                     serde_json::to_string(&spec.headers).unwrap_or_default().into(),
                     (&spec.description).into(),
                     spec.enabled.into(),
-                    now.timestamp_millis().into(),
+                    at.into(),
                 ],
             )
             .await?;
         if n == 0 {
             return Ok(None);
         }
+        let mut by = by.clone();
+        if discard_held {
+            let discarded = delete_held(&mut tx, id).await?;
+            by.add_detail("held_discarded", discarded.into());
+        } else if spec.enabled {
+            let mut released: Vec<(String, i64)> = tx
+                .fetch_all(
+                    "UPDATE deliveries SET status = 'pending', round_attempts = 0, updated_at = $2 \
+                     WHERE webhook_id = $1 AND status = 'held' RETURNING id, created_at",
+                    &[id.as_str().into(), at.into()],
+                )
+                .await?;
+            if !released.is_empty() {
+                released.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+                let tasks: Vec<_> = released.iter().map(|(id, _)| (id.clone(), None)).collect();
+                queue::push_deliveries(&mut tx, &tasks).await?;
+                by.add_detail("held_released", released.len().into());
+            }
+        }
         by.record(&mut tx, "webhook", Some(id.as_str()), now).await?;
         tx.commit().await?;
+        if by.detail.get("held_released").is_some() {
+            self.changed(Change::DeliveriesPushed);
+        }
         self.get_webhook(id).await
     }
 
     /// Deletes a subscription; `false` if there was none. Its pending deliveries end
-    /// `dead` at their next attempt.
+    /// `dead` at their next attempt; its held ones, which have nowhere to go, are deleted
+    /// with it.
     pub async fn delete_webhook(
         &self,
         id: &WebhookId,
@@ -401,6 +471,7 @@ impl Store {
             .execute("DELETE FROM webhooks WHERE id = $1", &[id.as_str().into()])
             .await?;
         if n > 0 {
+            delete_held(&mut tx, id).await?;
             by.record(&mut tx, "webhook", Some(id.as_str()), now).await?;
         }
         tx.commit().await?;
@@ -479,14 +550,15 @@ impl Store {
         Ok(Some(delivery_id))
     }
 
-    /// Stores `events` and fans each out to the enabled subscriptions that match it, in
-    /// one transaction with multi-row inserts; returns how many deliveries were queued.
+    /// Stores `events` and fans each out to the subscriptions that match it, in one
+    /// transaction with multi-row inserts; returns how many deliveries were created
+    /// (queued, or held for a disabled subscription).
     /// Job results go through the run's own transaction instead (`finish_run`); this is
     /// for events made elsewhere (the delivery benchmark publishes its load with it).
     pub async fn publish_events(&self, events: &[NewEvent], now: DateTime<Utc>) -> Result<usize, StoreError> {
         let ids: Vec<EventId> = events.iter().map(|_| EventId::generate()).collect();
         let mut tx = self.begin().await?;
-        let hooks = enabled_hooks(&mut tx).await?;
+        let hooks = fan_out_hooks(&mut tx).await?;
         let deliveries: Vec<NewDelivery<'_>> = events
             .iter()
             .zip(&ids)

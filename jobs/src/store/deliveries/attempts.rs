@@ -5,8 +5,8 @@
 use super::{DeliveryRow, delivery_columns};
 use crate::StoreError;
 use crate::domain::{
-    AttemptDecision, AttemptOutcome, Delivery, DeliveryId, DeliveryPolicy, DeliveryStatus, Webhook,
-    WebhookId, credentials::endpoint_only,
+    AttemptDecision, AttemptOutcome, Delivery, DeliveryId, DeliveryPolicy, DeliveryStatus, EventType,
+    Webhook, WebhookId, credentials::endpoint_only,
 };
 use crate::store::{
     Store,
@@ -207,6 +207,7 @@ impl Store {
         let mut found = std::collections::HashMap::with_capacity(rows.len());
         let mut orphans = Vec::new();
         let mut unsigned = Vec::new();
+        let mut to_hold = Vec::new();
         for row in rows {
             let payload = row.payload;
             let round = row.round_attempts;
@@ -219,6 +220,11 @@ impl Store {
             }
             match (hooks.get(delivery.webhook_id.as_str()), payload) {
                 (Some(Ok(webhook)), Some(payload)) => {
+                    // A test event goes out even while its subscription is disabled: it
+                    // is how one checks an endpoint before enabling it again.
+                    if !webhook.enabled && delivery.event_type != EventType::WebhookTest.as_str() {
+                        to_hold.push((delivery.id.clone(), webhook.id.clone()));
+                    }
                     let work = DeliveryWork {
                         webhook: webhook.clone(),
                         payload,
@@ -255,6 +261,11 @@ impl Store {
                 .list(dead.iter().map(DeliveryId::as_str));
             self.writer().run(s).await?;
         }
+        if !to_hold.is_empty() {
+            for id in self.hold(&to_hold, now).await? {
+                found.insert(id, DeliveryLoad::Nothing);
+            }
+        }
         let again: Vec<&TaskStart> = tasks
             .iter()
             .filter(|t| {
@@ -267,6 +278,42 @@ impl Store {
         Ok(ids
             .iter()
             .map(|id| found.remove(*id).unwrap_or(DeliveryLoad::Nothing))
+            .collect())
+    }
+
+    /// Marks `held` (no attempt, no task) those of `deliveries` (delivery, subscription)
+    /// still `pending` or `retrying` whose subscription is still disabled, and returns
+    /// them. The subscriptions' rows are locked first (Postgres), so a re-enable running
+    /// at the same time, which releases the held deliveries, either commits first (and
+    /// these are attempted) or waits and then releases these too.
+    async fn hold(
+        &self,
+        deliveries: &[(DeliveryId, WebhookId)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<DeliveryId>, StoreError> {
+        let hooks = sorted(deliveries.iter().map(|(_, h)| h.as_str()));
+        let mut tx = self.begin().await?;
+        let mut s = Statement::new("SELECT id FROM webhooks WHERE NOT enabled AND id IN ");
+        s.list(hooks.iter().copied())
+            .push(" ORDER BY id")
+            .push(tx.dialect().for_share);
+        let disabled: Vec<(String,)> = tx.fetch_built(s).await?;
+        if disabled.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut s =
+            Statement::new("UPDATE deliveries SET status = 'held', next_attempt_at = NULL, updated_at = ");
+        s.bind(now.timestamp_millis())
+            .push(" WHERE status IN ('pending', 'retrying') AND id IN ")
+            .list(deliveries.iter().map(|(d, _)| d.as_str()))
+            .push(" AND webhook_id IN ")
+            .list(disabled.iter().map(|(id,)| id.as_str()))
+            .push(" RETURNING id");
+        let held: Vec<(String,)> = tx.fetch_built(s).await?;
+        tx.commit().await?;
+        Ok(held
+            .into_iter()
+            .filter_map(|(id,)| DeliveryId::parse(&id))
             .collect())
     }
 
@@ -451,11 +498,6 @@ impl Store {
             })
             .collect();
         queue::finish_delivery_tasks(&mut tx, &ends).await?;
-        let retries: Vec<_> = recorded
-            .iter()
-            .filter_map(|r| Some((r.id().to_owned(), Some(r.decision.next?))))
-            .collect();
-        queue::push_deliveries(&mut tx, &retries).await?;
 
         if !succeeded.is_empty() {
             let mut s = Statement::new(
@@ -514,11 +556,41 @@ impl Store {
                 });
             }
         }
+        let mut retries: Vec<_> = recorded
+            .iter()
+            .filter_map(|r| Some((r.id().to_owned(), Some(r.decision.next?))))
+            .collect();
+        let mut held = Vec::new();
+        if !retries.is_empty() {
+            // The retry of a subscription now disabled (just above, or by someone while
+            // the attempt was in flight) is held instead of queued.
+            let mut s =
+                Statement::new("UPDATE deliveries SET status = 'held', next_attempt_at = NULL WHERE id IN ");
+            s.list(retries.iter().map(|(id, _)| id.as_str()))
+                .push(" AND webhook_id IN (SELECT id FROM webhooks WHERE NOT enabled) RETURNING id");
+            held = tx.fetch_built::<(String,)>(s).await?;
+            retries.retain(|(id, _)| !held.iter().any(|(h,)| h == id));
+        }
+        queue::push_deliveries(&mut tx, &retries).await?;
+        for entry in entries.iter_mut().filter(|e| e.action == "delivery.attempt") {
+            if entry.object_id.is_some_and(|id| held.iter().any(|(h,)| h == id)) {
+                entry.detail["result"] = DeliveryStatus::Held.as_str().into();
+            }
+        }
         // Last, just before the commit: taking sequence numbers locks the audit counter
         // until then, and every transaction that audits waits for it.
         append_audit_batch(&mut tx, &entries, now).await?;
         tx.commit().await?;
-        Ok(recorded.iter().map(|r| r.decision.status).collect())
+        Ok(recorded
+            .iter()
+            .map(|r| {
+                if held.iter().any(|(h,)| h == r.id()) {
+                    DeliveryStatus::Held
+                } else {
+                    r.decision.status
+                }
+            })
+            .collect())
     }
 
     /// Acknowledges delivery tasks that made no attempt (deleted; left `Failed` for a
