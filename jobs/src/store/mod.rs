@@ -37,6 +37,7 @@ mod queue;
 mod retention;
 mod runs;
 mod stats;
+mod watch;
 pub(crate) mod webhooks;
 
 /// The deliveries' domain types, also reachable from here (where they lived before).
@@ -52,6 +53,7 @@ pub use queue::RELIED_ON as APALIS_COLUMNS_RELIED_ON;
 pub use retention::{PruneReport, RetentionPolicy};
 pub use runs::{FIRE_BATCH, FireReport, RunError, RunResult, StartOutcome};
 pub use stats::{DeadDelivery, DeadFilter, DeadGroup, DeliveryExtras, HourlyAttempts};
+pub use watch::{JobHealth, WatchReport};
 pub use webhooks::NewEvent;
 
 use crate::StoreError;
@@ -65,6 +67,54 @@ use sqlx::{
 };
 use std::sync::Arc;
 use std::{str::FromStr, time::Duration};
+
+/// Whether a new SQLite connection can write, tried with `BEGIN IMMEDIATE` (and a
+/// rollback) without waiting: refused if SQLite opened the file read-only (the file was
+/// read-only when it was opened, even if it is writable again by now). When another
+/// process holds the write lock, the try cannot tell, and the file is checked instead:
+/// it must open for writing.
+async fn check_writable(
+    conn: &mut sqlx::SqliteConnection,
+    file: &std::path::Path,
+) -> Result<(), sqlx::Error> {
+    let refused = || {
+        Err(sqlx::Error::Protocol(format!(
+            "the database file {} cannot be written",
+            file.display()
+        )))
+    };
+    let (wait,): (i64,) = sqlx::query_as("PRAGMA busy_timeout")
+        .fetch_one(&mut *conn)
+        .await?;
+    sqlx::query("PRAGMA busy_timeout = 0").execute(&mut *conn).await?;
+    let outcome = match sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+        Ok(_) => {
+            sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+            Ok(())
+        }
+        Err(sqlx::Error::Database(e))
+            if e.code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| c & 0xff == SQLITE_READONLY) =>
+        {
+            refused()
+        }
+        Err(_) => {
+            let writable = file.as_os_str().is_empty()
+                || file.as_os_str() == ":memory:"
+                || !file.exists()
+                || std::fs::OpenOptions::new().append(true).open(file).is_ok();
+            if writable { Ok(()) } else { refused() }
+        }
+    };
+    sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA busy_timeout = {wait}")))
+        .execute(&mut *conn)
+        .await?;
+    outcome
+}
+
+/// SQLite's primary result code for a write to a read-only database.
+const SQLITE_READONLY: i32 = 8;
 
 /// Name of CronFlow's migration history table. apalis records its own migrations in
 /// sqlx's default `_sqlx_migrations`; sharing that table makes each side see the other's
@@ -262,28 +312,13 @@ impl Store {
                 })
                 // SQLite opens a file it cannot write read-only, silently, and such a
                 // connection stays read-only after the disk is writable again: a new
-                // writing connection is refused while the file cannot be opened for
-                // writing (read-only mount, immutable file), and the next acquire opens
-                // another. A check of the file, not a write: another process may hold the
-                // write lock.
+                // writing connection is refused unless it can write, and the next
+                // acquire opens another (see `check_writable`).
                 .after_connect({
                     let file = opts.get_filename().to_owned();
-                    move |_conn, _| {
+                    move |conn, _| {
                         let file = file.clone();
-                        Box::pin(async move {
-                            let writable = file.as_os_str().is_empty()
-                                || file.as_os_str() == ":memory:"
-                                || !file.exists()
-                                || std::fs::OpenOptions::new().append(true).open(&file).is_ok();
-                            if writable {
-                                Ok(())
-                            } else {
-                                Err(sqlx::Error::Protocol(format!(
-                                    "the database file {} cannot be written",
-                                    file.display()
-                                )))
-                            }
-                        })
+                        Box::pin(async move { check_writable(conn, &file).await })
                     }
                 })
                 .connect_with(opts.clone())
