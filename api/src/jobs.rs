@@ -77,7 +77,8 @@ impl JobsApi {
         }))
     }
 
-    /// Get a job, with its next fire times.
+    /// Get a job, with its next fire times and its health (on time, late, overran,
+    /// failing).
     #[oai(path = "/v1/jobs/:id", method = "get", operation_id = "get_job")]
     async fn get(
         &self,
@@ -87,7 +88,10 @@ impl JobsApi {
     ) -> Result<Json<JobOut>, ApiError> {
         let job_id = parse_id(&id)?;
         match state.store.get_job(&job_id).await? {
-            Some(job) => Ok(Json(JobOut::new(&job))),
+            Some(job) => {
+                let health = state.store.job_health(&job, state.clock.now()).await?;
+                Ok(Json(JobOut::new(&job).with_health(&health)))
+            }
             None => Err(ApiError::not_found("job", &id)),
         }
     }

@@ -199,15 +199,22 @@ async fn run(command: Command, settings: Settings) -> anyhow::Result<()> {
             let stop = CancellationToken::new();
             shutdown::cancel_on_signals(stop.clone());
             eprintln!("CronFlow worker started; ctrl-c to stop");
+            let watchdog = tokio::spawn(cronflow_jobs::watchdog::run_watchdog_until_stopped(
+                store.clone(),
+                Arc::new(SystemClock),
+                stop.clone(),
+            ));
             let result = crate::startup::run_worker(
                 store.clone(),
                 &signals,
                 Arc::new(SystemClock),
                 &settings,
                 cronflow_jobs::metrics::Metrics::new(),
-                stop,
+                stop.clone(),
             )
             .await;
+            stop.cancel();
+            let _ = watchdog.await;
             store.close().await;
             result
         }

@@ -288,7 +288,7 @@ impl Application {
         &self.state.store
     }
 
-    /// Serves the API and runs the scheduler and the run worker until `shutdown` is
+    /// Serves the API and runs the scheduler, the workers, the watchdog and retention until `shutdown` is
     /// cancelled (or one of them fails, which stops the others), then lets in-flight
     /// requests and runs finish (up to the shutdown timeout) and closes the database.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -315,6 +315,11 @@ impl Application {
             let (metrics, signals) = (self.state.metrics.clone(), self.signals.clone());
             tokio::spawn(async move { run_worker(store, &signals, clock, &settings, metrics, stop).await })
         };
+        let watchdog = tokio::spawn(cronflow_jobs::watchdog::run_watchdog_until_stopped(
+            store.clone(),
+            self.state.clock.clone(),
+            stop.clone(),
+        ));
         let retention = tokio::spawn(cronflow_jobs::retention::run_retention_until_stopped(
             store.clone(),
             self.state.clock.clone(),
@@ -334,6 +339,7 @@ impl Application {
         let worker = worker.await.context("the run worker panicked")?;
         scheduler.await.context("the scheduler panicked")?;
         retention.await.context("the retention loop panicked")?;
+        watchdog.await.context("the watchdog panicked")?;
         store.close().await;
         tracing::info!("stopped");
         server.and(worker)

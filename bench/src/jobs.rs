@@ -39,6 +39,7 @@ pub(crate) fn bench_job(name: &str, schedule: &str) -> anyhow::Result<JobSpec> {
         overlap_policy: OverlapPolicy::Allow,
         catch_up: CatchUpPolicy::default(),
         tags: Tags::default(),
+        watch: Default::default(),
         alert_after_failures: 0,
     })
 }

@@ -42,6 +42,7 @@ pub mod scheduler;
 pub mod signals;
 pub mod store;
 pub mod wake;
+pub mod watchdog;
 pub mod workers;
 
 pub use clock::{Clock, SystemClock};

@@ -211,6 +211,8 @@ async fn the_rust_client_generated_by_progenitor_creates_a_job_and_reads_it_back
         catch_up: None,
         tags: vec!["rust".parse().unwrap()],
         alert_after_failures: 3,
+        late_after_seconds: Some(120),
+        expected_duration_seconds: None,
     };
     let created = api.create_job(&body).await.expect("create a job").into_inner();
     assert!(created.id.starts_with("wf_"));

@@ -25,6 +25,8 @@ async fn every_event_type_delivered_fits_the_schema_served_for_it(backend: Backe
             "job.timed_out",
             "job.skipped",
             "job.missed",
+            "job.late",
+            "job.overran",
             "job.failing",
             "job.recovered",
             "webhook.test"
@@ -101,8 +103,8 @@ async fn every_event_type_delivered_fits_the_schema_served_for_it(backend: Backe
     let job = app.create_job(&slow).await;
     app.trigger(job["id"].as_str().unwrap()).await;
     // Triggered again while it runs: skipped (overlap `skip`), job.skipped. (job.missed
-    // needs a downtime: `ledger_events` delivers it to a receiver that checks it against
-    // its schema.)
+    // needs a downtime, job.late and job.overran the watchdog: `ledger_events` and
+    // `watchdog` deliver them to receivers that check each against its schema.)
     let again = app.trigger(job["id"].as_str().unwrap()).await;
     assert_eq!(again["state"], "skipped");
     app.post(

@@ -39,4 +39,5 @@ mod secrets;
 mod streaks;
 mod strict_input;
 mod upgrade;
+mod watchdog;
 mod webhooks;

@@ -109,7 +109,8 @@ async fn unknown_fields_are_refused_at_any_depth_on_create_and_patch(backend: Ba
         "secert",
     )
     .await;
-    let after = app.get_json(&path).await;
+    let mut after = app.get_json(&path).await;
+    after.as_object_mut().unwrap().remove("health");
     assert_eq!(after, job, "refused patches change nothing");
     spawned.stop().await;
 }

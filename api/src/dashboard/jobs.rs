@@ -19,6 +19,7 @@ use cronflow_jobs::domain::{
     Cursor, Job, JobId, PageRequest, Run, RunId, RunOrigin, RunState, Target,
     credentials::{REDACTED, redact_map, redact_url},
     job::{CatchUpPolicy, Environment, OverlapPolicy},
+    watch::HealthState,
 };
 use maud::{Markup, html};
 use poem::{
@@ -151,6 +152,14 @@ fn fields_of(job: &Job) -> FormFields {
         ("timeout_seconds", s.timeout_seconds.to_string()),
         ("max_retries", s.max_retries.to_string()),
         ("alert_after_failures", s.alert_after_failures.to_string()),
+        ("late_after_seconds", s.watch.late_after_seconds.to_string()),
+        (
+            "expected_duration_seconds",
+            s.watch
+                .expected_duration_seconds
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+        ),
         ("environment", s.environment.as_str().to_owned()),
         ("overlap_policy", s.overlap_policy.as_str().to_owned()),
         ("catch_up", s.catch_up.as_str().to_owned()),
@@ -213,6 +222,13 @@ fn job_body(f: &FormFields, patch: bool) -> Value {
         ("timeout_seconds", f.number("timeout_seconds")),
         ("max_retries", f.number("max_retries")),
         ("alert_after_failures", f.number("alert_after_failures")),
+        ("late_after_seconds", f.number("late_after_seconds")),
+        (
+            "expected_duration_seconds",
+            // Emptied on edit: unset (0), so the job is judged from its recent runs again.
+            f.number("expected_duration_seconds")
+                .or_else(|| patch.then(|| Value::from(0))),
+        ),
         ("environment", f.text("environment")),
         ("overlap_policy", f.text("overlap_policy")),
         ("catch_up", f.text("catch_up")),
@@ -267,7 +283,7 @@ fn job_body(f: &FormFields, patch: bool) -> Value {
 }
 
 /// The fields of the job form, as the API names them.
-const JOB_FIELDS: [&str; 16] = [
+const JOB_FIELDS: [&str; 18] = [
     "name",
     "schedule",
     "timezone",
@@ -282,6 +298,8 @@ const JOB_FIELDS: [&str; 16] = [
     "timeout_seconds",
     "max_retries",
     "alert_after_failures",
+    "late_after_seconds",
+    "expected_duration_seconds",
     "environment",
     "tags",
 ];
@@ -353,6 +371,10 @@ fn job_form(cx: &Ctx, action: &str, submit: &str, f: &FormFields, errors: &FormE
                         text_input("max_retries", f.get("max_retries"), errors, false, InputAttrs { inputmode: Some("numeric"), placeholder: Some("0"), ..t() })))
                     (row("alert_after_failures", "Alert after failures in a row", Some("job.failing once, job.recovered after; 0: never"), errors,
                         text_input("alert_after_failures", f.get("alert_after_failures"), errors, false, InputAttrs { inputmode: Some("numeric"), placeholder: Some("0"), ..t() })))
+                    (row("late_after_seconds", "Late after (seconds)", Some("job.late when a slot's run has not started this long after it; 0: never"), errors,
+                        text_input("late_after_seconds", f.get("late_after_seconds"), errors, false, InputAttrs { inputmode: Some("numeric"), placeholder: Some("60"), ..t() })))
+                    (row("expected_duration_seconds", "Expected duration (seconds)", Some("job.overran past it; empty: twice the usual p95 of recent runs"), errors,
+                        text_input("expected_duration_seconds", f.get("expected_duration_seconds"), errors, false, InputAttrs { inputmode: Some("numeric"), placeholder: Some("from recent runs"), ..t() })))
                     (row("environment", "Environment", None, errors, select("environment", &options(Environment::ALL, Environment::as_str), f.get("environment"), errors)))
                     (row("overlap_policy", "If the previous run is still going", None, errors,
                         select("overlap_policy", &options(OverlapPolicy::ALL, OverlapPolicy::as_str), f.get("overlap_policy"), errors)))
@@ -671,6 +693,7 @@ pub(super) async fn show(req: Request) -> Result<Response, Failure> {
         .filter(|r| r.duration_ms.is_some() || r.lateness_ms.is_some())
         .take(50)
         .collect();
+    let health = cx.state.store.job_health(&job, now).await?;
     let id = job.id.as_str();
     let body = html! {
         div.heading {
@@ -678,6 +701,12 @@ pub(super) async fn show(req: Request) -> Result<Response, Failure> {
             div.badges {
                 span.badge.env { (job.spec.environment.as_str()) }
                 @if job.paused { span.badge.warn { "paused" } } @else { span.badge.ok { "active" } }
+                @match health.state {
+                    HealthState::OnTime => span.badge.ok title="No late slot, no overrun, no failure streak" { "on time" },
+                    HealthState::Late => span.badge.bad title="A slot's run has not started late_after_seconds after it" { "late" },
+                    HealthState::Overran => span.badge.warn title="A run is going past its expected duration" { "overran" },
+                    HealthState::Failing => span.badge.bad title="Its final runs failed alert_after_failures times in a row" { "failing" },
+                }
             }
             @if cx.can_change() {
                 div.actions {
@@ -702,6 +731,22 @@ pub(super) async fn show(req: Request) -> Result<Response, Failure> {
                     }
                     @if job.failure_streak > 0 {
                         dt { "Failing" } dd { span.badge.bad { (job.failure_streak) " in a row" } }
+                    }
+                    dt { "Late after" } dd {
+                        @if job.spec.watch.late_after_seconds == 0 { "never (job.late off)" }
+                        @else { (job.spec.watch.late_after_seconds) " s" }
+                    }
+                    dt { "Overran after" } dd {
+                        @match job.spec.watch.expected_duration_seconds {
+                            Some(s) => { (s) " s" }
+                            None => "twice the usual p95 of recent runs",
+                        }
+                    }
+                    dt { "Last on-time run" } dd {
+                        @match &health.last_on_time_run {
+                            Some((run, at)) => a href={ "/runs/" (run.as_str()) } { (time::relative(*at, now)) },
+                            None => span.muted { "none yet" },
+                        }
                     }
                     dt { "Overlap" } dd { (job.spec.overlap_policy.as_str()) }
                     dt { "Catch-up" } dd { (job.spec.catch_up.as_str()) }

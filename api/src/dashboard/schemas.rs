@@ -29,7 +29,21 @@ pub(super) struct EventDoc {
 }
 
 /// What each `data` field means.
-const FIELD_DOCS: [(&str, &str); 26] = [
+const FIELD_DOCS: [(&str, &str); 31] = [
+    (
+        "late_after_seconds",
+        "The job's late_after_seconds: how long after its slot a run is late.",
+    ),
+    ("started_at", "When the run started."),
+    (
+        "running_for_ms",
+        "How long it had been going when the watchdog saw it.",
+    ),
+    ("threshold_ms", "How long it was expected to take at most."),
+    (
+        "basis",
+        "Where that came from: expected_duration (the job's setting) or recent_runs (twice the p95 of its last 20 completed runs, at least 10 s).",
+    ),
     (
         "origin",
         "What asked for the skipped run: schedule, catch_up or manual.",
@@ -95,7 +109,7 @@ const BASE_FIELDS: [(&str, &str, &str); 5] = [
     (
         "event",
         "string",
-        "Event type: job.completed, job.failed, job.timed_out, job.skipped, job.missed, job.failing, job.recovered or webhook.test.",
+        "Event type: job.completed, job.failed, job.timed_out, job.skipped, job.missed, job.late, job.overran, job.failing, job.recovered or webhook.test.",
     ),
     (
         "timestamp",
@@ -137,6 +151,7 @@ fn sample(state: RunState) -> Option<(Job, Run)> {
         overlap_policy: OverlapPolicy::Skip,
         catch_up: CatchUpPolicy::Latest,
         tags: Tags::default(),
+        watch: Default::default(),
         alert_after_failures: 3,
     };
     let job = Job {
@@ -184,13 +199,15 @@ pub(super) fn event_docs() -> Vec<EventDoc> {
         (EventType::JobTimedOut, RunState::TimedOut, "A run exceeded its timeout (default 300 s) and was stopped."),
         (EventType::JobSkipped, RunState::Skipped, "A slot (or a manual trigger) was not run because the job's previous run was still going (overlap policy skip)."),
         (EventType::JobMissed, RunState::Missed, "Slots of a stretch of downtime were not run (catch-up policy none, latest, or all past its limit): one event per stretch, with the count and the first and last slot."),
+        (EventType::JobLate, RunState::Scheduled, "A slot's run had not started late_after_seconds after it (default 60): the scheduler or the workers are down, stuck or behind. Sent once per slot by the watchdog every CronFlow process runs."),
+        (EventType::JobOverran, RunState::Running, "A run is still going past its expected duration (expected_duration_seconds, or twice the p95 of its recent runs), before its timeout. Sent once per run."),
         (EventType::JobFailing, RunState::Failed, "A job's final runs (after their retries) failed or timed out alert_after_failures times in a row: sent once a streak."),
         (EventType::JobRecovered, RunState::Completed, "The first completed run after a streak that sent job.failing."),
     ]
     .into_iter()
     .filter_map(|(kind, state, when)| {
         let example = match kind {
-            EventType::JobFailing | EventType::JobRecovered | EventType::JobSkipped | EventType::JobMissed => {
+            EventType::JobFailing | EventType::JobRecovered | EventType::JobSkipped | EventType::JobMissed | EventType::JobLate | EventType::JobOverran => {
                 event_kind(kind)?.example()
             }
             _ => {
@@ -313,7 +330,7 @@ mod tests {
     #[test]
     fn each_job_event_is_documented_with_every_field_of_its_real_payload() {
         let docs = event_docs();
-        assert_eq!(docs.len(), 7);
+        assert_eq!(docs.len(), 9);
         for d in &docs {
             assert_eq!(d.example["event"], d.event_type);
             let keys: Vec<&String> = d.example.as_object().unwrap().keys().collect();

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 
 const PAGE: &str = "/settings/integrations/webhooks";
 /// The job events a subscription can receive.
-const EVENTS: [(&str, &str); 7] = [
+const EVENTS: [(&str, &str); 9] = [
     ("job.completed", "a run finished successfully"),
     ("job.failed", "a run failed"),
     ("job.timed_out", "a run exceeded its timeout"),
@@ -39,6 +39,11 @@ const EVENTS: [(&str, &str); 7] = [
         "job.missed",
         "slots of a downtime were not run (one event per stretch)",
     ),
+    (
+        "job.late",
+        "a slot's run had not started in time (the scheduler or workers are down or stuck)",
+    ),
+    ("job.overran", "a run is going on past its expected duration"),
     ("job.failing", "a job failed its threshold of times in a row"),
     ("job.recovered", "a failing job completed again"),
 ];
@@ -128,7 +133,7 @@ async fn render_page(
         p.crumbs { "Settings → Integrations → " strong { "Webhooks" } }
         h1 { "Webhooks" }
         p {
-            "CronFlow POSTs a signed JSON event to each subscription when a job completes, fails or times out. "
+            "CronFlow POSTs a signed JSON event to each subscription for the events it chooses: a run's end, a skipped or missed slot, a late or overrunning run, a failure streak. While a subscription is disabled its events are held, and enabling it delivers them. "
             a href="/schemas/events" { "View Payload Schema" } " · "
             a href="/schemas/events#verify" { "How to verify the signature" } " · "
             a href="/activity" { "Webhook Activity" }

@@ -9,7 +9,9 @@ use cronflow_jobs::{
         credentials::{REDACTED, redact_map, redact_url},
         job::{JobName, Tags, check_alert_after_failures, check_max_retries, check_timeout},
         target::UrlPolicy,
+        watch::{DEFAULT_LATE_AFTER_SECONDS, HealthState, WatchSettings},
     },
+    store::JobHealth,
 };
 use poem_openapi::{Enum, Object, Union, types::Example};
 use std::collections::BTreeMap;
@@ -221,6 +223,16 @@ pub(crate) struct JobIn {
     /// completed run; 0 to 1000, default 0 (never).
     #[oai(default, validator(minimum(value = "0"), maximum(value = "1000")))]
     alert_after_failures: u32,
+    /// Send `job.late` when a slot's run has not started this many seconds after it,
+    /// whether the scheduler or the workers are down, stuck or behind (0 to 604800;
+    /// default 60; 0: never).
+    #[oai(validator(minimum(value = "0"), maximum(value = "604800")))]
+    late_after_seconds: Option<u32>,
+    /// Send `job.overran` when a run goes on past this many seconds (before its
+    /// timeout); absent or 0: past twice the 95th percentile of its last 20 completed
+    /// runs (at least 10 s), once it has 5.
+    #[oai(validator(minimum(value = "0"), maximum(value = "604800")))]
+    expected_duration_seconds: Option<u32>,
 }
 
 impl Example for JobIn {
@@ -241,6 +253,8 @@ impl Example for JobIn {
             catch_up: None,
             tags: vec!["reports".into()],
             alert_after_failures: 3,
+            late_after_seconds: Some(120),
+            expected_duration_seconds: Some(600),
         }
     }
 }
@@ -259,6 +273,10 @@ impl JobIn {
             catch_up: self.catch_up.map(Into::into).unwrap_or_default(),
             tags: Tags::parse(self.tags)?,
             alert_after_failures: check_alert_after_failures(self.alert_after_failures)?,
+            watch: WatchSettings::parse(
+                self.late_after_seconds.unwrap_or(DEFAULT_LATE_AFTER_SECONDS),
+                self.expected_duration_seconds.unwrap_or(0),
+            )?,
         })
     }
 }
@@ -296,6 +314,12 @@ pub(crate) struct JobPatchIn {
     /// New failure-streak threshold (0 to 1000; 0 turns the alert off).
     #[oai(validator(minimum(value = "0"), maximum(value = "1000")))]
     alert_after_failures: Option<u32>,
+    /// New `job.late` delay (0 to 604800; 0 turns it off).
+    #[oai(validator(minimum(value = "0"), maximum(value = "604800")))]
+    late_after_seconds: Option<u32>,
+    /// New expected duration (0 to 604800; 0 unsets it: judged from recent runs).
+    #[oai(validator(minimum(value = "0"), maximum(value = "604800")))]
+    expected_duration_seconds: Option<u32>,
 }
 
 impl JobPatchIn {
@@ -315,6 +339,8 @@ impl JobPatchIn {
             overlap_policy: self.overlap_policy.map(Into::into),
             catch_up: self.catch_up.map(Into::into),
             tags: self.tags.map(Tags::parse).transpose()?,
+            late_after_seconds: self.late_after_seconds,
+            expected_duration_seconds: self.expected_duration_seconds,
             alert_after_failures: self
                 .alert_after_failures
                 .map(check_alert_after_failures)
@@ -343,6 +369,14 @@ pub(crate) struct JobOut {
     alert_after_failures: u32,
     /// Final runs in a row, up to the last, that failed or timed out.
     consecutive_failures: u32,
+    /// `job.late` when a slot's run has not started this long after it (0: never).
+    late_after_seconds: u32,
+    /// `job.overran` past this; absent: judged from its recent runs.
+    #[oai(skip_serializing_if_is_none)]
+    expected_duration_seconds: Option<u32>,
+    /// How the job is doing (`GET /v1/jobs/{id}` only).
+    #[oai(skip_serializing_if_is_none)]
+    health: Option<JobHealthOut>,
     /// Paused jobs do not fire.
     paused: bool,
     /// The next scheduled run; absent while paused.
@@ -381,11 +415,71 @@ impl JobOut {
             tags: s.tags.as_slice().to_vec(),
             alert_after_failures: s.alert_after_failures,
             consecutive_failures: job.failure_streak,
+            late_after_seconds: s.watch.late_after_seconds,
+            expected_duration_seconds: s.watch.expected_duration_seconds,
+            health: None,
             paused: job.paused,
             next_run_at: job.next_run_at,
             next_run_times,
             created_at: job.created_at,
             updated_at: job.updated_at,
+        }
+    }
+}
+
+impl JobOut {
+    /// The view with the job's health.
+    pub(crate) fn with_health(mut self, health: &JobHealth) -> Self {
+        self.health = Some(JobHealthOut::from(health));
+        self
+    }
+}
+
+/// A job's health: the worst of what holds, each part, and its last on-time run.
+#[derive(Debug, Object)]
+#[oai(rename = "JobHealth")]
+pub(crate) struct JobHealthOut {
+    /// `failing`, `overran`, `late` or `on_time`: the worst that holds.
+    state: JobHealthState,
+    /// A slot's run has not started `late_after_seconds` after it.
+    late: bool,
+    /// A run is going past its expected duration (`job.overran` was sent for it).
+    overran: bool,
+    /// Its final runs failed `alert_after_failures` times in a row (`job.failing` was
+    /// sent, no completed run since).
+    failing: bool,
+    /// The newest scheduled run that started within `late_after_seconds` of its slot.
+    #[oai(skip_serializing_if_is_none)]
+    last_on_time_run_id: Option<String>,
+    /// When it started.
+    #[oai(skip_serializing_if_is_none)]
+    last_on_time_run_at: Option<DateTime<Utc>>,
+}
+
+/// The worst of a job's health states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub(crate) enum JobHealthState {
+    Failing,
+    Overran,
+    Late,
+    OnTime,
+}
+
+impl From<&JobHealth> for JobHealthOut {
+    fn from(h: &JobHealth) -> Self {
+        JobHealthOut {
+            state: match h.state {
+                HealthState::Failing => JobHealthState::Failing,
+                HealthState::Overran => JobHealthState::Overran,
+                HealthState::Late => JobHealthState::Late,
+                HealthState::OnTime => JobHealthState::OnTime,
+            },
+            late: h.late,
+            overran: h.overran,
+            failing: h.failing,
+            last_on_time_run_id: h.last_on_time_run.as_ref().map(|(id, _)| id.to_string()),
+            last_on_time_run_at: h.last_on_time_run.as_ref().map(|(_, at)| *at),
         }
     }
 }

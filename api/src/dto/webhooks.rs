@@ -38,6 +38,12 @@ pub(crate) enum WebhookEvent {
     /// A stretch of downtime whose slots the catch-up policy did not run.
     #[oai(rename = "job.missed")]
     Missed,
+    /// A slot's run had not started `late_after_seconds` after it (the watchdog).
+    #[oai(rename = "job.late")]
+    Late,
+    /// A run went on past its expected duration (the watchdog).
+    #[oai(rename = "job.overran")]
+    Overran,
 }
 
 impl WebhookEvent {
@@ -50,6 +56,8 @@ impl WebhookEvent {
             Self::Recovered => "job.recovered",
             Self::Skipped => "job.skipped",
             Self::Missed => "job.missed",
+            Self::Late => "job.late",
+            Self::Overran => "job.overran",
         }
         .to_owned()
     }
@@ -63,6 +71,8 @@ impl WebhookEvent {
             domain::EventType::JobRecovered => Some(Self::Recovered),
             domain::EventType::JobSkipped => Some(Self::Skipped),
             domain::EventType::JobMissed => Some(Self::Missed),
+            domain::EventType::JobLate => Some(Self::Late),
+            domain::EventType::JobOverran => Some(Self::Overran),
             domain::EventType::WebhookTest => None,
         }
     }

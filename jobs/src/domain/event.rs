@@ -9,8 +9,9 @@
 //! Five top-level fields, always; everything else under `data`. The `data` of a run's
 //! end (`job.completed`, `job.failed`, `job.timed_out`) has `run_id`, `attempt`,
 //! `duration_ms`, `next_run_at`, and `scheduled_for` and `lateness_ms` (both null for a
-//! manual trigger). The ledger's events (`job.skipped`, `job.missed`) and a job's streak
-//! events (`job.failing`, `job.recovered`) carry their own.
+//! manual trigger). The ledger's events (`job.skipped`, `job.missed`), the watchdog's
+//! (`job.late`, `job.overran`) and a job's streak events (`job.failing`,
+//! `job.recovered`) carry their own.
 //!
 //! # Payload schemas
 //! Each event type's payload is a Rust type ([`Event`] around its `data` type), and its
@@ -57,6 +58,10 @@ pub enum EventType {
     /// A stretch of downtime whose slots the catch-up policy did not run (one event per
     /// stretch).
     JobMissed,
+    /// A slot's run had not started `late_after_seconds` after it (the watchdog).
+    JobLate,
+    /// A run went on past its expected duration (the watchdog).
+    JobOverran,
 }
 
 impl EventType {
@@ -71,6 +76,8 @@ impl EventType {
             EventType::JobRecovered => "job.recovered",
             EventType::JobSkipped => "job.skipped",
             EventType::JobMissed => "job.missed",
+            EventType::JobLate => "job.late",
+            EventType::JobOverran => "job.overran",
         }
     }
 
@@ -85,6 +92,8 @@ impl EventType {
             Self::JobRecovered,
             Self::JobSkipped,
             Self::JobMissed,
+            Self::JobLate,
+            Self::JobOverran,
         ]
         .into_iter()
         .find(|e| e.as_str() == s)
@@ -377,6 +386,109 @@ impl EventData for JobMissedData {
     }
 }
 
+/// `data` of `job.late`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobLateData {
+    /// The slot whose run has not started.
+    #[schemars(extend("format" = "date-time"))]
+    pub scheduled_for: String,
+    /// The job's `late_after_seconds`: how long after its slot a run is late.
+    pub late_after_seconds: u32,
+    /// The slot's run, waiting to start (`run_…`); null when the scheduler had not fired
+    /// the slot at all.
+    #[schemars(extend("pattern" = "^run_[0-9a-z]{1,64}$"))]
+    pub run_id: Option<String>,
+}
+
+/// `data` of `job.overran`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobOverranData {
+    /// The run still going (`run_…`).
+    #[schemars(extend("pattern" = "^run_[0-9a-z]{1,64}$"))]
+    pub run_id: String,
+    /// When it started.
+    #[schemars(extend("format" = "date-time"))]
+    pub started_at: String,
+    /// How long it had been going when the watchdog saw it.
+    pub running_for_ms: i64,
+    /// How long it was expected to take at most.
+    pub threshold_ms: i64,
+    /// Where that came from: `expected_duration` (the job's setting) or `recent_runs`
+    /// (twice the 95th percentile of its last 20 completed runs, at least 10 s).
+    pub basis: String,
+    /// The job's timeout, which will stop the run.
+    pub timeout_seconds: u32,
+}
+
+impl EventData for JobLateData {
+    const TYPE: EventType = EventType::JobLate;
+    const SCHEMA_NAME: &'static str = "JobLateEvent";
+    const DESCRIPTION: &'static str = "A slot's run had not started `late_after_seconds` after it: the scheduler or the workers are down, stuck or behind. Sent once per slot by the watchdog every CronFlow process runs.";
+    fn example() -> Value {
+        let (job, run) = streak_example();
+        job_late_payload(&job, example_time(0), 60, Some(&run), example_time(61))
+    }
+}
+
+impl EventData for JobOverranData {
+    const TYPE: EventType = EventType::JobOverran;
+    const SCHEMA_NAME: &'static str = "JobOverranEvent";
+    const DESCRIPTION: &'static str =
+        "A run is still going past its expected duration (before its timeout). Sent once per run.";
+    fn example() -> Value {
+        let (job, run) = streak_example();
+        let overran = Overran {
+            started_at: example_time(0),
+            threshold_ms: 60_000,
+            basis: "expected_duration",
+        };
+        job_overran_payload(&job, &run, &overran, example_time(61))
+    }
+}
+
+/// The payload of `job.late`: `slot` of `job`, whose run (`run`, if the slot was fired)
+/// had not started `late_after_seconds` after it.
+pub fn job_late_payload(
+    job: &EventJob,
+    slot: DateTime<Utc>,
+    late_after_seconds: u32,
+    run: Option<&RunId>,
+    now: DateTime<Utc>,
+) -> Value {
+    let data = JobLateData {
+        scheduled_for: format_time(slot),
+        late_after_seconds,
+        run_id: run.map(|r| r.as_str().to_owned()),
+    };
+    Event::new(Some(&job.id), job.environment, now, data).to_json()
+}
+
+/// What the watchdog saw of a run that overran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overran {
+    /// When the run started.
+    pub started_at: DateTime<Utc>,
+    /// Its threshold.
+    pub threshold_ms: i64,
+    /// Where the threshold came from (`domain::watch::OverranBasis::as_str`).
+    pub basis: &'static str,
+}
+
+/// The payload of `job.overran`: `run` of `job` is still going at `now`.
+pub fn job_overran_payload(job: &EventJob, run: &RunId, overran: &Overran, now: DateTime<Utc>) -> Value {
+    let data = JobOverranData {
+        run_id: run.as_str().to_owned(),
+        started_at: format_time(overran.started_at),
+        running_for_ms: (now - overran.started_at).num_milliseconds(),
+        threshold_ms: overran.threshold_ms,
+        basis: overran.basis.to_owned(),
+        timeout_seconds: job.timeout_seconds,
+    };
+    Event::new(Some(&job.id), job.environment, now, data).to_json()
+}
+
 /// A stretch of slots that did not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MissedSlots {
@@ -571,12 +683,14 @@ impl EventKind {
 }
 
 /// Every event type CronFlow sends, in documentation order.
-pub const EVENT_KINDS: [EventKind; 8] = [
+pub const EVENT_KINDS: [EventKind; 10] = [
     EventKind::of::<JobCompletedData>(),
     EventKind::of::<JobFailedData>(),
     EventKind::of::<JobTimedOutData>(),
     EventKind::of::<JobSkippedData>(),
     EventKind::of::<JobMissedData>(),
+    EventKind::of::<JobLateData>(),
+    EventKind::of::<JobOverranData>(),
     EventKind::of::<JobFailingData>(),
     EventKind::of::<JobRecoveredData>(),
     EventKind::of::<WebhookTestData>(),
@@ -676,7 +790,9 @@ pub fn job_event_payload(
         | EventType::JobFailing
         | EventType::JobRecovered
         | EventType::JobSkipped
-        | EventType::JobMissed => Value::Null,
+        | EventType::JobMissed
+        | EventType::JobLate
+        | EventType::JobOverran => Value::Null,
     }
 }
 
@@ -714,6 +830,7 @@ fn job_example(state: RunState) -> Value {
             overlap_policy: Default::default(),
             catch_up: Default::default(),
             tags: Tags::parse(Vec::new())?,
+            watch: Default::default(),
             alert_after_failures: 3,
         };
         let job_id = JobId::parse("wf_8x9k2m4p").expect("a valid example id");

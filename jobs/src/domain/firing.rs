@@ -113,6 +113,7 @@ mod tests {
             overlap_policy: OverlapPolicy::Allow,
             catch_up,
             tags: Tags::parse(Vec::new()).unwrap(),
+            watch: Default::default(),
             alert_after_failures: 0,
         };
         Job {

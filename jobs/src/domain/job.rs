@@ -1,6 +1,6 @@
 //! A job definition: what runs, when, and under which policies.
 
-use super::{Schedule, Target};
+use super::{Schedule, Target, watch::WatchSettings};
 use crate::ValidationError;
 use crate::domain::ids::JobId;
 use chrono::{DateTime, Utc};
@@ -11,7 +11,7 @@ const MAX_NAME: usize = 200;
 const MAX_TAGS: usize = 32;
 const MAX_TAG_LEN: usize = 64;
 /// Longest timeout: one week.
-const MAX_TIMEOUT_SECONDS: u32 = 7 * 24 * 3600;
+pub const MAX_TIMEOUT_SECONDS: u32 = 7 * 24 * 3600;
 /// Most retries of one run.
 const MAX_RETRIES: u32 = 100;
 
@@ -211,6 +211,8 @@ pub struct JobSpec {
     /// Send `job.failing` once this many final runs in a row failed or timed out, and
     /// `job.recovered` at the next completed run (0: never).
     pub alert_after_failures: u32,
+    /// When the watchdog sends `job.late` and `job.overran`.
+    pub watch: WatchSettings,
 }
 
 /// A change to a job: each `Some` replaces that part; the result is validated as a whole.
@@ -238,6 +240,10 @@ pub struct JobPatch {
     pub tags: Option<Tags>,
     /// New failure-streak threshold.
     pub alert_after_failures: Option<u32>,
+    /// New `late_after_seconds` (0 turns `job.late` off).
+    pub late_after_seconds: Option<u32>,
+    /// New `expected_duration_seconds` (0 unsets it).
+    pub expected_duration_seconds: Option<u32>,
 }
 
 impl JobPatch {
@@ -273,6 +279,12 @@ impl JobSpec {
             catch_up: patch.catch_up.unwrap_or(self.catch_up),
             tags: patch.tags.unwrap_or_else(|| self.tags.clone()),
             alert_after_failures: patch.alert_after_failures.unwrap_or(self.alert_after_failures),
+            watch: WatchSettings::parse(
+                patch.late_after_seconds.unwrap_or(self.watch.late_after_seconds),
+                patch
+                    .expected_duration_seconds
+                    .unwrap_or(self.watch.expected_duration_seconds.unwrap_or(0)),
+            )?,
         })
     }
 }

@@ -5,7 +5,7 @@
 //! functions the store and workers call: which slots fire and how runs are retried
 //! (`firing`), and when a delivery is retried or dead (`delivery`); and how signing
 //! secrets are sealed for storage (`secret_box`), and how the audit trail's entries are
-//! chained (`audit_chain`).
+//! chained (`audit_chain`); and when a slot is late or a run has overrun (`watch`).
 
 pub mod api_key;
 pub mod audit_chain;
@@ -20,6 +20,7 @@ pub mod run;
 pub mod schedule;
 pub mod secret_box;
 pub mod target;
+pub mod watch;
 pub mod webhook;
 
 pub use api_key::{ApiKey, NewApiKey, Scope};

@@ -11,6 +11,7 @@ use crate::domain::{
     CatchUpPolicy, Cursor, Environment, Job, JobId, JobPatch, JobSpec, OverlapPolicy, Page, PageRequest,
     Schedule, Target,
     job::{JobName, Tags},
+    watch::WatchSettings,
 };
 use crate::{StoreError, ValidationError};
 use chrono::{DateTime, Utc};
@@ -40,8 +41,8 @@ impl From<sqlx::Error> for JobError {
 macro_rules! columns {
     () => {
         "id, name, schedule, timezone, target, timeout_seconds, max_retries, environment, \
-         overlap_policy, catch_up, tags, alert_after_failures, paused, next_fire_at, created_at, updated_at, \
-         failure_streak, failure_alerted"
+         overlap_policy, catch_up, tags, alert_after_failures, late_after_seconds, expected_duration_seconds, \
+         paused, next_fire_at, created_at, updated_at, failure_streak, failure_alerted"
     };
 }
 
@@ -61,6 +62,8 @@ pub(super) struct JobRow {
     catch_up: String,
     tags: String,
     alert_after_failures: i64,
+    late_after_seconds: i64,
+    expected_duration_seconds: Option<i64>,
     paused: bool,
     next_fire_at: Option<i64>,
     created_at: i64,
@@ -99,6 +102,15 @@ impl TryFrom<JobRow> for Job {
                 .and_then(|t| Tags::parse(t).map_err(|e| corrupt("tags", &e)))?,
             alert_after_failures: u32::try_from(r.alert_after_failures)
                 .map_err(|e| corrupt("alert_after_failures", &e))?,
+            watch: WatchSettings {
+                late_after_seconds: u32::try_from(r.late_after_seconds)
+                    .map_err(|e| corrupt("late_after_seconds", &e))?,
+                expected_duration_seconds: r
+                    .expected_duration_seconds
+                    .map(u32::try_from)
+                    .transpose()
+                    .map_err(|e| corrupt("expected_duration_seconds", &e))?,
+            },
         };
         Ok(Job {
             id: JobId::parse(&r.id).ok_or_else(|| corrupt("id", &r.id))?,
@@ -122,8 +134,8 @@ fn tags_json(t: &Tags) -> String {
     serde_json::to_string(t.as_slice()).unwrap_or_default()
 }
 
-/// The job's id and definition, as `$1`–`$12` of its INSERT and UPDATE (the columns of
-/// [`JobRow`] from `id` to `alert_after_failures`).
+/// The job's id and definition, as `$1`–`$14` of its INSERT and UPDATE (the columns of
+/// [`JobRow`] from `id` to `expected_duration_seconds`).
 fn spec_args(job: &Job) -> Vec<Arg<'_>> {
     let s = &job.spec;
     vec![
@@ -139,6 +151,8 @@ fn spec_args(job: &Job) -> Vec<Arg<'_>> {
         s.catch_up.as_str().into(),
         tags_json(&s.tags).into(),
         i64::from(s.alert_after_failures).into(),
+        i64::from(s.watch.late_after_seconds).into(),
+        s.watch.expected_duration_seconds.map(i64::from).into(),
     ]
 }
 
@@ -164,7 +178,7 @@ impl Store {
             "INSERT INTO scheduled_jobs (",
             columns!(),
             ") ",
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
         );
         let mut args = spec_args(&job);
         args.extend([
@@ -260,8 +274,8 @@ impl Store {
         job.updated_at = now;
         let sql = "UPDATE scheduled_jobs SET name = $2, schedule = $3, timezone = $4, target = $5, \
                    timeout_seconds = $6, max_retries = $7, environment = $8, overlap_policy = $9, \
-                   catch_up = $10, tags = $11, alert_after_failures = $12, next_fire_at = $13, updated_at = $14 \
-                   WHERE id = $1";
+                   catch_up = $10, tags = $11, alert_after_failures = $12, late_after_seconds = $13, \
+                   expected_duration_seconds = $14, next_fire_at = $15, updated_at = $16 WHERE id = $1";
         let mut args = spec_args(&job);
         args.extend([job.next_run_at.map(ms).into(), ms(job.updated_at).into()]);
         let mut tx = self.begin().await?;

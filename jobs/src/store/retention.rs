@@ -83,6 +83,10 @@ impl Store {
                 &[runs_cut.into()],
             )
             .await?;
+        // The watchdog's alert keys, with the runs they were about.
+        self.writer()
+            .execute("DELETE FROM job_alerts WHERE created_at < $1", &[runs_cut.into()])
+            .await?;
         let deliveries_sql = "SELECT id FROM deliveries WHERE \
              ((status = 'delivered' OR (status = 'dead' AND acknowledged)) AND created_at < $1) \
              OR (status IN ('dead', 'held') AND created_at < $3) LIMIT $2";

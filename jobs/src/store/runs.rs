@@ -162,7 +162,7 @@ impl TryFrom<RunRow> for Run {
 
 /// An event about a job, stored and fanned out with the change that caused it
 /// ([`store_events`]).
-struct RunEvent {
+pub(super) struct RunEvent {
     id: EventId,
     kind: EventType,
     job_id: JobId,
@@ -183,7 +183,12 @@ struct NewRun {
 }
 
 impl RunEvent {
-    fn new(kind: EventType, job: &EventJob, run_id: Option<RunId>, payload: &serde_json::Value) -> Self {
+    pub(super) fn new(
+        kind: EventType,
+        job: &EventJob,
+        run_id: Option<RunId>,
+        payload: &serde_json::Value,
+    ) -> Self {
         RunEvent {
             id: EventId::generate(),
             kind,
@@ -198,7 +203,7 @@ impl RunEvent {
 /// Stores `events` inside `tx` and queues a delivery of each to every subscription that
 /// wants it (the subscriptions read inside `tx`, only when there is an event). Returns
 /// whether any delivery was queued.
-async fn store_events(
+pub(super) async fn store_events(
     tx: &mut Tx,
     mut events: Vec<RunEvent>,
     now: DateTime<Utc>,
