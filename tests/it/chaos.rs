@@ -1298,3 +1298,96 @@ async fn sqlite_made_read_only_mid_run_errs_clearly_and_resumes_uncorrupted() {
     assert_eq!(check, "ok");
     pool.close().await;
 }
+
+/// The dead-man's switch with real processes: no scheduler runs (the only `serve` is
+/// stopped once the job exists), and two `cronflow worker` processes' watchdogs look at
+/// the same Postgres. Each slot of a per-second job becomes late a second after it and
+/// reaches the receiver as one `job.late`: no slot twice, none skipped.
+#[tokio::test]
+async fn two_worker_watchdogs_send_each_late_slot_once_while_no_scheduler_runs() {
+    if !crate::helpers::postgres_available() {
+        return;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let db = crate::helpers::TestDb::new(crate::helpers::Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut fleet = Fleet {
+        dir: dir.path().to_owned(),
+        db_url: db.url.clone(),
+        processes: Vec::new(),
+    };
+    let serve = fleet.start(Role::Serve, 0, 0).await;
+    fleet.processes.push(serve);
+    let (client, base) = (http_client(), fleet.api());
+    let receiver = TestReceiver::start(&[200]).await;
+    let hook = json!({"url": receiver.url("/late"), "events": ["job.late"]});
+    api(&client, &base, reqwest::Method::POST, "/v1/webhooks", &hook).await;
+    let mut body = crate::helpers::job_body("watched");
+    body["schedule"] = json!("* * * * * *");
+    body["late_after_seconds"] = json!(1);
+    let job = api(&client, &base, reqwest::Method::POST, "/v1/jobs", &body).await;
+    fleet.stop();
+    fleet.processes.clear();
+    for index in 0..2 {
+        let worker = fleet.start(Role::Worker, index, 0).await;
+        fleet.processes.push(worker);
+    }
+
+    let seen = eventually(90, "a dozen job.late delivered", || async {
+        let seen = receiver.requests();
+        (seen.len() >= 12).then_some(seen)
+    })
+    .await;
+    fleet.stop();
+    // Every late slot stored once: those the stopped scheduler never fired (run_id null)
+    // run on from the job's next fire time, one second apart.
+    let first: DateTime<Utc> = query(&db.url, "SELECT next_fire_at FROM scheduled_jobs")
+        .await
+        .unwrap()[0]
+        .parse::<i64>()
+        .map(|ms| Utc.timestamp_millis_opt(ms).unwrap())
+        .unwrap();
+    let payloads = query(
+        &db.url,
+        "SELECT payload FROM events WHERE event_type = 'job.late'",
+    )
+    .await
+    .unwrap();
+    let stored: Vec<Value> = payloads
+        .iter()
+        .map(|p| serde_json::from_str(p).unwrap())
+        .collect();
+    let slot = |e: &Value| -> DateTime<Utc> { e["data"]["scheduled_for"].as_str().unwrap().parse().unwrap() };
+    let mut all: Vec<DateTime<Utc>> = stored.iter().map(slot).collect();
+    all.sort();
+    let distinct: BTreeSet<DateTime<Utc>> = all.iter().copied().collect();
+    assert_eq!(distinct.len(), all.len(), "no slot alerted twice: {all:?}");
+    let mut unfired: Vec<DateTime<Utc>> = stored
+        .iter()
+        .filter(|e| e["data"]["run_id"].is_null())
+        .map(slot)
+        .collect();
+    unfired.sort();
+    let want: Vec<DateTime<Utc>> = (0..unfired.len() as i64)
+        .map(|i| first + chrono::Duration::seconds(i))
+        .collect();
+    assert_eq!(
+        unfired, want,
+        "every unfired slot from the next fire time, none skipped"
+    );
+    // What reached the receiver: each a stored alert of this job, none twice.
+    let mut delivered: Vec<DateTime<Utc>> = seen
+        .iter()
+        .map(|s| {
+            let body: Value = serde_json::from_slice(&s.body).unwrap();
+            assert_eq!(body["event"], "job.late");
+            assert_eq!(body["job_id"], job["id"]);
+            slot(&body)
+        })
+        .collect();
+    delivered.sort();
+    let delivered_distinct: BTreeSet<DateTime<Utc>> = delivered.iter().copied().collect();
+    assert_eq!(delivered_distinct.len(), delivered.len(), "none delivered twice");
+    assert!(delivered_distinct.is_subset(&distinct));
+    db.drop_database().await;
+}
