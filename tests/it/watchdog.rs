@@ -153,10 +153,12 @@ async fn a_run_past_its_expected_duration_sends_job_overran_once(backend: Backen
     let health = app.get_json(&format!("/v1/jobs/{job_id}")).await["health"].clone();
     assert_eq!(health["overran"], false, "{health}");
 
-    // Bad settings are named.
+    // Bad settings are named (an expected duration at or past the timeout, 300 s here,
+    // could never be passed).
     for (field, value) in [
         ("late_after_seconds", 10_000_000),
         ("expected_duration_seconds", 10_000_000),
+        ("expected_duration_seconds", 300),
     ] {
         let (status, err) = status_and_json(
             app.patch(&format!("/v1/jobs/{job_id}"), &json!({ field: value }))

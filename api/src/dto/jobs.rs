@@ -228,9 +228,9 @@ pub(crate) struct JobIn {
     /// default 60; 0: never).
     #[oai(validator(minimum(value = "0"), maximum(value = "604800")))]
     late_after_seconds: Option<u32>,
-    /// Send `job.overran` when a run goes on past this many seconds (before its
-    /// timeout); absent or 0: past twice the 95th percentile of its last 20 completed
-    /// runs (at least 10 s), once it has 5.
+    /// Send `job.overran` when a run goes on past this many seconds (below
+    /// `timeout_seconds`); absent or 0: past twice the 95th percentile of its last 20
+    /// completed runs (at least 10 s), once it has 5.
     #[oai(validator(minimum(value = "0"), maximum(value = "604800")))]
     expected_duration_seconds: Option<u32>,
 }
@@ -276,6 +276,7 @@ impl JobIn {
             watch: WatchSettings::parse(
                 self.late_after_seconds.unwrap_or(DEFAULT_LATE_AFTER_SECONDS),
                 self.expected_duration_seconds.unwrap_or(0),
+                self.timeout_seconds,
             )?,
         })
     }

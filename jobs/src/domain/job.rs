@@ -265,6 +265,7 @@ impl JobSpec {
         } else {
             self.schedule.clone()
         };
+        let timeout_seconds = patch.timeout_seconds.unwrap_or(self.timeout_seconds);
         Ok(JobSpec {
             name: patch.name.unwrap_or_else(|| self.name.clone()),
             schedule,
@@ -272,7 +273,7 @@ impl JobSpec {
                 Some(t) => t.keeping_stored_credentials(&self.target)?,
                 None => self.target.clone(),
             },
-            timeout_seconds: patch.timeout_seconds.unwrap_or(self.timeout_seconds),
+            timeout_seconds,
             max_retries: patch.max_retries.unwrap_or(self.max_retries),
             environment: patch.environment.unwrap_or(self.environment),
             overlap_policy: patch.overlap_policy.unwrap_or(self.overlap_policy),
@@ -284,6 +285,7 @@ impl JobSpec {
                 patch
                     .expected_duration_seconds
                     .unwrap_or(self.watch.expected_duration_seconds.unwrap_or(0)),
+                timeout_seconds,
             )?,
         })
     }

@@ -42,8 +42,13 @@ impl Default for WatchSettings {
 
 impl WatchSettings {
     /// Checks both settings (each at most a week; 0 turns `job.late` off, and leaves the
-    /// expected duration unset).
-    pub fn parse(late_after_seconds: u32, expected_duration_seconds: u32) -> Result<Self, ValidationError> {
+    /// expected duration unset, which must be below the job's `timeout_seconds`, or the
+    /// timeout would always stop the run first).
+    pub fn parse(
+        late_after_seconds: u32,
+        expected_duration_seconds: u32,
+        timeout_seconds: u32,
+    ) -> Result<Self, ValidationError> {
         if late_after_seconds > MAX_TIMEOUT_SECONDS {
             return Err(ValidationError::new(
                 "late_after_seconds",
@@ -54,6 +59,12 @@ impl WatchSettings {
             return Err(ValidationError::new(
                 "expected_duration_seconds",
                 format!("at most {MAX_TIMEOUT_SECONDS} (0: judged from the job's recent runs)"),
+            ));
+        }
+        if expected_duration_seconds >= timeout_seconds && expected_duration_seconds > 0 {
+            return Err(ValidationError::new(
+                "expected_duration_seconds",
+                format!("must be below timeout_seconds ({timeout_seconds}): the timeout stops the run first"),
             ));
         }
         Ok(WatchSettings {
@@ -255,23 +266,29 @@ mod tests {
     #[test]
     fn settings_are_checked() {
         assert_eq!(
-            WatchSettings::parse(0, 0).unwrap(),
+            WatchSettings::parse(0, 0, 300).unwrap(),
             WatchSettings {
                 late_after_seconds: 0,
                 expected_duration_seconds: None
             }
         );
         assert_eq!(
-            WatchSettings::parse(MAX_TIMEOUT_SECONDS + 1, 0)
+            WatchSettings::parse(MAX_TIMEOUT_SECONDS + 1, 0, 300)
                 .unwrap_err()
                 .field,
             "late_after_seconds"
         );
         assert_eq!(
-            WatchSettings::parse(60, MAX_TIMEOUT_SECONDS + 1)
+            WatchSettings::parse(60, MAX_TIMEOUT_SECONDS + 1, MAX_TIMEOUT_SECONDS)
                 .unwrap_err()
                 .field,
             "expected_duration_seconds"
         );
+        assert_eq!(
+            WatchSettings::parse(60, 300, 300).unwrap_err().field,
+            "expected_duration_seconds",
+            "not at or past the timeout"
+        );
+        assert!(WatchSettings::parse(60, 299, 300).is_ok());
     }
 }

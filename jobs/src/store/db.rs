@@ -524,6 +524,15 @@ impl Tx {
         }
     }
 
+    /// Takes [`Dialect::lock_delivery_gauge`].
+    pub(crate) async fn lock_delivery_gauge(&mut self) -> Result<(), sqlx::Error> {
+        let lock = self.dialect().lock_delivery_gauge;
+        if !lock.is_empty() {
+            self.execute(lock, &[]).await?;
+        }
+        Ok(())
+    }
+
     /// Commits.
     pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
@@ -558,6 +567,12 @@ pub(crate) struct Dialect {
     /// commits (Postgres: a share lock, which waits for a writer's commit and keeps the
     /// next writer waiting; SQLite's one writer already excludes the others).
     pub(crate) for_share: &'static str,
+    /// Locks this connection's row of the delivery gauges (which the triggers on
+    /// `deliveries` update), for a transaction that changes deliveries after locking a
+    /// subscription's row: `Store::record_attempts` updates deliveries (so their gauge
+    /// row) before subscriptions, and taking the gauge row first keeps one order. SQLite
+    /// has one writer: nothing to lock.
+    pub(crate) lock_delivery_gauge: &'static str,
 }
 
 /// SQLite's texts.
@@ -567,6 +582,7 @@ pub(crate) const SQLITE: Dialect = Dialect {
     join_locked_group_runs: "",
     lock_queue_jobs_of_runs: "",
     for_share: "",
+    lock_delivery_gauge: "",
 };
 
 /// Postgres's texts.
@@ -578,6 +594,7 @@ pub(crate) const POSTGRES: Dialect = Dialect {
     lock_queue_jobs_of_runs: "SELECT id FROM scheduled_jobs WHERE overlap_policy = 'queue' \
          AND id IN (SELECT job_id FROM runs WHERE id IN ",
     for_share: " FOR SHARE",
+    lock_delivery_gauge: "SELECT shard FROM delivery_gauges WHERE shard = pg_backend_pid() % 16 FOR UPDATE",
 };
 
 #[cfg(test)]

@@ -98,19 +98,30 @@ impl Store {
             if ids.is_empty() {
                 break;
             }
-            let n = ids.len() as u64;
+            let n = ids.len() as i64;
             let ids: Vec<&str> = ids.iter().map(|(id,)| id.as_str()).collect();
             let mut tx = self.begin().await?;
-            let mut attempts = Statement::new("DELETE FROM delivery_attempts WHERE delivery_id IN ");
-            attempts.list(ids.iter().copied());
-            tx.run(attempts).await?;
+            // The conditions again: a delivery replayed or released since it was read is
+            // no longer old news.
             let mut deliveries = Statement::new("DELETE FROM deliveries WHERE id IN ");
-            deliveries.list(ids.iter().copied());
-            tx.run(deliveries).await?;
-            queue::remove_dead(&mut tx, &ids).await?;
+            deliveries
+                .list(ids.iter().copied())
+                .push(" AND (((status = 'delivered' OR (status = 'dead' AND acknowledged)) AND created_at < ")
+                .bind(dlv_cut)
+                .push(") OR (status IN ('dead', 'held') AND created_at < ")
+                .bind(dead_cut)
+                .push(")) RETURNING id");
+            let gone: Vec<(String,)> = tx.fetch_built(deliveries).await?;
+            let gone: Vec<&str> = gone.iter().map(|(id,)| id.as_str()).collect();
+            if !gone.is_empty() {
+                let mut attempts = Statement::new("DELETE FROM delivery_attempts WHERE delivery_id IN ");
+                attempts.list(gone.iter().copied());
+                tx.run(attempts).await?;
+                queue::remove_dead(&mut tx, &gone).await?;
+            }
             tx.commit().await?;
-            report.deliveries += n;
-            if (n as i64) < BATCH {
+            report.deliveries += gone.len() as u64;
+            if n < BATCH {
                 break;
             }
         }

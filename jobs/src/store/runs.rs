@@ -227,8 +227,7 @@ pub(super) async fn store_events(
         .iter()
         .flat_map(|e| deliveries_for(&hooks, e.id.as_str(), e.kind, e.job_id.as_str(), &e.environment))
         .collect();
-    insert_deliveries(tx, &deliveries, now).await?;
-    Ok(!deliveries.is_empty())
+    Ok(insert_deliveries(tx, deliveries, now).await? > 0)
 }
 
 impl NewRun {

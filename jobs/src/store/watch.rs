@@ -6,6 +6,7 @@
 
 use super::{
     Change, Store,
+    db::{Arg, Statement},
     jobs::{JobRow, job_columns},
     runs::{RunEvent, store_events},
 };
@@ -20,6 +21,8 @@ use std::collections::HashMap;
 
 /// Rows each of a pass's reads looks at, at most.
 const BATCH: i64 = 500;
+/// Pages of overdue jobs one pass looks at, at most.
+const MAX_PAGES: usize = 20;
 
 /// What one watchdog pass sent.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -53,6 +56,38 @@ struct Alert {
     key: String,
     event: EventType,
     payload: serde_json::Value,
+    /// What must still hold when it is written (the pass read before its transaction).
+    still: Still,
+}
+
+/// The condition an alert is written under, checked in the writing transaction.
+enum Still {
+    /// The job, not paused, has not fired this slot (ms) yet.
+    Unfired(i64),
+    /// This run still waits to start.
+    Waiting(String),
+    /// This run is still going.
+    Running(String),
+}
+
+impl Still {
+    /// The SQL condition, on parameter `$5`, and its value.
+    fn condition(&self) -> (&'static str, Arg<'_>) {
+        match self {
+            Still::Unfired(slot) => (
+                "EXISTS (SELECT 1 FROM scheduled_jobs WHERE id = $1 AND NOT paused AND next_fire_at <= $5)",
+                (*slot).into(),
+            ),
+            Still::Waiting(run) => (
+                "EXISTS (SELECT 1 FROM runs WHERE id = $5 AND state IN ('scheduled', 'queued'))",
+                run.as_str().into(),
+            ),
+            Still::Running(run) => (
+                "EXISTS (SELECT 1 FROM runs WHERE id = $5 AND state = 'running')",
+                run.as_str().into(),
+            ),
+        }
+    }
 }
 
 fn ms(t: DateTime<Utc>) -> i64 {
@@ -102,15 +137,19 @@ impl Store {
         let mut tx = self.begin().await?;
         let mut events = Vec::new();
         for a in &alerts {
+            let (condition, arg) = a.still.condition();
             let n = tx
                 .execute(
-                    "INSERT INTO job_alerts (job_id, kind, alert_key, created_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (job_id, kind, alert_key) DO NOTHING",
+                    format!(
+                        "INSERT INTO job_alerts (job_id, kind, alert_key, created_at) SELECT $1, $2, $3, $4 \
+                         WHERE {condition} ON CONFLICT (job_id, kind, alert_key) DO NOTHING"
+                    ),
                     &[
                         a.job.id.as_str().into(),
                         a.kind.into(),
                         a.key.as_str().into(),
                         ms(now).into(),
+                        arg,
                     ],
                 )
                 .await?;
@@ -134,35 +173,73 @@ impl Store {
     /// The late slots at `now`, as alerts.
     async fn late_alerts(&self, now: DateTime<Utc>) -> Result<Vec<Alert>, StoreError> {
         let mut alerts = Vec::new();
-        // Slots the scheduler has not fired (it is down, stuck or behind).
-        let rows: Vec<JobRow> = self
-            .reader()
-            .fetch_all(
-                concat!(
-                    "SELECT ",
-                    job_columns!(),
-                    " FROM scheduled_jobs WHERE next_fire_at IS NOT NULL AND next_fire_at <= $1 AND NOT paused \
-                     AND late_after_seconds > 0 AND next_fire_at + late_after_seconds * 1000 <= $2 \
-                     ORDER BY next_fire_at LIMIT $3"
-                ),
-                &[(ms(now) - 1000).into(), ms(now).into(), BATCH.into()],
-            )
-            .await?;
-        for row in rows {
-            let job = Job::try_from(row)?;
-            let Some(first) = job.next_run_at else {
-                continue;
+        // Slots the scheduler has not fired (it is down, stuck or behind): every such
+        // job, a page at a time, each from the slot after the newest already alerted.
+        let mut after = (i64::MIN, String::new());
+        for _ in 0..MAX_PAGES {
+            let rows: Vec<JobRow> = self
+                .reader()
+                .fetch_all(
+                    concat!(
+                        "SELECT ",
+                        job_columns!(),
+                        " FROM scheduled_jobs WHERE next_fire_at IS NOT NULL AND next_fire_at <= $1 AND NOT paused \
+                         AND late_after_seconds > 0 AND next_fire_at + late_after_seconds * 1000 <= $2 \
+                         AND (next_fire_at > $4 OR (next_fire_at = $4 AND id > $5)) \
+                         ORDER BY next_fire_at, id LIMIT $3"
+                    ),
+                    &[
+                        (ms(now) - 1000).into(),
+                        ms(now).into(),
+                        BATCH.into(),
+                        after.0.into(),
+                        after.1.as_str().into(),
+                    ],
+                )
+                .await?;
+            let full = rows.len() as i64 == BATCH;
+            let jobs = rows
+                .into_iter()
+                .map(Job::try_from)
+                .collect::<Result<Vec<_>, _>>()?;
+            let Some(last) = jobs.last() else {
+                break;
             };
-            let late_after = job.spec.watch.late_after_seconds;
-            let facts = EventJob::from(&job);
-            for slot in late_slots(&job.spec.schedule, first, late_after, now) {
-                alerts.push(Alert {
-                    payload: job_late_payload(&facts, slot, late_after, None, now),
-                    job: facts.clone(),
-                    kind: "late",
-                    key: ms(slot).to_string(),
-                    event: EventType::JobLate,
-                });
+            after = (last.next_run_at.map_or(i64::MIN, ms), last.id.to_string());
+            let mut s = Statement::new(
+                "SELECT job_id, MAX(CAST(alert_key AS BIGINT)) FROM job_alerts WHERE kind = 'late' AND job_id IN ",
+            );
+            s.list(jobs.iter().map(|j| j.id.as_str()))
+                .push(" GROUP BY job_id");
+            let alerted: HashMap<String, i64> = self
+                .reader()
+                .fetch_built::<(String, i64)>(s)
+                .await?
+                .into_iter()
+                .collect();
+            for job in &jobs {
+                let Some(first) = job.next_run_at else {
+                    continue;
+                };
+                let late_after = job.spec.watch.late_after_seconds;
+                let newest = alerted.get(job.id.as_str()).copied().unwrap_or(i64::MIN);
+                let facts = EventJob::from(job);
+                for slot in late_slots(&job.spec.schedule, first, late_after, now)
+                    .into_iter()
+                    .filter(|s| ms(*s) > newest)
+                {
+                    alerts.push(Alert {
+                        payload: job_late_payload(&facts, slot, late_after, None, now),
+                        job: facts.clone(),
+                        kind: "late",
+                        key: ms(slot).to_string(),
+                        event: EventType::JobLate,
+                        still: Still::Unfired(ms(slot)),
+                    });
+                }
+            }
+            if !full {
+                break;
             }
         }
         // Fired slots whose run waits to start (the workers are down, stuck or busy).
@@ -181,8 +258,11 @@ impl Store {
             .fetch_all(
                 "SELECT r.id, r.job_id, r.scheduled_for, j.late_after_seconds, j.environment, j.max_retries, \
                  j.timeout_seconds FROM runs r JOIN scheduled_jobs j ON j.id = r.job_id \
-                 WHERE r.state IN ('scheduled', 'queued') AND r.attempt = 1 AND r.scheduled_for IS NOT NULL \
+                 WHERE r.state IN ('scheduled', 'queued') AND r.attempt = 1 AND r.origin = 'schedule' \
+                 AND r.scheduled_for IS NOT NULL \
                  AND j.late_after_seconds > 0 AND r.scheduled_for + j.late_after_seconds * 1000 <= $1 \
+                 AND NOT EXISTS (SELECT 1 FROM job_alerts a WHERE a.job_id = r.job_id AND a.kind = 'late' \
+                 AND a.alert_key = CAST(r.scheduled_for AS TEXT)) \
                  ORDER BY r.scheduled_for LIMIT $2",
                 &[ms(now).into(), BATCH.into()],
             )
@@ -198,6 +278,7 @@ impl Store {
                 kind: "late",
                 key: w.scheduled_for.to_string(),
                 event: EventType::JobLate,
+                still: Still::Waiting(w.id),
             });
         }
         Ok(alerts)
@@ -265,6 +346,7 @@ impl Store {
                 payload: job_overran_payload(&job, &run, &overran, now),
                 job,
                 kind: "overran",
+                still: Still::Running(g.id.clone()),
                 key: g.id,
                 event: EventType::JobOverran,
             });

@@ -248,12 +248,41 @@ pub(crate) async fn insert_events(
 }
 
 /// Stores `deliveries` inside `tx` with multi-row inserts and queues a task for each
-/// that is not held.
+/// that is not held; returns how many were stored. The subscriptions a delivery would be
+/// held for are read again first, locked (Postgres), so that a concurrent enable (which
+/// releases held deliveries) or delete either commits first (and these go out, or are
+/// not made) or waits for this transaction and then sees them.
 pub(crate) async fn insert_deliveries(
     tx: &mut Tx,
-    deliveries: &[NewDelivery<'_>],
+    mut deliveries: Vec<NewDelivery<'_>>,
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+) -> Result<usize, StoreError> {
+    if deliveries.iter().any(|d| d.held) {
+        let mut held: Vec<&str> = deliveries
+            .iter()
+            .filter(|d| d.held)
+            .map(|d| d.webhook_id)
+            .collect();
+        held.sort_unstable();
+        held.dedup();
+        tx.lock_delivery_gauge().await?;
+        let mut s = Statement::new("SELECT id, enabled FROM webhooks WHERE id IN ");
+        s.list(held.iter().copied())
+            .push(" ORDER BY id")
+            .push(tx.dialect().for_share);
+        let now_enabled: std::collections::HashMap<String, bool> =
+            tx.fetch_built::<(String, bool)>(s).await?.into_iter().collect();
+        deliveries.retain_mut(|d| {
+            if d.held {
+                match now_enabled.get(d.webhook_id) {
+                    Some(enabled) => d.held = !enabled,
+                    None => return false,
+                }
+            }
+            true
+        });
+    }
+    let deliveries = &deliveries;
     /// Rows per multi-row INSERT (8 parameters each, well under both databases' limits).
     const ROWS: usize = 500;
     let at = now.timestamp_millis();
@@ -279,7 +308,7 @@ pub(crate) async fn insert_deliveries(
             .collect();
         queue::push_deliveries(tx, &tasks).await?;
     }
-    Ok(())
+    Ok(deliveries.len())
 }
 
 /// Deletes subscription `id`'s held deliveries (with the attempts they made before they
@@ -408,6 +437,7 @@ impl Store {
     ) -> Result<Option<Webhook>, StoreError> {
         let at = now.timestamp_millis();
         let mut tx = self.begin().await?;
+        tx.lock_delivery_gauge().await?;
         let n = tx
             .execute(
                 "UPDATE webhooks SET url = $2, events = $3, environment = $4, job_ids = $5, headers = $6, \
@@ -467,6 +497,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.begin().await?;
+        tx.lock_delivery_gauge().await?;
         let n = tx
             .execute("DELETE FROM webhooks WHERE id = $1", &[id.as_str().into()])
             .await?;
@@ -579,9 +610,8 @@ impl Store {
             })
             .collect();
         insert_events(&mut tx, &rows, now).await?;
-        insert_deliveries(&mut tx, &deliveries, now).await?;
+        let queued = insert_deliveries(&mut tx, deliveries, now).await?;
         tx.commit().await?;
-        let queued = deliveries.len();
         if queued > 0 {
             self.changed(Change::DeliveriesPushed);
         }

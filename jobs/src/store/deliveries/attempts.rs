@@ -293,6 +293,7 @@ impl Store {
     ) -> Result<Vec<DeliveryId>, StoreError> {
         let hooks = sorted(deliveries.iter().map(|(_, h)| h.as_str()));
         let mut tx = self.begin().await?;
+        tx.lock_delivery_gauge().await?;
         let mut s = Statement::new("SELECT id FROM webhooks WHERE NOT enabled AND id IN ");
         s.list(hooks.iter().copied())
             .push(" ORDER BY id")
@@ -563,11 +564,15 @@ impl Store {
         let mut held = Vec::new();
         if !retries.is_empty() {
             // The retry of a subscription now disabled (just above, or by someone while
-            // the attempt was in flight) is held instead of queued.
+            // the attempt was in flight) is held instead of queued. The subscription's row
+            // is locked (Postgres), so a concurrent enable, which releases held
+            // deliveries, commits first or sees this one.
             let mut s =
                 Statement::new("UPDATE deliveries SET status = 'held', next_attempt_at = NULL WHERE id IN ");
             s.list(retries.iter().map(|(id, _)| id.as_str()))
-                .push(" AND webhook_id IN (SELECT id FROM webhooks WHERE NOT enabled) RETURNING id");
+                .push(" AND webhook_id IN (SELECT id FROM webhooks WHERE NOT enabled")
+                .push(tx.dialect().for_share)
+                .push(") RETURNING id");
             held = tx.fetch_built::<(String,)>(s).await?;
             retries.retain(|(id, _)| !held.iter().any(|(h,)| h == id));
         }
