@@ -148,10 +148,14 @@ impl PgServer {
             .arg(&data);
         run(initdb, "initdb")?;
         let port = free_port();
-        // Durability settings matter only for a machine crash, which tests do not cause.
+        // Flushing to disk matters only for a machine crash, which tests do not cause
+        // (fsync off). A commit must still reach the operating system before it is
+        // acknowledged (synchronous_commit on): the chaos test stops the server as by a
+        // crash (`immediate`), which loses the WAL buffers, and with asynchronous commits
+        // a delivery already sent could be lost with them.
         let conf = format!(
             "\nport = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-             max_connections = 300\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n",
+             max_connections = 300\nfsync = off\nsynchronous_commit = on\nfull_page_writes = off\n",
             data.display()
         );
         std::fs::OpenOptions::new()
