@@ -125,11 +125,11 @@ pub(super) struct RunRow {
     missed_last: Option<i64>,
 }
 
-fn ms(t: DateTime<Utc>) -> i64 {
+pub(super) fn ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
-fn time(v: i64) -> Result<DateTime<Utc>, StoreError> {
+pub(super) fn time(v: i64) -> Result<DateTime<Utc>, StoreError> {
     DateTime::from_timestamp_millis(v).ok_or_else(|| StoreError::Corrupt(format!("timestamp {v}")))
 }
 
@@ -424,15 +424,26 @@ async fn deleted_job_in(tx: &mut Tx, id: &JobId) -> Result<Option<EventJob>, Sto
         )
         .await?;
     row.map(|(environment, max_retries, timeout_seconds)| {
-        let corrupt = |what: &str| StoreError::Corrupt(format!("deleted job {id}: {what}"));
-        Ok(EventJob {
-            id: id.clone(),
-            environment: Environment::parse(&environment).ok_or_else(|| corrupt("environment"))?,
-            max_retries: u32::try_from(max_retries).map_err(|_| corrupt("max_retries"))?,
-            timeout_seconds: u32::try_from(timeout_seconds).map_err(|_| corrupt("timeout_seconds"))?,
-        })
+        event_job(id.as_str(), &environment, max_retries, timeout_seconds)
     })
     .transpose()
+}
+
+/// What an event says of a job, from its stored columns (the job's row, or what its
+/// deletion kept).
+pub(super) fn event_job(
+    id: &str,
+    environment: &str,
+    max_retries: i64,
+    timeout_seconds: i64,
+) -> Result<EventJob, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("job {id}: {what}"));
+    Ok(EventJob {
+        id: JobId::parse(id).ok_or_else(|| corrupt("id"))?,
+        environment: Environment::parse(environment).ok_or_else(|| corrupt("environment"))?,
+        max_retries: u32::try_from(max_retries).map_err(|_| corrupt("max_retries"))?,
+        timeout_seconds: u32::try_from(timeout_seconds).map_err(|_| corrupt("timeout_seconds"))?,
+    })
 }
 
 impl Store {

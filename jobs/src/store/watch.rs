@@ -8,11 +8,11 @@ use super::{
     Change, Store,
     db::{Arg, Statement},
     jobs::{JobRow, job_columns},
-    runs::{RunEvent, store_events},
+    runs::{RunEvent, event_job, ms, store_events, time},
 };
 use crate::StoreError;
 use crate::domain::{
-    Environment, EventType, Job, JobId, RunId,
+    EventType, Job, RunId,
     event::{EventJob, Overran, job_late_payload, job_overran_payload},
     watch::{HealthState, MIN_OVERRAN, RECENT_RUNS, late_slots, overran_threshold, waiting_run_is_late},
 };
@@ -88,30 +88,6 @@ impl Still {
             ),
         }
     }
-}
-
-fn ms(t: DateTime<Utc>) -> i64 {
-    t.timestamp_millis()
-}
-
-fn time(v: i64) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::from_timestamp_millis(v).ok_or_else(|| StoreError::Corrupt(format!("timestamp {v}")))
-}
-
-/// What an event says of a job, from its columns.
-fn event_job(
-    id: &str,
-    environment: &str,
-    max_retries: i64,
-    timeout_seconds: i64,
-) -> Result<EventJob, StoreError> {
-    let corrupt = |what: &str| StoreError::Corrupt(format!("job {id}: {what}"));
-    Ok(EventJob {
-        id: JobId::parse(id).ok_or_else(|| corrupt("id"))?,
-        environment: Environment::parse(environment).ok_or_else(|| corrupt("environment"))?,
-        max_retries: u32::try_from(max_retries).map_err(|_| corrupt("max_retries"))?,
-        timeout_seconds: u32::try_from(timeout_seconds).map_err(|_| corrupt("timeout_seconds"))?,
-    })
 }
 
 fn run_id(id: &str) -> Result<RunId, StoreError> {
